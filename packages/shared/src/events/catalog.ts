@@ -1,0 +1,199 @@
+import { z } from 'zod';
+
+/**
+ * The event catalog: every event type Tollgate publishes, with the schema of its `data`.
+ * Adding an optional field is compatible; any other change of shape bumps `version`.
+ */
+
+/** Integer micro-dollars (1 USD = 1,000,000); money is never a float. */
+export const micros = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
+const count = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
+const name = z.string().min(1).max(128);
+
+export const ERROR_CATEGORY_VALUES = [
+  'rate_limit',
+  'timeout',
+  'network',
+  'provider_unavailable',
+  'authentication',
+  'invalid_request',
+  'content_blocked',
+  'budget_exceeded',
+] as const;
+export const RECOVERY_STRATEGY_VALUES = [
+  'retry_with_backoff',
+  'fallback_provider',
+  'circuit_break',
+  'degrade',
+  'fail_fast',
+  'escalate',
+] as const;
+
+const workflowKind = z.enum(['chat', 'vision']);
+const scope = z.enum(['global', 'user', 'project']);
+const period = z.enum(['day', 'week', 'month']);
+
+/** Units a provider bills. `output_tokens` excludes reasoning tokens; `cached_input_tokens` is a subset of `input_tokens`. */
+export const usageUnitsSchema = z.object({
+  input_tokens: count.optional(),
+  cached_input_tokens: count.optional(),
+  output_tokens: count.optional(),
+  reasoning_tokens: count.optional(),
+  images: count.optional(),
+  search_queries: count.optional(),
+});
+
+/** How an error was handled: what the caller is told and what the system did. */
+export const resolutionSchema = z.object({
+  category: z.enum(ERROR_CATEGORY_VALUES),
+  strategy: z.enum(RECOVERY_STRATEGY_VALUES),
+  code: name,
+  message: z.string().max(1000),
+  suggested_actions: z.array(z.string().max(500)).max(10),
+  retryable: z.boolean(),
+});
+
+const circuitData = z.object({
+  breaker: name,
+  provider: name,
+  operation: name,
+  failures: count,
+  reason: z.string().max(500),
+});
+
+export const EVENT_CATALOG = {
+  'workflow.started': {
+    version: 1,
+    data: z.object({ workflow: workflowKind, job_id: name.optional(), attempt: z.number().int().min(1).optional() }),
+  },
+  'workflow.completed': {
+    version: 1,
+    data: z.object({
+      workflow: workflowKind,
+      job_id: name.optional(),
+      duration_ms: count,
+      provider: name.optional(),
+      model: name.optional(),
+    }),
+  },
+  'workflow.failed': {
+    version: 1,
+    data: z.object({ workflow: workflowKind, job_id: name.optional(), duration_ms: count, error: resolutionSchema }),
+  },
+  'chat.message_received': {
+    version: 1,
+    data: z.object({
+      conversation_id: name,
+      message_chars: count,
+      history_messages: count,
+      model_requested: name.optional(),
+    }),
+  },
+  'chat.response_generated': {
+    version: 1,
+    data: z.object({
+      conversation_id: name,
+      provider: name,
+      model: name,
+      response_chars: count,
+      input_tokens: count,
+      output_tokens: count,
+      latency_ms: count,
+      attempts: z.number().int().min(1),
+      fallback_used: z.boolean(),
+    }),
+  },
+  'vision.analysis_completed': {
+    version: 1,
+    data: z.object({
+      provider: name,
+      model: name,
+      cached: z.boolean(),
+      latency_ms: count,
+      image_sha256: z.string().regex(/^[a-f0-9]{64}$/),
+      quality: z.enum(['standard', 'high']),
+      degraded: z.boolean(),
+    }),
+  },
+  'rag.context_retrieved': {
+    version: 1,
+    data: z.object({ source: name, query_chars: count, documents: count, latency_ms: count }),
+  },
+  'usage.recorded': {
+    version: 1,
+    data: z.object({
+      provider: name,
+      model: name,
+      service: name,
+      operation: name,
+      units: usageUnitsSchema,
+      /** Where the counts came from: the provider's own usage, our tokenizer when the provider sent none, or a cache hit. */
+      usage_source: z.enum(['provider', 'tokenizer', 'cache']),
+      request_id: name,
+      /** A cache hit: priced at zero, with what the call would have cost recorded as avoided. */
+      cached: z.boolean(),
+      avoided_micros: micros.optional(),
+    }),
+  },
+  'cost.recorded': {
+    version: 1,
+    data: z.object({
+      entry_id: name,
+      usage_event_id: name,
+      amount_micros: micros,
+      avoided_micros: micros.optional(),
+      price_version: name,
+      provider: name,
+      model: name,
+      service: name,
+      operation: name,
+      units: usageUnitsSchema,
+      cached: z.boolean(),
+      occurred_at: z.iso.datetime(),
+      totals: z.array(
+        z.object({ scope, scope_id: name, period, period_key: name, spent_micros: micros }),
+      ),
+    }),
+  },
+  'cost.threshold_exceeded': {
+    version: 1,
+    data: z.object({
+      alert_id: name,
+      fingerprint: name,
+      state: z.enum(['firing', 'resolved']),
+      scope,
+      scope_id: name,
+      period,
+      period_key: name,
+      threshold_pct: z.number().int().min(1).max(1000),
+      spent_micros: micros,
+      limit_micros: micros,
+      hard: z.boolean(),
+      top_contributors: z.array(z.object({ dimension: name, key: name, micros })).max(20),
+    }),
+  },
+  'error.occurred': {
+    version: 1,
+    data: z.object({
+      service: name,
+      category: z.enum(ERROR_CATEGORY_VALUES),
+      strategy: z.enum(RECOVERY_STRATEGY_VALUES),
+      code: name,
+      message: z.string().max(1000),
+      provider: name.optional(),
+      operation: name.optional(),
+    }),
+  },
+  'circuit.opened': { version: 1, data: circuitData },
+  'circuit.closed': { version: 1, data: circuitData },
+} as const;
+
+export type EventType = keyof typeof EVENT_CATALOG;
+export const EVENT_TYPES = Object.keys(EVENT_CATALOG) as EventType[];
+export type EventData<T extends EventType> = z.infer<(typeof EVENT_CATALOG)[T]['data']>;
+export type UsageUnits = z.infer<typeof usageUnitsSchema>;
+export type Resolution = z.infer<typeof resolutionSchema>;
+
+export function isEventType(type: string): type is EventType {
+  return Object.prototype.hasOwnProperty.call(EVENT_CATALOG, type);
+}

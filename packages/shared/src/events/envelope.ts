@@ -1,0 +1,90 @@
+import { randomUUID } from 'node:crypto';
+import { z } from 'zod';
+import { InvalidEventError } from '../errors/tollgate-error';
+import { EVENT_CATALOG, type EventData, type EventType, isEventType } from './catalog';
+
+const id = z.string().min(1).max(128);
+
+export const envelopeSchema = z.strictObject({
+  id,
+  type: z.string().min(1).max(64),
+  version: z.number().int().min(1),
+  occurred_at: z.iso.datetime(),
+  source: z.string().min(1).max(64),
+  correlation_id: id,
+  user_id: id.optional(),
+  project_id: id.optional(),
+  data: z.unknown(),
+});
+
+export interface EventEnvelope<T extends EventType = EventType> {
+  id: string;
+  type: T;
+  version: number;
+  occurred_at: string;
+  source: string;
+  correlation_id: string;
+  user_id?: string;
+  project_id?: string;
+  data: EventData<T>;
+}
+
+/** Any catalog event, discriminated by `type` so a `switch` narrows `data`. */
+export type AnyEvent = { [T in EventType]: EventEnvelope<T> }[EventType];
+
+export interface EventMeta {
+  correlation_id: string;
+  user_id?: string;
+  project_id?: string;
+  /** Defaults to now; set by replays and tests. */
+  occurred_at?: string;
+  /** Defaults to a new UUID; set it to make a publish idempotent downstream. */
+  id?: string;
+}
+
+function issues(error: z.ZodError): Array<{ path: string; message: string }> {
+  return error.issues.map((i) => ({ path: i.path.join('.'), message: i.message }));
+}
+
+/** Builds and validates an envelope for publishing; unknown types and bad data throw `invalid_event`. */
+export function createEvent<T extends EventType>(type: T, data: EventData<T>, meta: EventMeta, source: string): EventEnvelope<T> {
+  if (!isEventType(type)) throw new InvalidEventError(`Unknown event type "${String(type)}"`);
+  const entry = EVENT_CATALOG[type];
+  // Strict at publish: a misspelt field is a producer bug worth failing loudly on.
+  const parsed = (entry.data as z.ZodObject).strict().safeParse(data);
+  if (!parsed.success) {
+    throw new InvalidEventError(`Invalid data for event "${type}"`, issues(parsed.error));
+  }
+  const envelope = {
+    id: meta.id ?? randomUUID(),
+    type,
+    version: entry.version,
+    occurred_at: meta.occurred_at ?? new Date().toISOString(),
+    source,
+    correlation_id: meta.correlation_id,
+    ...(meta.user_id !== undefined && { user_id: meta.user_id }),
+    ...(meta.project_id !== undefined && { project_id: meta.project_id }),
+    data: parsed.data,
+  };
+  const checked = envelopeSchema.safeParse(envelope);
+  if (!checked.success) throw new InvalidEventError(`Invalid envelope for event "${type}"`, issues(checked.error));
+  return envelope as EventEnvelope<T>;
+}
+
+/**
+ * Validates an event read off the bus. Lenient about unknown data fields (a newer producer may
+ * add optional ones) but never about unknown types, versions or bad data.
+ */
+export function parseEvent(raw: unknown): AnyEvent {
+  const env = envelopeSchema.safeParse(raw);
+  if (!env.success) throw new InvalidEventError('Invalid event envelope', issues(env.error));
+  const { type, version } = env.data;
+  if (!isEventType(type)) throw new InvalidEventError(`Unknown event type "${type}"`);
+  const entry = EVENT_CATALOG[type];
+  if (version !== entry.version) {
+    throw new InvalidEventError(`Unsupported version ${version} of "${type}" (this build reads ${entry.version})`);
+  }
+  const data = entry.data.safeParse(env.data.data);
+  if (!data.success) throw new InvalidEventError(`Invalid data for event "${type}"`, issues(data.error));
+  return { ...env.data, type, data: data.data } as AnyEvent;
+}

@@ -1,0 +1,288 @@
+import type Redis from 'ioredis';
+import { EventBus, type EventBusOptions } from '../src/bus/event-bus';
+import type { AnyEvent } from '../src/events/envelope';
+import { createRedis } from '../src/redis';
+import { TEST_REDIS_URL, testRedis, waitFor } from '../src/testing';
+
+const { redis, prefix, cleanup } = testRedis('bus');
+const buses: EventBus[] = [];
+let n = 0;
+
+/** Each test gets its own stream under the file's prefix. */
+function makeBus(sub: string, service: string, extra: Partial<EventBusOptions> = {}): EventBus {
+  const bus = new EventBus({ redis, prefix: `${prefix}:${sub}`, service, blockMs: 50, retryDelayMs: 5, ...extra });
+  buses.push(bus);
+  return bus;
+}
+
+const usage = (i: number) => ({
+  provider: 'openai',
+  model: 'gpt-4o-mini',
+  service: 'chat-workflow',
+  operation: 'chat',
+  units: { input_tokens: i, output_tokens: 1 },
+  usage_source: 'provider' as const,
+  request_id: `req-${i}`,
+  cached: false,
+});
+
+afterEach(async () => {
+  await Promise.all(buses.splice(0).map((b) => b.stop()));
+});
+afterAll(cleanup);
+
+test('every consumer group sees every event once; consumers in one group split them without overlap', async () => {
+  const s = `split${n++}`;
+  const seen = { ledger: [] as string[], alertA: [] as string[], alertB: [] as string[] };
+  const ledger = makeBus(s, 'ledger');
+  const alertA = makeBus(s, 'alerting', { consumer: 'a' });
+  const alertB = makeBus(s, 'alerting', { consumer: 'b' });
+  ledger.subscribe('usage.recorded', (e) => void seen.ledger.push(e.id));
+  alertA.subscribe('usage.recorded', (e) => void seen.alertA.push(e.id));
+  alertB.subscribe('usage.recorded', (e) => void seen.alertB.push(e.id));
+  await Promise.all([ledger.start(), alertA.start(), alertB.start()]);
+
+  const publisher = makeBus(s, 'gateway');
+  const published: string[] = [];
+  for (let batch = 0; batch < 10; batch++) {
+    const events = await publisher.publishMany(
+      Array.from({ length: 100 }, (_, i) => ({ type: 'usage.recorded' as const, data: usage(batch * 100 + i), meta: { correlation_id: `c${i}` } })),
+    );
+    published.push(...events.map((e) => e.id));
+  }
+
+  expect(await waitFor(() => seen.ledger.length >= 1000 && seen.alertA.length + seen.alertB.length >= 1000)).toBe(true);
+  await new Promise((r) => setTimeout(r, 150)); // room for any duplicate to show up
+  expect(seen.ledger).toHaveLength(1000);
+  expect(new Set(seen.ledger)).toEqual(new Set(published));
+  const alerting = [...seen.alertA, ...seen.alertB];
+  expect(alerting).toHaveLength(1000);
+  expect(new Set(alerting)).toEqual(new Set(published));
+  // Both instances took part: the group balances across consumers.
+  expect(seen.alertA.length).toBeGreaterThan(0);
+  expect(seen.alertB.length).toBeGreaterThan(0);
+  expect(await ledger.pendingCount()).toBe(0);
+});
+
+test('entries a crashed consumer left unacked are reclaimed and handled by another instance', async () => {
+  const s = `reclaim${n++}`;
+  const publisher = makeBus(s, 'gateway');
+  const survivor = makeBus(s, 'ledger', { consumer: 'survivor', claimIdleMs: 200, claimIntervalMs: 50, startId: '$' });
+  const handled: Array<{ id: string; deliveries: number }> = [];
+  survivor.subscribe('usage.recorded', (e, ctx) => void handled.push({ id: e.id, deliveries: ctx.deliveries }));
+  await survivor.start();
+  await survivor.stop(); // the group exists; now the "crashed" instance takes the events
+  const events = await Promise.all([0, 1, 2, 3, 4].map((i) => publisher.publish('usage.recorded', usage(i), { correlation_id: 'c' })));
+
+  // What a SIGKILLed instance leaves behind: entries delivered to it and never acked.
+  const taken = (await redis.xreadgroup('GROUP', 'ledger', 'crashed', 'COUNT', 100, 'STREAMS', survivor.stream, '>')) as Array<[string, unknown[]]>;
+  expect(taken[0]![1]).toHaveLength(5);
+  expect(await survivor.pendingCount()).toBe(5);
+
+  const second = makeBus(s, 'ledger', { consumer: 'survivor', claimIdleMs: 200, claimIntervalMs: 50 });
+  second.subscribe('usage.recorded', (e, ctx) => void handled.push({ id: e.id, deliveries: ctx.deliveries }));
+  await second.start();
+  expect(await waitFor(() => handled.length >= 5)).toBe(true);
+  expect(handled.map((h) => h.id).sort()).toEqual(events.map((e) => e.id).sort());
+  expect(handled.every((h) => h.deliveries === 2)).toBe(true);
+  expect(await waitFor(async () => (await second.pendingCount()) === 0)).toBe(true);
+});
+
+test('an entry redelivered more than maxDeliveries times is dead-lettered as poison', async () => {
+  const s = `poison${n++}`;
+  const bus = makeBus(s, 'ledger', { claimIdleMs: 1, claimIntervalMs: 20, maxDeliveries: 2, startId: '0' });
+  const publisher = makeBus(s, 'gateway');
+  const ev = await publisher.publish('usage.recorded', usage(1), { correlation_id: 'c' });
+  await redis.xgroup('CREATE', bus.stream, 'ledger', '0', 'MKSTREAM');
+  // Two deliveries that never acked (two crashes in a row).
+  await redis.xreadgroup('GROUP', 'ledger', 'dead1', 'STREAMS', bus.stream, '>');
+  await redis.xclaim(bus.stream, 'ledger', 'dead2', 0, (await redis.xrange(bus.stream, '-', '+'))[0]![0]);
+  const handled: string[] = [];
+  bus.subscribe('*', (e) => void handled.push(e.id));
+  await bus.start();
+  expect(await waitFor(async () => (await bus.deadLetters()).length === 1)).toBe(true);
+  const [dead] = await bus.deadLetters();
+  expect(dead!.handler).toBe('(delivery)');
+  expect(dead!.reason).toMatch(/delivered 3 times/);
+  expect(JSON.parse(dead!.raw).id).toBe(ev.id);
+  expect(handled).toEqual([]);
+  expect(await bus.pendingCount()).toBe(0);
+});
+
+test('a handler that always throws is dead-lettered after its retries while the other handlers all succeed', async () => {
+  const s = `dlq${n++}`;
+  const bus = makeBus(s, 'alerting', { handlerAttempts: 3 });
+  const attempts = new Map<string, number>();
+  const good1: string[] = [];
+  const good2: string[] = [];
+  bus.subscribe('usage.recorded', (e) => {
+    attempts.set(e.id, (attempts.get(e.id) ?? 0) + 1);
+    throw new Error(`boom for ${e.data.request_id}`);
+  }, { name: 'always-fails' });
+  bus.subscribe('usage.recorded', async (e) => void good1.push(e.id), { name: 'good-1' });
+  bus.subscribe('*', (e) => void good2.push(e.id), { name: 'good-2' });
+  await bus.start();
+  const publisher = makeBus(s, 'gateway');
+  const events = await Promise.all([0, 1, 2, 3, 4, 5, 6, 7, 8, 9].map((i) => publisher.publish('usage.recorded', usage(i), { correlation_id: `c${i}` })));
+
+  expect(await waitFor(async () => (await bus.deadLetters()).length === 10)).toBe(true);
+  expect(good1.sort()).toEqual(events.map((e) => e.id).sort());
+  expect(good2.sort()).toEqual(events.map((e) => e.id).sort());
+  expect([...attempts.values()]).toEqual(Array(10).fill(3));
+  const dead = await bus.deadLetters();
+  expect(new Set(dead.map((d) => d.handler))).toEqual(new Set(['always-fails']));
+  expect(dead.every((d) => d.attempts === 3 && d.group === 'alerting' && /boom for req-\d/.test(d.reason))).toBe(true);
+  expect(new Set(dead.map((d) => JSON.parse(d.raw).id))).toEqual(new Set(events.map((e) => e.id)));
+  expect(await waitFor(async () => (await bus.pendingCount()) === 0)).toBe(true);
+});
+
+test('a handler error marked retryable: false is dead-lettered on the first attempt', async () => {
+  const s = `perm${n++}`;
+  const bus = makeBus(s, 'ledger', { handlerAttempts: 5 });
+  let calls = 0;
+  bus.subscribe('usage.recorded', () => {
+    calls++;
+    throw Object.assign(new Error('unknown model'), { retryable: false });
+  });
+  await bus.start();
+  await makeBus(s, 'gateway').publish('usage.recorded', usage(1), { correlation_id: 'c' });
+  expect(await waitFor(async () => (await bus.deadLetters()).length === 1)).toBe(true);
+  expect(calls).toBe(1);
+  expect((await bus.deadLetters())[0]!.attempts).toBe(1);
+});
+
+test('an entry that is not a valid event is dead-lettered at consume, never dropped silently', async () => {
+  const s = `bad${n++}`;
+  const bus = makeBus(s, 'ledger');
+  const handled: AnyEvent[] = [];
+  bus.subscribe('*', (e) => void handled.push(e));
+  await bus.start();
+  await redis.xadd(bus.stream, '*', 'type', 'usage.recorded', 'event', '{"not":"an event"}');
+  await redis.xadd(bus.stream, '*', 'type', 'x', 'event', 'not json');
+  expect(await waitFor(async () => (await bus.deadLetters()).length === 2)).toBe(true);
+  const dead = await bus.deadLetters();
+  expect(dead.every((d) => d.handler === '(decode)')).toBe(true);
+  expect(dead.map((d) => d.reason).join(' ')).toMatch(/Invalid event envelope/);
+  expect(handled).toEqual([]);
+});
+
+test('wildcard and metadata filters deliver exactly the matching events', async () => {
+  const s = `filter${n++}`;
+  const bus = makeBus(s, 'ops');
+  const got = { workflow: [] as string[], all: [] as string[], failed: [] as string[], userA: [] as string[], fn: [] as string[] };
+  bus.subscribe('workflow.*', (e) => void got.workflow.push(e.type));
+  bus.subscribe('*', (e) => void got.all.push(e.type));
+  bus.subscribe('*.failed', (e) => void got.failed.push(e.type));
+  bus.subscribe('usage.recorded', (e) => void got.userA.push(e.data.request_id), { filter: { user_id: 'A', project_id: ['p1', 'p2'] } });
+  bus.subscribe('*', (e) => void got.fn.push(e.type), { filter: (e) => e.correlation_id === 'special' });
+  await bus.start();
+
+  const p = makeBus(s, 'chat-workflow');
+  await p.publish('workflow.started', { workflow: 'chat' }, { correlation_id: 'c1' });
+  await p.publish('chat.message_received', { conversation_id: 'cv', message_chars: 5, history_messages: 0 }, { correlation_id: 'special' });
+  await p.publish('usage.recorded', usage(1), { correlation_id: 'c1', user_id: 'A', project_id: 'p1' });
+  await p.publish('usage.recorded', usage(2), { correlation_id: 'c1', user_id: 'B', project_id: 'p1' });
+  await p.publish('usage.recorded', usage(3), { correlation_id: 'c1', user_id: 'A', project_id: 'p3' });
+  await p.publish('usage.recorded', usage(4), { correlation_id: 'c1', user_id: 'A', project_id: 'p2' });
+  await p.publish('workflow.failed', {
+    workflow: 'chat', duration_ms: 3,
+    error: { category: 'timeout', strategy: 'retry_with_backoff', code: 'deadline_exceeded', message: 'Timed out', suggested_actions: [], retryable: true },
+  }, { correlation_id: 'c1' });
+
+  expect(await waitFor(() => got.all.length === 7)).toBe(true);
+  await new Promise((r) => setTimeout(r, 100));
+  expect(got.workflow.sort()).toEqual(['workflow.failed', 'workflow.started']);
+  expect(got.failed).toEqual(['workflow.failed']);
+  expect(got.userA.sort()).toEqual(['req-1', 'req-4']);
+  expect(got.fn).toEqual(['chat.message_received']);
+});
+
+test('history returns events in order by count, type pattern and time range; replay marks them replayed', async () => {
+  const s = `hist${n++}`;
+  const p = makeBus(s, 'chat-workflow');
+  const first = await p.publish('workflow.started', { workflow: 'chat' }, { correlation_id: 'h' });
+  await new Promise((r) => setTimeout(r, 5));
+  const mid = Date.now();
+  await new Promise((r) => setTimeout(r, 5));
+  const rest = [];
+  for (let i = 0; i < 20; i++) rest.push(await p.publish('usage.recorded', usage(i), { correlation_id: 'h' }));
+  const last = await p.publish('workflow.completed', { workflow: 'chat', duration_ms: 9 }, { correlation_id: 'h' });
+
+  const all = await p.history();
+  expect(all.map((e) => e.event.id)).toEqual([first.id, ...rest.map((e) => e.id), last.id]);
+  const last3 = await p.history({ last: 3 });
+  expect(last3.map((e) => e.event.id)).toEqual([rest[18]!.id, rest[19]!.id, last.id]);
+  const wf = await p.history({ types: 'workflow.*' });
+  expect(wf.map((e) => e.event.type)).toEqual(['workflow.started', 'workflow.completed']);
+  const lastUsage = await p.history({ types: ['usage.recorded'], last: 2 });
+  expect(lastUsage.map((e) => e.event.id)).toEqual([rest[18]!.id, rest[19]!.id]);
+  const since = await p.history({ since: mid, types: 'workflow.*' });
+  expect(since.map((e) => e.event.id)).toEqual([last.id]);
+  const until = await p.history({ until: mid });
+  expect(until.map((e) => e.event.id)).toEqual([first.id]);
+
+  const replayed: Array<[string, boolean]> = [];
+  const count = await p.replay({ types: 'usage.recorded' }, (e, ctx) => void replayed.push([e.id, ctx.replayed]));
+  expect(count).toBe(20);
+  expect(replayed).toEqual(rest.map((e) => [e.id, true]));
+});
+
+test('publishing an unknown type or invalid data is refused with invalid_event and writes nothing', async () => {
+  const s = `invalid${n++}`;
+  const p = makeBus(s, 'gateway');
+  await expect(p.publish('nope.event' as 'usage.recorded', usage(1), { correlation_id: 'c' })).rejects.toMatchObject({ code: 'invalid_event' });
+  await expect(p.publish('usage.recorded', { ...usage(1), units: { input_tokens: -1 } }, { correlation_id: 'c' })).rejects.toMatchObject({
+    code: 'invalid_event',
+    details: [expect.objectContaining({ path: 'units.input_tokens' })],
+  });
+  await expect(p.publish('usage.recorded', { ...usage(1), units: { input_tokens: 1.5 } }, { correlation_id: 'c' })).rejects.toMatchObject({ code: 'invalid_event' });
+  await expect(p.publish('usage.recorded', { ...usage(1), extra: 1 } as never, { correlation_id: 'c' })).rejects.toMatchObject({ code: 'invalid_event' });
+  await expect(p.publish('workflow.started', { workflow: 'chat' }, { correlation_id: '' })).rejects.toMatchObject({ code: 'invalid_event' });
+  await expect(p.publishMany([
+    { type: 'workflow.started', data: { workflow: 'chat' }, meta: { correlation_id: 'ok' } },
+    { type: 'workflow.started', data: { workflow: 'nope' as 'chat' }, meta: { correlation_id: 'bad' } },
+  ])).rejects.toMatchObject({ code: 'invalid_event' });
+  expect(await redis.exists(p.stream)).toBe(0);
+});
+
+test('the stream is capped near maxLen', async () => {
+  const s = `cap${n++}`;
+  const p = makeBus(s, 'gateway', { maxLen: 100 });
+  for (let i = 0; i < 5; i++) {
+    await p.publishMany(Array.from({ length: 100 }, (_, j) => ({ type: 'usage.recorded' as const, data: usage(i * 100 + j), meta: { correlation_id: 'c' } })));
+  }
+  const len = await redis.xlen(p.stream);
+  expect(len).toBeGreaterThanOrEqual(100);
+  expect(len).toBeLessThan(500);
+});
+
+test('stop lets in-flight handlers finish and acks them', async () => {
+  const s = `stop${n++}`;
+  const bus = makeBus(s, 'ledger');
+  let finished = 0;
+  bus.subscribe('usage.recorded', async () => {
+    await new Promise((r) => setTimeout(r, 200));
+    finished++;
+  });
+  await bus.start();
+  await makeBus(s, 'gateway').publish('usage.recorded', usage(1), { correlation_id: 'c' });
+  expect(await waitFor(async () => (await bus.pendingCount()) === 1)).toBe(true);
+  await bus.stop();
+  expect(finished).toBe(1);
+  expect(await bus.pendingCount()).toBe(0);
+});
+
+test('a second connection sees the same stream (instances are separate processes in production)', async () => {
+  const s = `conn${n++}`;
+  const other: Redis = createRedis(TEST_REDIS_URL);
+  try {
+    const p = new EventBus({ redis: other, prefix: `${prefix}:${s}`, service: 'gateway' });
+    const e = await p.publish('workflow.started', { workflow: 'vision' }, { correlation_id: 'x', user_id: 'u' });
+    const mine = makeBus(s, 'reader');
+    const [stored] = await mine.history();
+    expect(stored!.event).toEqual(e);
+    expect(stored!.event.source).toBe('gateway');
+  } finally {
+    await other.quit();
+  }
+});
