@@ -4,6 +4,7 @@ import type Redis from 'ioredis';
 import type { EventData, EventType } from '../events/catalog';
 import { type AnyEvent, createEvent, type EventEnvelope, type EventMeta, parseEvent } from '../events/envelope';
 import { keyspace } from '../keys';
+import { field } from './fields';
 import { type EventFilter, matchesFilter, matchesPattern } from './patterns';
 
 export interface BusLogger {
@@ -107,11 +108,6 @@ const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve,
 const errorText = (err: unknown) => (err instanceof Error ? `${err.name}: ${err.message}` : String(err));
 const toMs = (t: Date | number | string) => (t instanceof Date ? t.getTime() : typeof t === 'number' ? t : Date.parse(t));
 
-function field(fields: string[], name: string): string | undefined {
-  for (let i = 0; i < fields.length; i += 2) if (fields[i] === name) return fields[i + 1];
-  return undefined;
-}
-
 /**
  * The event bus on one Redis stream. Every service reads through its own consumer group, so each
  * service sees each event once, shared across that service's instances. Delivery is at least
@@ -206,7 +202,7 @@ export class EventBus {
     this.loop = this.readLoop();
     this.reclaimTimer = setInterval(() => {
       this.reclaiming ??= this.reclaim()
-        .catch((err) => this.logger?.warn('bus: reclaim failed', { error: errorText(err) }))
+        .catch((err) => void this.logger?.warn('bus: reclaim failed', { error: errorText(err) }))
         .finally(() => (this.reclaiming = undefined));
     }, this.opts.claimIntervalMs);
     this.reclaimTimer.unref();
@@ -326,7 +322,7 @@ export class EventBus {
   private dispatch(id: string, fields: string[] | null, deliveries: number): void {
     if (this.inFlight.has(id)) return; // reclaimed from ourselves while still running
     const work = this.handleEntry(id, fields, deliveries)
-      .catch((err) => this.logger?.error('bus: delivery failed; the entry stays pending for reclaim', { id, error: errorText(err) }))
+      .catch((err) => void this.logger?.error('bus: delivery failed; the entry stays pending for reclaim', { id, error: errorText(err) }))
       .finally(() => {
         this.inFlight.delete(id);
         this.slotWaiters.shift()?.();

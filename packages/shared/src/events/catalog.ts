@@ -59,6 +59,8 @@ const circuitData = z.object({
   operation: name,
   failures: count,
   reason: z.string().max(500),
+  /** The announcing instance, so it can ignore its own announcement. */
+  instance: name.optional(),
 });
 
 export const EVENT_CATALOG = {

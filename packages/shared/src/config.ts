@@ -1,0 +1,311 @@
+import { z } from 'zod';
+import { TollgateError } from './errors/tollgate-error';
+
+export const PROVIDER_NAMES = ['openai', 'gemini', 'deepseek'] as const;
+export type ProviderName = (typeof PROVIDER_NAMES)[number];
+
+export const LOG_LEVELS = ['error', 'warn', 'info', 'debug'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+export interface ProviderConfig {
+  apiKey: string;
+  baseUrl: string;
+  /** No API key: calls go to the local stub (or to *_BASE_URL) and cost nothing real. */
+  stub: boolean;
+}
+
+export interface ProviderModel {
+  provider: ProviderName;
+  model: string;
+}
+
+export interface Config {
+  nodeEnv: string;
+  logLevel: LogLevel;
+  redisUrl: string;
+  /** Every Redis key is namespaced with it. */
+  prefix: string;
+  gateway: { host: string; port: number };
+  /** Undefined when ADMIN_TOKEN is unset. */
+  adminToken: string | undefined;
+  stubServer: { host: string; port: number };
+  providers: Record<ProviderName, ProviderConfig>;
+  /** Every provider is on the stub. */
+  stubMode: boolean;
+  providerTimeoutMs: number;
+  requestDeadlineMs: number;
+  maxProviderAttempts: number;
+  chatFallbackChain: ProviderModel[];
+  bus: { maxLen: number; maxDeliveries: number; claimIdleMs: number };
+  chatWorkerConcurrency: number;
+  visionWorkerConcurrency: number;
+  /** Per API key. */
+  rateLimitPerMinute: number;
+  maxBodyBytes: number;
+  visionMaxBytes: number;
+  visionCacheTtlSeconds: number;
+  budgets: { dailyMicros: number; weeklyMicros: number; monthlyMicros: number; thresholdsPercent: number[] };
+  priceTableFile: string | undefined;
+}
+
+/** One error for the whole environment, so an operator fixes every variable in one pass. */
+export class ConfigError extends TollgateError {
+  readonly problems: { variable: string; message: string }[];
+
+  constructor(problems: { variable: string; message: string }[]) {
+    super('invalid_config', `Invalid configuration: ${problems.map((p) => `${p.variable}: ${p.message}`).join('; ')}`, {
+      details: problems,
+    });
+    this.problems = problems;
+  }
+}
+
+const REAL_BASE_URLS: Record<ProviderName, string> = {
+  openai: 'https://api.openai.com/v1',
+  deepseek: 'https://api.deepseek.com/v1',
+  gemini: 'https://generativelanguage.googleapis.com',
+};
+const STUB_PATHS: Record<ProviderName, string> = { openai: '/openai/v1', deepseek: '/deepseek/v1', gemini: '/gemini' };
+export const STUB_API_KEY = 'stub-key';
+
+// Integers are echoed back in errors because they are never secret; strings (tokens, URLs with passwords) are not.
+const shown = (raw: string): string => JSON.stringify(raw.length > 40 ? `${raw.slice(0, 40)}...` : raw);
+
+function int(def: number, min: number, max: number = Number.MAX_SAFE_INTEGER, what?: string) {
+  const expected = what ?? (max === Number.MAX_SAFE_INTEGER ? `an integer >= ${min}` : `an integer ${min}-${max}`);
+  return z
+    .string()
+    .optional()
+    .transform((raw, ctx) => {
+      if (raw === undefined) return def;
+      const n = /^\d+$/.test(raw) ? Number(raw) : NaN;
+      if (!Number.isSafeInteger(n) || n < min || n > max) {
+        ctx.addIssue({ code: 'custom', message: `expected ${expected}, got ${shown(raw)}` });
+        return z.NEVER;
+      }
+      return n;
+    });
+}
+
+const port = (def: number) => int(def, 1, 65535, 'a port number 1-65535');
+
+function str(def: string, pattern: RegExp, expected: string) {
+  return z
+    .string()
+    .optional()
+    .transform((raw, ctx) => {
+      const value = raw ?? def;
+      if (!pattern.test(value)) {
+        ctx.addIssue({ code: 'custom', message: `expected ${expected}` });
+        return z.NEVER;
+      }
+      return value;
+    });
+}
+
+function url(protocols: readonly string[], expected: string) {
+  return z
+    .string()
+    .optional()
+    .transform((raw, ctx) => {
+      if (raw === undefined) return undefined;
+      let parsed: URL;
+      try {
+        parsed = new URL(raw);
+      } catch {
+        ctx.addIssue({ code: 'custom', message: `expected ${expected}` });
+        return z.NEVER;
+      }
+      if (!protocols.includes(parsed.protocol)) {
+        ctx.addIssue({ code: 'custom', message: `expected ${expected}` });
+        return z.NEVER;
+      }
+      // SDKs join paths onto the base URL; a trailing slash would double it.
+      return raw.replace(/\/+$/, '');
+    });
+}
+
+const optionalSecret = z.string().optional();
+const host = (def: string) => str(def, /^[A-Za-z0-9._:[\]-]+$/, 'a host name or IP address');
+const httpUrl = url(['http:', 'https:'], 'an http(s) URL');
+
+const EnvSchema = z.object({
+  NODE_ENV: z.string().optional().transform((v) => v ?? 'development'),
+  LOG_LEVEL: z
+    .string()
+    .optional()
+    .transform((raw, ctx) => {
+      const value = raw ?? 'info';
+      if (!(LOG_LEVELS as readonly string[]).includes(value)) {
+        ctx.addIssue({ code: 'custom', message: `expected one of ${LOG_LEVELS.join('|')}, got ${shown(value)}` });
+        return z.NEVER;
+      }
+      return value as LogLevel;
+    }),
+  REDIS_URL: url(['redis:', 'rediss:'], 'a redis:// or rediss:// URL').transform((v) => v ?? 'redis://127.0.0.1:6379'),
+  // Colons and braces are reserved for the key layout and Redis Cluster hash tags.
+  TOLLGATE_PREFIX: str('tollgate', /^[A-Za-z0-9_.-]{1,64}$/, '1-64 characters of A-Z a-z 0-9 _ . -'),
+  GATEWAY_HOST: host('127.0.0.1'),
+  GATEWAY_PORT: port(8080),
+  ADMIN_TOKEN: z
+    .string()
+    .optional()
+    .transform((raw, ctx) => {
+      if (raw !== undefined && raw.length < 16) {
+        ctx.addIssue({ code: 'custom', message: 'must be at least 16 characters when set' });
+        return z.NEVER;
+      }
+      return raw;
+    }),
+  STUB_HOST: host('127.0.0.1'),
+  STUB_PORT: port(4010),
+  OPENAI_API_KEY: optionalSecret,
+  OPENAI_BASE_URL: httpUrl,
+  GEMINI_API_KEY: optionalSecret,
+  GEMINI_BASE_URL: httpUrl,
+  DEEPSEEK_API_KEY: optionalSecret,
+  DEEPSEEK_BASE_URL: httpUrl,
+  PROVIDER_TIMEOUT_MS: int(30_000, 1),
+  REQUEST_DEADLINE_MS: int(60_000, 1),
+  MAX_PROVIDER_ATTEMPTS: int(3, 1, 20),
+  CHAT_FALLBACK_CHAIN: z
+    .string()
+    .optional()
+    .transform((raw, ctx) => {
+      const value = raw ?? 'gemini:gemini-2.0-flash,deepseek:deepseek-chat,openai:gpt-4o-mini';
+      const chain: ProviderModel[] = [];
+      const problems: string[] = [];
+      for (const part of value.split(',').map((s) => s.trim())) {
+        const match = /^([a-z]+):([A-Za-z0-9][A-Za-z0-9._:-]*)$/.exec(part);
+        const provider = match?.[1];
+        const model = match?.[2];
+        if (!provider || !model) problems.push(`"${part}" is not provider:model`);
+        else if (!(PROVIDER_NAMES as readonly string[]).includes(provider)) problems.push(`unknown provider "${provider}"`);
+        else if (chain.some((c) => c.provider === provider && c.model === model)) problems.push(`"${part}" is listed twice`);
+        else chain.push({ provider: provider as ProviderName, model });
+      }
+      if (problems.length) {
+        ctx.addIssue({
+          code: 'custom',
+          message: `expected a comma-separated list of provider:model with provider one of ${PROVIDER_NAMES.join('|')} (${problems.join(', ')})`,
+        });
+        return z.NEVER;
+      }
+      return chain;
+    }),
+  BUS_MAX_LEN: int(10_000, 1),
+  BUS_MAX_DELIVERIES: int(5, 1),
+  BUS_CLAIM_IDLE_MS: int(30_000, 1),
+  CHAT_WORKER_CONCURRENCY: int(16, 1, 1000),
+  VISION_WORKER_CONCURRENCY: int(4, 1, 1000),
+  RATE_LIMIT_PER_MINUTE: int(600, 1),
+  MAX_BODY_BYTES: int(1_048_576, 1),
+  VISION_MAX_BYTES: int(8_388_608, 1),
+  VISION_CACHE_TTL_SECONDS: int(3600, 1),
+  BUDGET_DAILY_MICROS: int(50_000_000, 0),
+  BUDGET_WEEKLY_MICROS: int(300_000_000, 0),
+  BUDGET_MONTHLY_MICROS: int(1_000_000_000, 0),
+  BUDGET_THRESHOLDS: z
+    .string()
+    .optional()
+    .transform((raw, ctx) => {
+      const parts = (raw ?? '50,80,100').split(',').map((s) => s.trim());
+      const values = parts.map((p) => (/^\d+$/.test(p) ? Number(p) : NaN));
+      if (values.some((v) => !Number.isInteger(v) || v < 1 || v > 1000)) {
+        ctx.addIssue({ code: 'custom', message: `expected comma-separated integer percentages 1-1000, got ${shown(raw ?? '')}` });
+        return z.NEVER;
+      }
+      return [...new Set(values)].sort((a, b) => a - b);
+    }),
+  PRICE_TABLE_FILE: z.string().optional(),
+});
+
+function resolveProvider(
+  name: ProviderName,
+  apiKey: string | undefined,
+  baseUrl: string | undefined,
+  stubOrigin: string,
+): ProviderConfig {
+  if (apiKey) return { apiKey, baseUrl: baseUrl ?? REAL_BASE_URLS[name], stub: false };
+  return { apiKey: STUB_API_KEY, baseUrl: baseUrl ?? `${stubOrigin}${STUB_PATHS[name]}`, stub: true };
+}
+
+/**
+ * Reads and validates the environment. Empty strings count as unset, because compose files and
+ * `.env` templates routinely declare `VAR=` meaning "use the default".
+ */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const input: Record<string, string> = {};
+  for (const key of Object.keys(EnvSchema.shape)) {
+    const value = env[key];
+    if (value !== undefined && value.trim() !== '') input[key] = value.trim();
+  }
+  const parsed = EnvSchema.safeParse(input);
+  if (!parsed.success) {
+    const problems = new Map<string, string[]>();
+    for (const issue of parsed.error.issues) {
+      const variable = String(issue.path[0] ?? '(environment)');
+      problems.set(variable, [...(problems.get(variable) ?? []), issue.message]);
+    }
+    throw new ConfigError([...problems].map(([variable, messages]) => ({ variable, message: messages.join(', ') })));
+  }
+  const e = parsed.data;
+  const stubHost = e.STUB_HOST.includes(':') && !e.STUB_HOST.startsWith('[') ? `[${e.STUB_HOST}]` : e.STUB_HOST;
+  const stubOrigin = `http://${stubHost}:${e.STUB_PORT}`;
+  const providers: Record<ProviderName, ProviderConfig> = {
+    openai: resolveProvider('openai', e.OPENAI_API_KEY, e.OPENAI_BASE_URL, stubOrigin),
+    gemini: resolveProvider('gemini', e.GEMINI_API_KEY, e.GEMINI_BASE_URL, stubOrigin),
+    deepseek: resolveProvider('deepseek', e.DEEPSEEK_API_KEY, e.DEEPSEEK_BASE_URL, stubOrigin),
+  };
+  return {
+    nodeEnv: e.NODE_ENV,
+    logLevel: e.LOG_LEVEL,
+    redisUrl: e.REDIS_URL,
+    prefix: e.TOLLGATE_PREFIX,
+    gateway: { host: e.GATEWAY_HOST, port: e.GATEWAY_PORT },
+    adminToken: e.ADMIN_TOKEN,
+    stubServer: { host: e.STUB_HOST, port: e.STUB_PORT },
+    providers,
+    stubMode: PROVIDER_NAMES.every((p) => providers[p].stub),
+    providerTimeoutMs: e.PROVIDER_TIMEOUT_MS,
+    requestDeadlineMs: e.REQUEST_DEADLINE_MS,
+    maxProviderAttempts: e.MAX_PROVIDER_ATTEMPTS,
+    chatFallbackChain: e.CHAT_FALLBACK_CHAIN,
+    bus: { maxLen: e.BUS_MAX_LEN, maxDeliveries: e.BUS_MAX_DELIVERIES, claimIdleMs: e.BUS_CLAIM_IDLE_MS },
+    chatWorkerConcurrency: e.CHAT_WORKER_CONCURRENCY,
+    visionWorkerConcurrency: e.VISION_WORKER_CONCURRENCY,
+    rateLimitPerMinute: e.RATE_LIMIT_PER_MINUTE,
+    maxBodyBytes: e.MAX_BODY_BYTES,
+    visionMaxBytes: e.VISION_MAX_BYTES,
+    visionCacheTtlSeconds: e.VISION_CACHE_TTL_SECONDS,
+    budgets: {
+      dailyMicros: e.BUDGET_DAILY_MICROS,
+      weeklyMicros: e.BUDGET_WEEKLY_MICROS,
+      monthlyMicros: e.BUDGET_MONTHLY_MICROS,
+      thresholdsPercent: e.BUDGET_THRESHOLDS,
+    },
+    priceTableFile: e.PRICE_TABLE_FILE,
+  };
+}
+
+// Base URLs can carry credentials (https://user:pass@proxy) or key query params; print origin and path only.
+function printableUrl(raw: string): string {
+  try {
+    const u = new URL(raw);
+    return `${u.protocol}//${u.host}${u.pathname === '/' ? '' : u.pathname}`;
+  } catch {
+    return '(unparsable URL)';
+  }
+}
+
+/** One start-up log line saying where each provider's calls go; never includes key material. */
+export function describeProviders(config: Pick<Config, 'providers'>): string {
+  const parts = PROVIDER_NAMES.map((name) => {
+    const p = config.providers[name];
+    const target = printableUrl(p.baseUrl);
+    if (!p.stub) return `${name} -> ${target}`;
+    const envKey = `${name.toUpperCase()}_API_KEY`;
+    return `${name} -> stub at ${target} (no ${envKey})`;
+  });
+  return `providers: ${parts.join(', ')}`;
+}

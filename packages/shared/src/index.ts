@@ -1,0 +1,28 @@
+// The public API of @tollgate/shared: import from here, not from deep paths.
+export * from './errors/tollgate-error';
+export * from './errors/provider-errors';
+export * from './errors/classify';
+export * from './errors/backoff';
+export * from './resilience/breakers';
+export * from './resilience/error-rates';
+export * from './events/catalog';
+export * from './events/envelope';
+export * from './bus/event-bus';
+export * from './bus/event-tail';
+export type { EventFilter, MetadataFilter } from './bus/patterns';
+export { matchesPattern } from './bus/patterns';
+export * from './pricing/price-table';
+export * from './pricing/price';
+export * from './time/periods';
+export * from './config';
+export { createLogger, isSecretKey, REDACTED, redact, redactString } from './logger';
+export * from './keys';
+export * from './redis';
+export * from './jobs';
+export * from './lifecycle';
+export type { ChatMessage, CompletionChunk, CompletionRequest, CompletionResult, ImageInput, ProviderClient, Target } from './providers/types';
+export * from './providers/clients';
+export * from './providers/recovery';
+export * from './providers/routing';
+export { countMessageTokens, countTokens } from './providers/tokens';
+export * from './workflow/workflow-run';

@@ -1,0 +1,83 @@
+import { z } from 'zod';
+import { ERROR_CATEGORY_VALUES, usageUnitsSchema } from './events/catalog';
+
+/** BullMQ queue names; the queue prefix comes from `queuePrefix`. */
+export const QUEUES = { chat: 'chat', vision: 'vision' } as const;
+
+/** BullMQ keys live under the app namespace so one prefix (and one hash tag) covers everything. */
+export function queuePrefix(namespace: string): string {
+  return `${namespace}:q`;
+}
+
+const id = z.string().min(1).max(128);
+
+export const chatMessageSchema = z.object({
+  role: z.enum(['system', 'user', 'assistant']),
+  content: z.string().max(200_000),
+});
+
+export const chatJobSchema = z.object({
+  request_id: id,
+  user_id: id,
+  project_id: id,
+  /** The new turn(s): one user message for /v1/chat, the whole list for the OpenAI-compatible API. */
+  messages: z.array(chatMessageSchema).min(1).max(500),
+  /** When set, stored history is prepended and the new turns are appended to it. */
+  conversation_id: id.optional(),
+  /** Requested model; the workflow puts its provider first in the fallback chain. */
+  model: z.string().min(1).max(128).optional(),
+  max_output_tokens: z.number().int().min(1).max(100_000).optional(),
+  /** Stream deltas to the job's output stream as they arrive. */
+  stream: z.boolean().default(false),
+  /** Epoch ms after which nobody waits for the answer. */
+  deadline_at: z.number().int().positive(),
+});
+export type ChatJob = z.infer<typeof chatJobSchema>;
+
+export const attemptSchema = z.object({
+  provider: z.string(),
+  model: z.string(),
+  attempt: z.number().int(),
+  outcome: z.enum(['ok', 'error']),
+  category: z.enum(ERROR_CATEGORY_VALUES).optional(),
+  code: z.string().optional(),
+  durationMs: z.number(),
+  retryInMs: z.number().optional(),
+});
+
+/** A failure as the client sees it: no stack, no internals. */
+export const jobErrorSchema = z.object({
+  code: z.string(),
+  category: z.enum(ERROR_CATEGORY_VALUES),
+  message: z.string(),
+  suggested_actions: z.array(z.string()),
+  http_status: z.number().int(),
+  retry_after_ms: z.number().int().optional(),
+});
+export type JobError = z.infer<typeof jobErrorSchema>;
+
+export const chatJobResultSchema = z.discriminatedUnion('ok', [
+  z.object({
+    ok: z.literal(true),
+    reply: z.string(),
+    conversation_id: id.optional(),
+    provider: z.string(),
+    model: z.string(),
+    units: usageUnitsSchema,
+    usage_source: z.enum(['provider', 'tokenizer']),
+    attempts: z.array(attemptSchema),
+    fallback_used: z.boolean(),
+  }),
+  z.object({ ok: z.literal(false), error: jobErrorSchema, attempts: z.array(attemptSchema) }),
+]);
+export type ChatJobResult = z.infer<typeof chatJobResultSchema>;
+
+/** Items of a streaming job's output stream (`chatOutputKey`). */
+export type ChatStreamItem =
+  | { kind: 'delta'; text: string }
+  | { kind: 'done'; result: ChatJobResult };
+
+/** Where a streaming chat job writes its items; the gateway reads them as they come. */
+export function chatOutputKey(namespace: string, jobId: string): string {
+  return `${namespace}:chat:out:${jobId}`;
+}

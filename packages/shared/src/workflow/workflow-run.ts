@@ -1,0 +1,134 @@
+import type { EventBus } from '../bus/event-bus';
+import { type Classification, classify } from '../errors/classify';
+import type { EventData, EventType, Resolution } from '../events/catalog';
+import type { EventEnvelope, EventMeta } from '../events/envelope';
+import { RecoveryFailedError } from '../providers/recovery';
+
+export type WorkflowKind = 'chat' | 'vision';
+export type WorkflowState = 'created' | 'running' | 'completed' | 'failed';
+/** What became of an error: tried again, another provider took over, answered safely, or the run failed. */
+export type ErrorHandling = 'retried' | 'fell_back' | 'degraded' | 'failed';
+
+export interface ErrorRecord {
+  at: string;
+  provider?: string;
+  model?: string;
+  handled: ErrorHandling;
+  resolution: Resolution;
+}
+
+export interface WorkflowContext {
+  bus: EventBus;
+  workflow: WorkflowKind;
+  /** Emitting service, stamped on `error.occurred`. */
+  service: string;
+  correlationId: string;
+  userId?: string;
+  projectId?: string;
+  jobId?: string;
+}
+
+/** The error that decides the outcome: recovery wraps the last provider error with its attempts. */
+export function rootError(error: unknown): unknown {
+  return error instanceof RecoveryFailedError ? error.last : error;
+}
+
+export function toResolution(c: Classification): Resolution {
+  return {
+    category: c.category,
+    strategy: c.strategy,
+    code: c.code,
+    message: c.userMessage,
+    suggested_actions: c.suggestedActions,
+    retryable: c.retryable,
+  };
+}
+
+/**
+ * The base every workflow runs on: its state, every error it met with how it was resolved, and
+ * the lifecycle events, all under the request's correlation id.
+ */
+export class WorkflowRun {
+  private current: WorkflowState = 'created';
+  private readonly errors: ErrorRecord[] = [];
+  private readonly startedAt = Date.now();
+
+  constructor(private readonly ctx: WorkflowContext) {}
+
+  get state(): WorkflowState {
+    return this.current;
+  }
+
+  get elapsedMs(): number {
+    return Date.now() - this.startedAt;
+  }
+
+  meta(): EventMeta {
+    return {
+      correlation_id: this.ctx.correlationId,
+      ...(this.ctx.userId !== undefined && { user_id: this.ctx.userId }),
+      ...(this.ctx.projectId !== undefined && { project_id: this.ctx.projectId }),
+    };
+  }
+
+  publish<T extends EventType>(type: T, data: EventData<T>): Promise<EventEnvelope<T>> {
+    return this.ctx.bus.publish(type, data, this.meta());
+  }
+
+  async start(): Promise<void> {
+    this.current = 'running';
+    await this.publish('workflow.started', { workflow: this.ctx.workflow, ...(this.ctx.jobId && { job_id: this.ctx.jobId }) });
+  }
+
+  /** Records an error and how it was handled, and reports it on the bus for error rates. */
+  async recordError(error: unknown, handled: ErrorHandling, target?: { provider: string; model: string; operation?: string }): Promise<ErrorRecord> {
+    const c = classify(rootError(error));
+    const record: ErrorRecord = {
+      at: new Date().toISOString(),
+      handled,
+      resolution: toResolution(c),
+      ...(target && { provider: target.provider, model: target.model }),
+    };
+    this.errors.push(record);
+    await this.publish('error.occurred', {
+      service: this.ctx.service,
+      category: c.category,
+      strategy: c.strategy,
+      code: c.code,
+      message: c.userMessage,
+      ...(target && { provider: target.provider, operation: target.operation ?? this.ctx.workflow }),
+    });
+    return record;
+  }
+
+  /** The most recent error's resolution: what the caller is told when asking "what went wrong". */
+  lastResolution(): ErrorRecord | undefined {
+    return this.errors[this.errors.length - 1];
+  }
+
+  errorLog(): readonly ErrorRecord[] {
+    return this.errors;
+  }
+
+  async complete(result: { provider?: string; model?: string } = {}): Promise<void> {
+    this.current = 'completed';
+    await this.publish('workflow.completed', {
+      workflow: this.ctx.workflow,
+      duration_ms: this.elapsedMs,
+      ...(this.ctx.jobId && { job_id: this.ctx.jobId }),
+      ...result,
+    });
+  }
+
+  async fail(error: unknown): Promise<ErrorRecord> {
+    const record = await this.recordError(error, 'failed');
+    this.current = 'failed';
+    await this.publish('workflow.failed', {
+      workflow: this.ctx.workflow,
+      duration_ms: this.elapsedMs,
+      ...(this.ctx.jobId && { job_id: this.ctx.jobId }),
+      error: record.resolution,
+    });
+    return record;
+  }
+}

@@ -1,0 +1,227 @@
+import type Redis from 'ioredis';
+import {
+  type BackoffOptions,
+  type BreakerRegistry,
+  type ChatJob,
+  type ChatJobResult,
+  type ChatMessage,
+  type ChatStreamItem,
+  chainFor,
+  chatOutputKey,
+  classify,
+  type CompletionChunk,
+  type CompletionResult,
+  countMessageTokens,
+  countTokens,
+  DeadlineExceededError,
+  type EventBus,
+  type ProviderClient,
+  type ProviderName,
+  type RecoveryDecision,
+  RecoveryFailedError,
+  rootError,
+  type Target,
+  withRecovery,
+  WorkflowRun,
+} from '@tollgate/shared';
+import type { ConversationStore } from './conversation-store';
+
+export const SERVICE = 'chat-workflow';
+
+export interface ChatDeps {
+  bus: EventBus;
+  redis: Redis;
+  namespace: string;
+  conversations: ConversationStore;
+  clients: Record<ProviderName, ProviderClient>;
+  breakers: BreakerRegistry;
+  fallbackChain: Target[];
+  callTimeoutMs: number;
+  maxAttempts: number;
+  backoff?: BackoffOptions;
+}
+
+const OUTPUT_TTL_SECONDS = 300;
+
+/**
+ * One chat turn: history in, provider call with recovery, usage out. Never throws for a provider
+ * or input failure; the result says what went wrong in the client's terms.
+ */
+export async function runChatWorkflow(job: ChatJob, jobId: string, deps: ChatDeps): Promise<ChatJobResult> {
+  const run = new WorkflowRun({
+    bus: deps.bus,
+    workflow: 'chat',
+    service: SERVICE,
+    correlationId: job.request_id,
+    userId: job.user_id,
+    projectId: job.project_id,
+    jobId,
+  });
+  const output = job.stream ? new OutputStream(deps.redis, chatOutputKey(deps.namespace, jobId)) : undefined;
+  const attempts: RecoveryFailedError['attempts'] = [];
+  const recorded: Array<Promise<unknown>> = [];
+
+  try {
+    await run.start();
+    const history = job.conversation_id ? await deps.conversations.load(job.user_id, job.conversation_id) : [];
+    const messages = [...history, ...job.messages];
+    const lastUser = [...job.messages].reverse().find((m) => m.role === 'user');
+    await run.publish('chat.message_received', {
+      conversation_id: job.conversation_id ?? job.request_id,
+      message_chars: lastUser?.content.length ?? 0,
+      history_messages: history.length,
+      ...(job.model && { model_requested: job.model }),
+    });
+
+    // A job picked up after its caller gave up is not worth paying for.
+    const remaining = job.deadline_at - Date.now();
+    if (remaining <= 0) throw new DeadlineExceededError('The request deadline passed before the chat started');
+
+    const recovery = {
+      // Errors recovery absorbed are recorded with how; the one that ends the run goes to run.fail.
+      onError: (err: unknown, _c: unknown, t: Target, decision: RecoveryDecision) => {
+        if (decision === 'fail') return;
+        recorded.push(run.recordError(err, decision === 'retry' ? 'retried' : 'fell_back', { ...t, operation: 'chat' }).catch(() => undefined));
+      },
+      breakers: deps.breakers,
+      operation: 'chat',
+      deadlineMs: remaining,
+      callTimeoutMs: deps.callTimeoutMs,
+      maxAttempts: deps.maxAttempts,
+      backoff: deps.backoff,
+    };
+    const chain = chainFor(job.model, deps.fallbackChain);
+    const request = { messages, ...(job.max_output_tokens && { maxOutputTokens: job.max_output_tokens }) };
+
+    let result: CompletionResult;
+    let outcome;
+    if (output) {
+      outcome = await withRecovery(chain, async (t, signal) => {
+        const it = deps.clients[t.provider].stream({ ...request, model: t.model, signal })[Symbol.asyncIterator]();
+        // The first chunk proves the provider answered; failures before it can still fall back.
+        return { it, first: await it.next() };
+      }, recovery);
+      result = await pumpStream(outcome.value.it, outcome.value.first, output, run, outcome.target, messages);
+    } else {
+      outcome = await withRecovery(chain, (t, signal) => deps.clients[t.provider].complete({ ...request, model: t.model, signal }), recovery);
+      result = outcome.value;
+    }
+    attempts.push(...outcome.attempts);
+    await Promise.all(recorded);
+
+    await publishUsage(run, job, result);
+    if (job.conversation_id) {
+      await deps.conversations.append(job.user_id, job.conversation_id, [...job.messages, { role: 'assistant', content: result.text }]);
+    }
+    await run.publish('chat.response_generated', {
+      conversation_id: job.conversation_id ?? job.request_id,
+      provider: result.provider,
+      model: result.model,
+      response_chars: result.text.length,
+      input_tokens: result.units.input_tokens ?? 0,
+      output_tokens: result.units.output_tokens ?? 0,
+      latency_ms: run.elapsedMs,
+      attempts: outcome.attempts.length,
+      fallback_used: outcome.fallbackUsed,
+    });
+    await run.complete({ provider: result.provider, model: result.model });
+
+    const done: ChatJobResult = {
+      ok: true,
+      reply: result.text,
+      ...(job.conversation_id && { conversation_id: job.conversation_id }),
+      provider: result.provider,
+      model: result.model,
+      units: result.units,
+      usage_source: result.usageSource,
+      attempts: outcome.attempts,
+      fallback_used: outcome.fallbackUsed,
+    };
+    await output?.write({ kind: 'done', result: done });
+    return done;
+  } catch (error) {
+    if (error instanceof RecoveryFailedError) attempts.push(...error.attempts);
+    await Promise.all(recorded);
+    const record = await run.fail(error);
+    const c = classify(rootError(error));
+    const failed: ChatJobResult = {
+      ok: false,
+      attempts,
+      error: {
+        code: record.resolution.code,
+        category: record.resolution.category,
+        message: record.resolution.message,
+        suggested_actions: record.resolution.suggested_actions,
+        http_status: c.httpStatus,
+        ...(c.retryAfterMs !== undefined && { retry_after_ms: c.retryAfterMs }),
+      },
+    };
+    await output?.write({ kind: 'done', result: failed });
+    return failed;
+  }
+}
+
+async function publishUsage(run: WorkflowRun, job: ChatJob, result: CompletionResult): Promise<void> {
+  await run.publish('usage.recorded', {
+    provider: result.provider,
+    model: result.model,
+    service: SERVICE,
+    operation: 'chat',
+    units: result.units,
+    usage_source: result.usageSource,
+    request_id: job.request_id,
+    cached: false,
+  });
+}
+
+/**
+ * Relays a provider stream to the job's output stream. If the provider breaks off mid-answer the
+ * tokens already produced were still billed: they are counted with the tokenizer and recorded
+ * before the failure propagates, so a broken stream is never a $0 call.
+ */
+async function pumpStream(
+  it: AsyncIterator<CompletionChunk>,
+  first: IteratorResult<CompletionChunk>,
+  output: OutputStream,
+  run: WorkflowRun,
+  target: Target,
+  messages: ChatMessage[],
+): Promise<CompletionResult> {
+  let partial = '';
+  try {
+    for (let step = first; !step.done; step = await it.next()) {
+      const chunk = step.value;
+      if (chunk.type === 'done') return chunk.result;
+      partial += chunk.text;
+      await output.write({ kind: 'delta', text: chunk.text });
+    }
+    throw new Error('provider stream ended without a final chunk');
+  } catch (error) {
+    await run.publish('usage.recorded', {
+      provider: target.provider,
+      model: target.model,
+      service: SERVICE,
+      operation: 'chat',
+      units: { input_tokens: countMessageTokens(messages), output_tokens: countTokens(partial) },
+      usage_source: 'tokenizer',
+      request_id: run.meta().correlation_id,
+      cached: false,
+    });
+    throw error;
+  }
+}
+
+class OutputStream {
+  private started = false;
+  constructor(
+    private readonly redis: Redis,
+    private readonly key: string,
+  ) {}
+
+  async write(item: ChatStreamItem): Promise<void> {
+    const tx = this.redis.multi().xadd(this.key, 'MAXLEN', '~', 10_000, '*', 'item', JSON.stringify(item));
+    if (!this.started) tx.expire(this.key, OUTPUT_TTL_SECONDS);
+    this.started = true;
+    await tx.exec();
+  }
+}

@@ -1,0 +1,66 @@
+import {
+  BreakerRegistry,
+  createLogger,
+  createProviderClients,
+  createRedis,
+  describeProviders,
+  EventBus,
+  EventTail,
+  hashTagged,
+  loadConfig,
+  onShutdown,
+} from '@tollgate/shared';
+import { randomUUID } from 'node:crypto';
+import { SERVICE } from './chat-workflow';
+import { ConversationStore } from './conversation-store';
+import { createChatWorker } from './worker';
+
+async function main(): Promise<void> {
+  const config = loadConfig();
+  const logger = createLogger(SERVICE, { level: config.logLevel });
+  const namespace = hashTagged(config.prefix);
+  const instance = `${SERVICE}-${process.pid}-${randomUUID().slice(0, 6)}`;
+  const redis = createRedis(config.redisUrl, { name: SERVICE });
+  const bus = new EventBus({ redis, prefix: namespace, service: SERVICE, maxLen: config.bus.maxLen, logger });
+
+  const breakers = new BreakerRegistry({
+    publish: (type, data) => bus.publish(type, { ...data, instance }, { correlation_id: `breaker:${data.breaker}` }),
+  });
+  // Every instance learns of every opening, so the replicas stop calling a dead provider together.
+  const breakerSync = new EventTail({ redis, prefix: namespace, types: 'circuit.*' }, (event) => {
+    if ((event.type === 'circuit.opened' || event.type === 'circuit.closed') && event.data.instance !== instance) {
+      breakers.applyRemote(event.type, event.data);
+    }
+  });
+  await breakerSync.start();
+
+  const worker = createChatWorker(
+    {
+      bus,
+      redis,
+      namespace,
+      conversations: new ConversationStore(redis, namespace, { maxMessages: 50, ttlSeconds: 24 * 3600 }),
+      clients: createProviderClients(config.providers, config.providerTimeoutMs),
+      breakers,
+      fallbackChain: config.chatFallbackChain,
+      callTimeoutMs: config.providerTimeoutMs,
+      maxAttempts: config.maxProviderAttempts,
+    },
+    { connection: createRedis(config.redisUrl, { blocking: true, name: `${SERVICE}-worker` }), concurrency: config.chatWorkerConcurrency },
+  );
+  worker.on('error', (err) => logger.error('worker error', { error: err.message }));
+  logger.info('chat-workflow ready', { concurrency: config.chatWorkerConcurrency, instance });
+  logger.info(describeProviders(config));
+
+  onShutdown(logger, [
+    ['worker', () => worker.close()],
+    ['breaker sync', () => breakerSync.stop()],
+    ['breakers', () => breakers.shutdown()],
+    ['redis', () => redis.quit()],
+  ]);
+}
+
+main().catch((err) => {
+  console.error(`chat-workflow failed to start: ${(err as Error).message}`);
+  process.exit(1);
+});
