@@ -1,0 +1,29 @@
+export { startStub } from './server';
+export { parseFaultConfig } from './faults';
+export {
+  countTokens,
+  GEMINI_IMAGE_TOKENS,
+  OPENAI_IMAGE_TOKENS,
+  OPENAI_REPLY_PRIMING_TOKENS,
+  OPENAI_TOKENS_PER_MESSAGE,
+} from './tokens';
+export type {
+  BilledUsage,
+  FaultConfig,
+  FaultKind,
+  FaultRates,
+  ModelStats,
+  Provider,
+  ScriptedFault,
+  StubOptions,
+  StubServer,
+  StubStats,
+} from './types';
+
+// The root `pnpm stub` script runs this file directly.
+if (require.main === module) {
+  void import('./cli').then(({ main }) => main()).catch((err: unknown) => {
+    process.stderr.write(`stub-llm: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exit(1);
+  });
+}

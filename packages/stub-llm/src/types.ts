@@ -1,0 +1,94 @@
+export type Provider = 'openai' | 'deepseek' | 'gemini';
+export const PROVIDERS: readonly Provider[] = ['openai', 'deepseek', 'gemini'];
+
+export type FaultKind = '429' | '500' | '503' | 'hang' | 'malformed';
+export const FAULT_KINDS: readonly FaultKind[] = ['429', '500', '503', 'hang', 'malformed'];
+
+export interface FaultRates {
+  /** Fixed added latency before any answer (faults included). */
+  latencyMs?: number;
+  /** Uniform extra latency in 0..latencyJitterMs. */
+  latencyJitterMs?: number;
+  rate429?: number;
+  rate500?: number;
+  rate503?: number;
+  hangRate?: number;
+  malformedRate?: number;
+  /** Seconds in `retry-after` on 429s (default 1); `retry-after-ms` carries the same in ms. */
+  retryAfterSeconds?: number;
+}
+
+export interface ScriptedFault {
+  /** Only requests to this provider match; any provider when absent. */
+  provider?: Provider;
+  fault: FaultKind;
+  times: number;
+}
+
+export interface FaultConfig extends FaultRates {
+  /** Per-provider overrides; a field set here wins over the top-level one. */
+  providers?: Partial<Record<Provider, FaultRates>>;
+  /** The next `times` matching requests get `fault`, entries consumed in order, before any rate applies. */
+  script?: ScriptedFault[];
+  /** Seed for the rate draws, so a run with rates is reproducible. */
+  seed?: number;
+}
+
+export interface BilledUsage {
+  promptTokens: number;
+  completionTokens: number;
+  totalTokens: number;
+  images: number;
+}
+
+export interface ModelStats {
+  provider: Provider;
+  model: string;
+  /** Every request that reached this provider+model (after auth and body validation passed or failed). */
+  requests: number;
+  /** Answered in full with a normal reply; exactly these are billed. */
+  successes: number;
+  /** Rejected with 400/401 (not faults, not billed). */
+  rejected: number;
+  /** Client went away before the reply was complete (not billed). */
+  aborted: number;
+  faults: Record<FaultKind, number>;
+  billed: BilledUsage;
+}
+
+export interface StubStats {
+  /** All requests to model routes, including ones rejected before a model was known. */
+  totalRequests: number;
+  /** provider -> model -> stats */
+  byProvider: Record<Provider, Record<string, ModelStats>>;
+  /** Sums over byProvider. */
+  totals: {
+    requests: number;
+    successes: number;
+    rejected: number;
+    aborted: number;
+    faults: Record<FaultKind, number>;
+    billed: BilledUsage;
+  };
+}
+
+export interface StubOptions {
+  /** 0 picks a free port. */
+  port?: number;
+  host?: string;
+  faults?: FaultConfig;
+  /** Silences the stderr notes about admin changes and internal errors. */
+  quiet?: boolean;
+}
+
+export interface StubServer {
+  /** http://HOST:PORT, no trailing slash. */
+  url: string;
+  port: number;
+  stats(): StubStats;
+  resetStats(): void;
+  /** Replaces the whole fault configuration and restarts its script and random sequence. */
+  setFaults(faults: FaultConfig): void;
+  /** Stops listening and destroys every open connection, hung ones included. */
+  close(): Promise<void>;
+}

@@ -1,0 +1,49 @@
+import { timingSafeEqual } from 'node:crypto';
+import type { RequestHandler } from 'express';
+import { ApiError } from '../errors';
+import type { ApiKeyRecord, ApiKeyStore, Scope } from './api-keys';
+
+export interface Principal extends Omit<ApiKeyRecord, 'created_at'> {
+  /** Authenticated with the operator's ADMIN_TOKEN rather than an API key. */
+  operator: boolean;
+}
+
+function bearer(header: string | undefined): string | undefined {
+  const m = header?.match(/^Bearer\s+(\S+)\s*$/i);
+  return m?.[1];
+}
+
+function sameSecret(a: string, b: string): boolean {
+  const x = Buffer.from(a);
+  const y = Buffer.from(b);
+  return x.length === y.length && timingSafeEqual(x, y);
+}
+
+/** `Authorization: Bearer <key>` (what the OpenAI SDK sends) or `x-api-key`; the ADMIN_TOKEN acts as an admin. */
+export function authenticate(keys: ApiKeyStore, adminToken: string | undefined, required: Scope): RequestHandler {
+  return async (req, res, next) => {
+    try {
+      const presented = bearer(req.header('authorization')) ?? req.header('x-api-key');
+      if (!presented) throw new ApiError('unauthorized', 'An API key is required: send it as "Authorization: Bearer <key>".');
+      let principal: Principal | undefined;
+      if (adminToken && sameSecret(presented, adminToken)) {
+        principal = { key_id: 'admin-token', name: 'operator', user_id: 'operator', project_id: 'operator', scopes: ['admin', 'chat', 'vision', 'costs'], operator: true };
+      } else {
+        const record = await keys.verify(presented);
+        if (!record) throw new ApiError('unauthorized', 'The API key is not valid or has been revoked.');
+        principal = { ...record, operator: false };
+      }
+      if (!principal.scopes.includes(required) && !principal.scopes.includes('admin')) {
+        throw new ApiError('forbidden', `This API key lacks the "${required}" scope.`);
+      }
+      res.locals.principal = principal;
+      next();
+    } catch (err) {
+      next(err);
+    }
+  };
+}
+
+export function principalOf(res: { locals: Record<string, unknown> }): Principal {
+  return res.locals.principal as Principal;
+}

@@ -1,0 +1,68 @@
+import { type Queue, type QueueEvents } from 'bullmq';
+import type Redis from 'ioredis';
+import { type ChatJob, type ChatJobResult, type ChatStreamItem, chatOutputKey } from '@tollgate/shared';
+import { ApiError } from './errors';
+
+/** What a route supplies; the dispatcher sets the deadline and whether to stream. */
+export type ChatJobInput = Omit<ChatJob, 'deadline_at' | 'stream'>;
+
+const deadlineError = () =>
+  new ApiError('deadline_exceeded', 'The request did not complete within its deadline. Please try again.');
+
+/**
+ * Hands chat work to the `chat` queue and waits for its outcome with a deadline. The worker
+ * does the provider call; the gateway only validates, enqueues and relays.
+ */
+export class ChatDispatcher {
+  constructor(
+    private readonly queue: Queue<ChatJob, ChatJobResult>,
+    private readonly events: QueueEvents,
+    private readonly redis: Redis,
+    private readonly namespace: string,
+    private readonly deadlineMs: number,
+  ) {}
+
+  async run(input: ChatJobInput): Promise<ChatJobResult> {
+    const deadlineAt = Date.now() + this.deadlineMs;
+    const job = await this.queue.add('chat', { ...input, stream: false, deadline_at: deadlineAt });
+    try {
+      // A small margin past the job's own deadline so the worker's classified answer wins the race.
+      return await job.waitUntilFinished(this.events, this.deadlineMs + 2_000);
+    } catch (err) {
+      if (String((err as Error).message).includes('timed out')) throw deadlineError();
+      throw err;
+    }
+  }
+
+  /** Yields the worker's deltas as they are written, then the final result. */
+  async *stream(input: ChatJobInput): AsyncGenerator<ChatStreamItem> {
+    const deadlineAt = Date.now() + this.deadlineMs + 2_000;
+    const job = await this.queue.add('chat', { ...input, stream: true, deadline_at: Date.now() + this.deadlineMs });
+    const key = chatOutputKey(this.namespace, job.id!);
+    // XREAD BLOCK holds its connection, so each stream reads on its own.
+    const reader = this.redis.duplicate();
+    try {
+      let last = '0';
+      while (Date.now() < deadlineAt) {
+        const res = (await reader.xread('COUNT', 100, 'BLOCK', Math.max(1, Math.min(1_000, deadlineAt - Date.now())), 'STREAMS', key, last)) as
+          | Array<[string, Array<[string, string[]]>]>
+          | null;
+        if (!res) {
+          if ((await job.getState()) === 'failed') throw new ApiError('provider_unavailable', 'The chat could not be completed. Please try again.');
+          continue;
+        }
+        for (const [, entries] of res) {
+          for (const [id, fields] of entries) {
+            last = id;
+            const item = JSON.parse(fields[1] ?? 'null') as ChatStreamItem;
+            yield item;
+            if (item.kind === 'done') return;
+          }
+        }
+      }
+      throw deadlineError();
+    } finally {
+      reader.disconnect();
+    }
+  }
+}

@@ -1,0 +1,71 @@
+import { Queue, QueueEvents } from 'bullmq';
+import {
+  type ChatJob,
+  type ChatJobResult,
+  createLogger,
+  createRedis,
+  describeProviders,
+  ErrorRateTracker,
+  hashTagged,
+  loadConfig,
+  loadPriceTable,
+  onShutdown,
+  QUEUES,
+  queuePrefix,
+} from '@tollgate/shared';
+import { createApp } from './app';
+import { ApiKeyStore } from './auth/api-keys';
+import { ChatDispatcher } from './chat-dispatch';
+import { createMetrics, followServiceHealth } from './metrics';
+
+const SERVICE = 'gateway';
+
+async function main(): Promise<void> {
+  const config = loadConfig();
+  const logger = createLogger(SERVICE, { level: config.logLevel });
+  const namespace = hashTagged(config.prefix);
+  const redis = createRedis(config.redisUrl, { name: SERVICE });
+  const prefix = queuePrefix(namespace);
+
+  const chatQueue = new Queue<ChatJob, ChatJobResult>(QUEUES.chat, {
+    connection: redis,
+    prefix,
+    defaultJobOptions: { attempts: 1, removeOnComplete: { age: 3600, count: 10_000 }, removeOnFail: { age: 24 * 3600 } },
+  });
+  const chatEvents = new QueueEvents(QUEUES.chat, { connection: createRedis(config.redisUrl, { blocking: true, name: `${SERVICE}-events` }), prefix });
+  await chatEvents.waitUntilReady();
+
+  const errorRates = new ErrorRateTracker();
+  const metrics = createMetrics([chatQueue], errorRates);
+  const live = followServiceHealth(redis, namespace, metrics, errorRates);
+  await live.start();
+
+  const app = createApp({
+    redis,
+    namespace,
+    keys: new ApiKeyStore(redis, namespace),
+    dispatcher: new ChatDispatcher(chatQueue, chatEvents, redis, namespace, config.requestDeadlineMs),
+    metrics,
+    priceTable: loadPriceTable({ file: config.priceTableFile }),
+    adminToken: config.adminToken,
+    maxBodyBytes: config.maxBodyBytes,
+    rateLimitPerMinute: config.rateLimitPerMinute,
+  });
+  const server = app.listen(config.gateway.port, config.gateway.host, () => {
+    logger.info(`gateway listening on http://${config.gateway.host}:${config.gateway.port}`);
+    logger.info(describeProviders(config));
+  });
+
+  onShutdown(logger, [
+    ['http', () => new Promise((resolve) => server.close(resolve))],
+    ['live events', () => live.stop()],
+    ['queue events', () => chatEvents.close()],
+    ['queue', () => chatQueue.close()],
+    ['redis', () => redis.quit()],
+  ]);
+}
+
+main().catch((err) => {
+  console.error(`gateway failed to start: ${(err as Error).message}`);
+  process.exit(1);
+});

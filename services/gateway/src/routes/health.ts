@@ -1,0 +1,23 @@
+import { Router } from 'express';
+import type Redis from 'ioredis';
+import type { Registry } from 'prom-client';
+
+export function healthRoutes(redis: Redis, registry: Registry): Router {
+  const router = Router();
+  router.get('/healthz', (_req, res) => {
+    res.json({ status: 'ok' });
+  });
+  /** Ready when Redis answers: without it nothing can be queued, metered or authenticated. */
+  router.get('/readyz', async (_req, res) => {
+    const ok = await Promise.race([
+      redis.ping().then(() => true, () => false),
+      new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 1_000).unref()),
+    ]);
+    res.status(ok ? 200 : 503).json({ status: ok ? 'ready' : 'unavailable', redis: ok ? 'ok' : 'unreachable' });
+  });
+  router.get('/metrics', async (_req, res) => {
+    res.setHeader('content-type', registry.contentType);
+    res.send(await registry.metrics());
+  });
+  return router;
+}
