@@ -9,6 +9,8 @@ const { spawnSync } = require('node:child_process');
 const url = new URL(process.env.REDIS_URL || 'redis://127.0.0.1:6379');
 const host = url.hostname || '127.0.0.1';
 const port = Number(url.port || 6379);
+const isLocal = ['127.0.0.1', 'localhost', '::1', '[::1]'].includes(host);
+const hasRedisServer = () => spawnSync('sh', ['-c', 'command -v redis-server'], { encoding: 'utf8' }).status === 0;
 
 function ping(timeoutMs = 1000) {
   return new Promise((resolve) => {
@@ -29,13 +31,16 @@ function ping(timeoutMs = 1000) {
   });
 }
 
+/** The one message for "no Redis and none to start", shared with `pnpm start`. */
+function unreachableMessage() {
+  return `redis: nothing answers on ${host}:${port} and ${isLocal ? 'no redis-server is on PATH' : 'it is not a local address'}; ` +
+    'start Redis 7 or set REDIS_URL to a reachable server';
+}
+
 async function main() {
   if (await ping()) return console.log(`redis: answering on ${host}:${port}`);
-  const local = ['127.0.0.1', 'localhost', '::1', '[::1]'].includes(host);
-  const which = spawnSync('sh', ['-c', 'command -v redis-server'], { encoding: 'utf8' });
-  if (!local || which.status !== 0) {
-    console.error(`redis: nothing answers on ${host}:${port} and ${local ? 'no redis-server is on PATH' : 'it is not a local address'}; ` +
-      'start Redis 7 or set REDIS_URL to a reachable server');
+  if (!isLocal || !hasRedisServer()) {
+    console.error(unreachableMessage());
     process.exit(1);
   }
   console.log(`redis: nothing on ${host}:${port}, starting redis-server (no persistence)`);
@@ -48,4 +53,5 @@ async function main() {
   console.error(`redis: started redis-server but ${host}:${port} does not answer`);
   process.exit(1);
 }
-main();
+module.exports = { ping, host, port, isLocal, hasRedisServer, unreachableMessage };
+if (require.main === module) main();

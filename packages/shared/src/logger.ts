@@ -156,14 +156,23 @@ function redactFormat(service: string): winston.Logform.Format {
   })();
 }
 
+/** One line a person reads in `pnpm start`: time, level, message, then the meta as compact JSON. */
+const pretty = winston.format.printf((info) => {
+  const { level, message, timestamp, service: _service, ...meta } = info as Record<string, unknown>;
+  const rest = Object.keys(meta).length ? ` ${JSON.stringify(meta)}` : '';
+  return `${String(timestamp).slice(11, 23)} ${String(level).padEnd(5)} ${String(message)}${rest}`;
+});
+
 /**
  * JSON-lines logger: timestamp, level, service, message and meta, with every entry passed through `redact`.
- * Level defaults to LOG_LEVEL, then 'info'.
+ * Level defaults to LOG_LEVEL, then 'info'. LOG_FORMAT=pretty (set by `pnpm start`) prints plain
+ * lines for people instead; redaction applies the same.
  */
 export function createLogger(
   service: string,
-  opts: { level?: string; stream?: NodeJS.WritableStream } = {},
+  opts: { level?: string; stream?: NodeJS.WritableStream; format?: 'json' | 'pretty' } = {},
 ): winston.Logger {
+  const format = opts.format ?? (process.env.LOG_FORMAT === 'pretty' ? 'pretty' : 'json');
   const level = opts.level ?? process.env.LOG_LEVEL ?? 'info';
   if (!Object.prototype.hasOwnProperty.call(winston.config.npm.levels, level)) {
     throw new TollgateError('invalid_config', `Unknown log level "${level}"`);
@@ -177,7 +186,7 @@ export function createLogger(
       winston.format.errors({ stack: true }),
       redactFormat(service),
       winston.format.timestamp(),
-      winston.format.json(),
+      format === 'pretty' ? pretty : winston.format.json(),
     ),
     transports: [transport],
   });

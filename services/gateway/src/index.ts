@@ -55,6 +55,10 @@ async function main(): Promise<void> {
     logger.info(`gateway listening on http://${config.gateway.host}:${config.gateway.port}`);
     logger.info(describeProviders(config));
   });
+  server.on('error', (err) => {
+    logger.error(`gateway cannot listen on ${config.gateway.host}:${config.gateway.port}: ${err.message}`);
+    process.exit(1);
+  });
 
   onShutdown(logger, [
     ['http', () => new Promise((resolve) => server.close(resolve))],

@@ -1,5 +1,6 @@
 import { type Content, type GenerateContentResponse, GoogleGenAI } from '@google/genai';
 import { ContentBlockedError } from '../errors/provider-errors';
+import { guardMalformed, guardMalformedStream } from './malformed';
 import { countMessageTokens, countTokens } from './tokens';
 import type { CompletionChunk, CompletionRequest, CompletionResult, ProviderClient } from './types';
 
@@ -67,7 +68,7 @@ export function createGeminiClient(config: GeminiClientConfig): ProviderClient {
   return {
     name: 'gemini',
     async complete(req) {
-      const res = await sdk.models.generateContent(params(req));
+      const res = await guardMalformed('gemini', () => sdk.models.generateContent(params(req)));
       checkBlocked(res);
       const text = res.text ?? '';
       return { provider: 'gemini', model: res.modelVersion || req.model, text, ...unitsFrom(res, req, text) };
@@ -77,7 +78,8 @@ export function createGeminiClient(config: GeminiClientConfig): ProviderClient {
       let text = '';
       let last: GenerateContentResponse | undefined;
       let usageChunk: GenerateContentResponse | undefined;
-      for await (const chunk of await sdk.models.generateContentStream(params(req))) {
+      const stream = await guardMalformed('gemini', () => sdk.models.generateContentStream(params(req)));
+      for await (const chunk of guardMalformedStream('gemini', stream)) {
         checkBlocked(chunk);
         last = chunk;
         if (chunk.usageMetadata) usageChunk = chunk;

@@ -1,6 +1,7 @@
 import OpenAI from 'openai';
 import type { ChatCompletionMessageParam } from 'openai/resources/chat/completions';
 import { ContentBlockedError, MalformedResponseError } from '../errors/provider-errors';
+import { guardMalformed, guardMalformedStream } from './malformed';
 import { countMessageTokens, countTokens } from './tokens';
 import type { CompletionChunk, CompletionRequest, CompletionResult, ProviderClient } from './types';
 
@@ -55,10 +56,10 @@ export function createOpenAiClient(name: 'openai' | 'deepseek', config: OpenAiCl
   return {
     name,
     async complete(req) {
-      const res = await sdk.chat.completions.create(
+      const res = await guardMalformed(name, () => sdk.chat.completions.create(
         { model: req.model, messages: toMessages(req), ...(req.maxOutputTokens && { max_completion_tokens: req.maxOutputTokens }) },
         { signal: req.signal },
-      );
+      ));
       const choice = res.choices?.[0];
       if (!choice) throw new MalformedResponseError(`${name} returned no choices`);
       if (choice.finish_reason === 'content_filter') throw new ContentBlockedError(`${name} blocked the response`);
@@ -67,7 +68,7 @@ export function createOpenAiClient(name: 'openai' | 'deepseek', config: OpenAiCl
     },
 
     async *stream(req): AsyncGenerator<CompletionChunk> {
-      const stream = await sdk.chat.completions.create(
+      const stream = await guardMalformed(name, () => sdk.chat.completions.create(
         {
           model: req.model,
           messages: toMessages(req),
@@ -77,11 +78,11 @@ export function createOpenAiClient(name: 'openai' | 'deepseek', config: OpenAiCl
           ...(req.maxOutputTokens && { max_completion_tokens: req.maxOutputTokens }),
         },
         { signal: req.signal },
-      );
+      ));
       let text = '';
       let model = req.model;
       let usage: WireUsage | undefined;
-      for await (const chunk of stream) {
+      for await (const chunk of guardMalformedStream(name, stream)) {
         if (chunk.model) model = chunk.model;
         if (chunk.usage) usage = chunk.usage;
         const choice = chunk.choices?.[0];
