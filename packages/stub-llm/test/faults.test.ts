@@ -123,7 +123,8 @@ describe('malformed responses', () => {
   it('gemini: truncated JSON and a broken SSE event both make the SDK throw', async () => {
     stub.setFaults({ script: [{ provider: 'gemini', fault: 'malformed', times: 2 }] });
     const plain = await gemini.models.generateContent({ model: 'gemini-2.0-flash', contents: 'hi' }).catch((e: unknown) => e);
-    expect(plain).toBeInstanceOf(SyntaxError);
+    // Compared by name: the SDK's SyntaxError comes from Node's realm, not jest's sandbox.
+    expect((plain as Error).name).toBe('SyntaxError');
 
     let chunks = 0;
     const streamed = await (async () => {
@@ -131,7 +132,8 @@ describe('malformed responses', () => {
         if (chunk.text) chunks++;
       }
     })().catch((e: unknown) => e);
-    expect(String(streamed)).toMatch(/exception parsing stream chunk/);
+    expect((streamed as Error).name).toBe('SyntaxError');
+    expect((streamed as Error).message).toMatch(/JSON/);
     expect(chunks).toBe(1);
     const s = stub.stats().byProvider.gemini['gemini-2.0-flash'];
     // One request each: the SDK did not silently re-request the broken stream.
@@ -142,28 +144,41 @@ describe('malformed responses', () => {
 describe('hangs', () => {
   it('client-side timeouts fire and close() still returns promptly with hung requests open', async () => {
     const own = await startStub({ port: 0, quiet: true, faults: { hangRate: 1 } });
-    const client = new OpenAI({ apiKey: 'test', baseURL: `${own.url}/openai/v1`, maxRetries: 0 });
-    const ai = new GoogleGenAI({ apiKey: 'test', httpOptions: { baseUrl: `${own.url}/gemini`, fetch: passFetch } });
+    try {
+      const client = new OpenAI({ apiKey: 'test', baseURL: `${own.url}/openai/v1`, maxRetries: 0 });
+      const ai = new GoogleGenAI({ apiKey: 'test', httpOptions: { baseUrl: `${own.url}/gemini`, fetch: passFetch } });
 
-    const t0 = Date.now();
-    await expect(client.chat.completions.create({ model: 'gpt-4o-mini', messages }, { timeout: 200 })).rejects.toBeInstanceOf(OpenAI.APIConnectionTimeoutError);
-    const g = await ai.models.generateContent({ model: 'gemini-2.0-flash', contents: 'hi', config: { abortSignal: AbortSignal.timeout(200) } }).catch((e: unknown) => e);
-    expect((g as Error).name).toMatch(/AbortError|TimeoutError/);
-    expect(Date.now() - t0).toBeLessThan(2000);
+      const t0 = Date.now();
+      const o = await client.chat.completions.create({ model: 'gpt-4o-mini', messages }, { timeout: 200 }).catch((e: unknown) => e);
+      // Plain Node gives APIConnectionTimeoutError; under jest the abort reason crosses realms and the SDK
+      // falls back to its parent class, so the elapsed time is what proves the timeout fired.
+      expect(o).toBeInstanceOf(OpenAI.APIConnectionError);
+      expect(Date.now() - t0).toBeGreaterThanOrEqual(190);
 
-    // A raw request that nobody aborts: close() must destroy it rather than wait.
-    const pending = new Promise<string>((resolve) => {
-      const req = http.request(`${own.url}/v1/chat/completions`, { method: 'POST', headers: { authorization: 'Bearer t', 'content-type': 'application/json' } }, () => resolve('answered'));
-      req.on('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message));
-      req.end(JSON.stringify({ model: 'gpt-4o-mini', messages }));
-    });
-    await new Promise((r) => setTimeout(r, 100));
-    expect(own.stats().totals.faults.hang).toBe(3);
+      const t1 = Date.now();
+      const g = await ai.models.generateContent({ model: 'gemini-2.0-flash', contents: 'hi', config: { abortSignal: AbortSignal.timeout(200) } }).catch((e: unknown) => e);
+      // The SDK wraps the fetch abort: "exception AbortError: This operation was aborted sending request".
+      expect((g as Error).cause).toMatchObject({ name: 'AbortError' });
+      expect(Date.now() - t1).toBeGreaterThanOrEqual(190);
+      expect(Date.now() - t0).toBeLessThan(2000);
 
-    const t1 = Date.now();
-    await own.close();
-    expect(Date.now() - t1).toBeLessThan(500);
-    expect(await pending).toBe('ECONNRESET');
+      // A raw request that nobody aborts: close() must destroy it rather than wait.
+      const pending = new Promise<string>((resolve) => {
+        const req = http.request(`${own.url}/v1/chat/completions`, { method: 'POST', headers: { authorization: 'Bearer t', 'content-type': 'application/json' } }, () => resolve('answered'));
+        req.on('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message));
+        req.end(JSON.stringify({ model: 'gpt-4o-mini', messages }));
+      });
+      await new Promise((r) => setTimeout(r, 100));
+      expect(own.stats().totals.faults.hang).toBe(3);
+      expect(own.stats().totals.successes).toBe(0);
+
+      const t2 = Date.now();
+      await own.close();
+      expect(Date.now() - t2).toBeLessThan(500);
+      expect(await pending).toBe('ECONNRESET');
+    } finally {
+      await own.close();
+    }
   });
 });
 
@@ -190,8 +205,8 @@ describe('per-request header x-stub-fault', () => {
   it('forces malformed and latency, and rejects unknown values with a 400', async () => {
     const malformed = await fetch(url(), { method: 'POST', headers: { ...auth, 'x-stub-fault': 'malformed' }, body: JSON.stringify(body) });
     expect(malformed.status).toBe(200);
-    expect(() => JSON.parse('') as unknown).toThrow();
-    await expect(malformed.json()).rejects.toBeInstanceOf(SyntaxError);
+    const parseError = await malformed.json().catch((e: unknown) => e);
+    expect((parseError as Error).name).toBe('SyntaxError');
 
     const t0 = Date.now();
     const slow = await postJson(url(), body, { ...auth, 'x-stub-fault': 'latency=200' });
