@@ -19,6 +19,7 @@ export { createLogger, isSecretKey, REDACTED, redact, redactString } from './log
 export * from './keys';
 export * from './redis';
 export * from './jobs';
+export * from './vision-jobs';
 export * from './lifecycle';
 export type { ChatMessage, CompletionChunk, CompletionRequest, CompletionResult, ImageInput, ProviderClient, Target } from './providers/types';
 export * from './providers/clients';
@@ -26,3 +27,7 @@ export * from './providers/recovery';
 export * from './providers/routing';
 export { countMessageTokens, countTokens } from './providers/tokens';
 export * from './workflow/workflow-run';
+export * from './alerting';
+export * from './ledger/ledger-keys';
+export * from './ledger/ledger-entry';
+export * from './ledger/ledger-reader';

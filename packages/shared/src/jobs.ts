@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { ERROR_CATEGORY_VALUES, usageUnitsSchema } from './events/catalog';
 
 /** BullMQ queue names; the queue prefix comes from `queuePrefix`. */
-export const QUEUES = { chat: 'chat', vision: 'vision' } as const;
+export const QUEUES = { chat: 'chat', vision: 'vision', reports: 'ledger-reports' } as const;
 
 /** BullMQ keys live under the app namespace so one prefix (and one hash tag) covers everything. */
 export function queuePrefix(namespace: string): string {
@@ -80,4 +80,16 @@ export type ChatStreamItem =
 /** Where a streaming chat job writes its items; the gateway reads them as they come. */
 export function chatOutputKey(namespace: string, jobId: string): string {
   return `${namespace}:chat:out:${jobId}`;
+}
+
+/** A cost report for one period; without a key, the period that just closed. */
+export const reportJobSchema = z.object({
+  period: z.enum(['day', 'week', 'month']),
+  period_key: z.string().min(1).max(16).optional(),
+});
+export type ReportJob = z.infer<typeof reportJobSchema>;
+
+/** One job id per period, so a report asked for twice at once is built once. */
+export function reportJobId(period: string, periodKey: string): string {
+  return `report-${period}-${periodKey}`;
 }

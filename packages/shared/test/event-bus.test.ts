@@ -245,15 +245,54 @@ test('publishing an unknown type or invalid data is refused with invalid_event a
   expect(await redis.exists(p.stream)).toBe(0);
 });
 
-test('the stream is capped near maxLen', async () => {
+test('retention trims to about maxLen once every group has processed the entries', async () => {
   const s = `cap${n++}`;
   const p = makeBus(s, 'gateway', { maxLen: 100 });
+  const consumer = makeBus(s, 'ledger');
+  let seen = 0;
+  consumer.subscribe('*', () => void seen++);
+  await consumer.start();
   for (let i = 0; i < 5; i++) {
     await p.publishMany(Array.from({ length: 100 }, (_, j) => ({ type: 'usage.recorded' as const, data: usage(i * 100 + j), meta: { correlation_id: 'c' } })));
+    await new Promise((r) => setTimeout(r, 5)); // spread ids over time, as real traffic is
   }
+  expect(await waitFor(async () => seen === 500 && (await consumer.pendingCount()) === 0)).toBe(true);
+  await p.trim();
   const len = await redis.xlen(p.stream);
   expect(len).toBeGreaterThanOrEqual(100);
   expect(len).toBeLessThan(500);
+});
+
+test('retention never drops entries a lagging group has not processed, until the hard cap', async () => {
+  const s = `lag${n++}`;
+  const p = makeBus(s, 'gateway', { maxLen: 100, hardMaxLen: 2_000 });
+  // A group that exists but has read nothing yet: everything is still owed to it.
+  await redis.xgroup('CREATE', p.stream, 'slow-service', '0', 'MKSTREAM');
+  for (let i = 0; i < 5; i++) {
+    await p.publishMany(Array.from({ length: 100 }, (_, j) => ({ type: 'usage.recorded' as const, data: usage(i * 100 + j), meta: { correlation_id: 'c' } })));
+  }
+  const held = await p.trim();
+  expect(held).toMatchObject({ trimmed: 0, heldBy: 'slow-service' });
+  expect(await redis.xlen(p.stream)).toBe(500);
+
+  // It reads and acks the first 300: only those may go.
+  const got = (await redis.xreadgroup('GROUP', 'slow-service', 'c1', 'COUNT', 300, 'STREAMS', p.stream, '>')) as unknown as Array<[string, Array<[string]>]>;
+  await redis.xack(p.stream, 'slow-service', ...got[0]![1].map(([id]) => id));
+  await p.trim();
+  const left = (await redis.xrange(p.stream, '-', '+')) as unknown as Array<[string]>;
+  const lastAcked = got[0]![1][299]![0];
+  expect(left.length).toBeGreaterThanOrEqual(200);
+  // Every entry the group has not acked is still there.
+  const unread = (await redis.xrange(p.stream, `(${lastAcked}`, '+')).length;
+  expect(unread).toBe(200);
+
+  // Past the hard cap a group that never reads stops holding the stream.
+  const tiny = makeBus(s, 'gateway', { maxLen: 10, hardMaxLen: 50 });
+  await new Promise((r) => setTimeout(r, 5));
+  await tiny.publishMany(Array.from({ length: 100 }, (_, j) => ({ type: 'usage.recorded' as const, data: usage(j), meta: { correlation_id: 'c' } })));
+  const forced = await tiny.trim();
+  expect(forced.forced).toBe(true);
+  expect(await redis.xlen(p.stream)).toBeLessThan(300);
 });
 
 test('stop lets in-flight handlers finish and acks them', async () => {

@@ -1,5 +1,5 @@
 import type { IncomingHttpHeaders } from 'node:http';
-import { composeReply, type ImageInfo } from './reply';
+import { composeReplyParts, type ImageInfo } from './reply';
 import { countTokens, truncateToTokens } from './tokens';
 import type { Provider } from './types';
 
@@ -27,9 +27,21 @@ export interface ChatReply {
   truncated: boolean;
 }
 
+/**
+ * Tokens of parts.join(' '), counted part by part so the fixed sentences hit the cache. Exact because
+ * every part ends in punctuation and the next starts with " <letter>": o200k's pre-tokenizer splits
+ * there anyway, so no BPE merge crosses a part boundary (a unit test checks this on varied input).
+ */
+export function countReplyTokens(parts: readonly string[]): number {
+  let n = 0;
+  for (let i = 0; i < parts.length; i++) n += countTokens(i === 0 ? parts[i] ?? '' : ` ${parts[i] ?? ''}`);
+  return n;
+}
+
 export function answer(chat: ChatRequest): ChatReply {
-  let text = composeReply(chat.provider, chat.model, chat.lastUserText, chat.lastUserImages);
-  let completionTokens = countTokens(text);
+  const parts = composeReplyParts(chat.provider, chat.model, chat.lastUserText, chat.lastUserImages);
+  let text = parts.join(' ');
+  let completionTokens = countReplyTokens(parts);
   let truncated = false;
   if (chat.maxOutputTokens !== null && completionTokens > chat.maxOutputTokens) {
     text = truncateToTokens(text, chat.maxOutputTokens);

@@ -51,8 +51,11 @@ function describeImages(images: readonly ImageInfo[]): string {
   return `I received ${images.length} ${noun} (${parts.join('; ')}).`;
 }
 
-/** The reply text: a function of provider, model, last user text and images only. */
-export function composeReply(provider: Provider, model: string, lastUserText: string, images: readonly ImageInfo[]): string {
+/**
+ * The reply as sentences to be joined with single spaces: a function of provider, model, last user text
+ * and images only. Kept apart so tokens can be counted per sentence (see countReplyTokens).
+ */
+export function composeReplyParts(provider: Provider, model: string, lastUserText: string, images: readonly ImageInfo[]): string[] {
   const h = hashText(lastUserText);
   const first = h % SENTENCES.length;
   // A second, different sentence from other bits of the same hash.
@@ -61,7 +64,11 @@ export function composeReply(provider: Provider, model: string, lastUserText: st
   const pieces = [`Stub reply (${provider}/${model}):`, echo];
   if (images.length > 0) pieces.push(describeImages(images));
   pieces.push(SENTENCES[first] ?? '', SENTENCES[second] ?? '');
-  return pieces.join(' ');
+  return pieces;
+}
+
+export function composeReply(provider: Provider, model: string, lastUserText: string, images: readonly ImageInfo[]): string {
+  return composeReplyParts(provider, model, lastUserText, images).join(' ');
 }
 
 const WORDS_PER_PIECE = 3;

@@ -92,6 +92,7 @@ function parseJson(text: string): { ok: true; value: unknown } | { ok: false } {
   }
 }
 
+/** Starts the stub on host:port (127.0.0.1, random port by default); resolves once it is listening. */
 export async function startStub(opts: StubOptions = {}): Promise<StubServer> {
   const quiet = opts.quiet ?? false;
   const log = (message: string): void => {

@@ -44,7 +44,7 @@ export interface BilledUsage {
 export interface ModelStats {
   provider: Provider;
   model: string;
-  /** Every request that reached this provider+model (after auth and body validation passed or failed). */
+  /** Every request naming this provider+model, whatever its outcome. */
   requests: number;
   /** Answered in full with a normal reply; exactly these are billed. */
   successes: number;

@@ -13,7 +13,8 @@ const passFetch: typeof fetch = (input, init) => fetch(input, init);
 
 beforeAll(async () => {
   stub = await startStub({ port: 0, quiet: true });
-  openai = new OpenAI({ apiKey: 'test', baseURL: `${stub.url}/openai/v1`, maxRetries: 0 });
+  // logLevel off: the SDK console.errors every unparsable stream chunk, which these tests cause on purpose.
+  openai = new OpenAI({ apiKey: 'test', baseURL: `${stub.url}/openai/v1`, maxRetries: 0, logLevel: 'off' });
   gemini = new GoogleGenAI({ apiKey: 'test', httpOptions: { baseUrl: `${stub.url}/gemini`, fetch: passFetch } });
 });
 afterAll(() => stub.close());

@@ -13,6 +13,11 @@ import { adminRoutes } from './routes/admin';
 import { chatRoutes } from './routes/chat';
 import { healthRoutes } from './routes/health';
 import { openAiRoutes } from './routes/openai-compat';
+import { alertRoutes } from './routes/alerts';
+import { budgetRoutes } from './routes/budgets';
+import { budgetGuard } from './budget-guard';
+import { AlertStore, BudgetStore, WebhookTargets } from '@tollgate/shared';
+import { type VisionRouteOptions, visionRoutes } from './routes/vision';
 import type { Guards } from './routes/guards';
 
 export interface GatewayDeps {
@@ -25,6 +30,8 @@ export interface GatewayDeps {
   adminToken: string | undefined;
   maxBodyBytes: number;
   rateLimitPerMinute: number;
+  /** `POST /v1/vision`; absent in setups that exercise other paths only. */
+  vision?: VisionRouteOptions;
 }
 
 /** The HTTP API: every body validated at the door, every error in one shape. */
@@ -35,18 +42,28 @@ export function createApp(deps: GatewayDeps): Express {
   app.use(helmet());
   app.use(requestId);
   app.use(deps.metrics.middleware);
-  app.use(express.json({ limit: deps.maxBodyBytes }));
 
   const limit = rateLimitPerKey(deps.redis, deps.namespace, deps.rateLimitPerMinute);
   const guards: Guards = {
-    chat: [authenticate(deps.keys, deps.adminToken, 'chat'), limit],
+    chat: [authenticate(deps.keys, deps.adminToken, 'chat'), limit, budgetGuard(deps.redis, deps.namespace)],
+    vision: [authenticate(deps.keys, deps.adminToken, 'vision'), limit],
     admin: [authenticate(deps.keys, deps.adminToken, 'admin')],
   };
+  // Ahead of the global JSON parser: vision reads its own bodies (images far above maxBodyBytes), after authentication.
+  if (deps.vision) app.use(visionRoutes(guards, deps.vision, deps.priceTable));
+  app.use(express.json({ limit: deps.maxBodyBytes }));
 
   app.use(healthRoutes(deps.redis, deps.metrics.registry));
   app.use(chatRoutes(guards, deps.dispatcher, deps.priceTable));
   app.use(openAiRoutes(guards, deps.dispatcher, deps.priceTable));
   app.use(adminRoutes(guards, deps.keys));
+  app.use(budgetRoutes(guards, new BudgetStore(deps.redis, deps.namespace)));
+  app.use(
+    alertRoutes(
+      { read: [authenticate(deps.keys, deps.adminToken, 'costs'), limit], admin: guards.admin },
+      { redis: deps.redis, namespace: deps.namespace, alerts: new AlertStore(deps.redis, deps.namespace), webhooks: new WebhookTargets(deps.redis, deps.namespace) },
+    ),
+  );
   app.use((req, _res, next) => next(new ApiError('not_found', `No endpoint ${req.method} ${req.path}.`)));
   app.use(errorHandler);
   return app;

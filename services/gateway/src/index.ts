@@ -12,11 +12,14 @@ import {
   onShutdown,
   QUEUES,
   queuePrefix,
+  type VisionJob,
+  type VisionJobResult,
 } from '@tollgate/shared';
 import { createApp } from './app';
 import { ApiKeyStore } from './auth/api-keys';
 import { ChatDispatcher } from './chat-dispatch';
 import { createMetrics, followServiceHealth } from './metrics';
+import { VisionDispatcher } from './vision-dispatch';
 
 const SERVICE = 'gateway';
 
@@ -34,9 +37,16 @@ async function main(): Promise<void> {
   });
   const chatEvents = new QueueEvents(QUEUES.chat, { connection: createRedis(config.redisUrl, { blocking: true, name: `${SERVICE}-events` }), prefix });
   await chatEvents.waitUntilReady();
+  const visionQueue = new Queue<VisionJob, VisionJobResult>(QUEUES.vision, {
+    connection: redis,
+    prefix,
+    defaultJobOptions: { attempts: 1, removeOnComplete: { age: 3600, count: 10_000 }, removeOnFail: { age: 24 * 3600 } },
+  });
+  const visionEvents = new QueueEvents(QUEUES.vision, { connection: createRedis(config.redisUrl, { blocking: true, name: `${SERVICE}-vision-events` }), prefix });
+  await visionEvents.waitUntilReady();
 
   const errorRates = new ErrorRateTracker();
-  const metrics = createMetrics([chatQueue], errorRates);
+  const metrics = createMetrics([chatQueue, visionQueue], errorRates);
   const live = followServiceHealth(redis, namespace, metrics, errorRates);
   await live.start();
 
@@ -50,6 +60,7 @@ async function main(): Promise<void> {
     adminToken: config.adminToken,
     maxBodyBytes: config.maxBodyBytes,
     rateLimitPerMinute: config.rateLimitPerMinute,
+    vision: { dispatcher: new VisionDispatcher(visionQueue, visionEvents, redis, namespace, config.requestDeadlineMs), maxImageBytes: config.visionMaxBytes },
   });
   const server = app.listen(config.gateway.port, config.gateway.host, () => {
     logger.info(`gateway listening on http://${config.gateway.host}:${config.gateway.port}`);
@@ -65,6 +76,8 @@ async function main(): Promise<void> {
     ['live events', () => live.stop()],
     ['queue events', () => chatEvents.close()],
     ['queue', () => chatQueue.close()],
+    ['vision queue events', () => visionEvents.close()],
+    ['vision queue', () => visionQueue.close()],
     ['redis', () => redis.quit()],
   ]);
 }

@@ -6,6 +6,7 @@ import { type AnyEvent, createEvent, type EventEnvelope, type EventMeta, parseEv
 import { keyspace } from '../keys';
 import { field } from './fields';
 import { type EventFilter, matchesFilter, matchesPattern } from './patterns';
+import { trimStream, type TrimResult } from './stream-trimmer';
 
 export interface BusLogger {
   warn(message: string, meta?: Record<string, unknown>): unknown;
@@ -21,8 +22,10 @@ export interface EventBusOptions {
   service: string;
   /** Unique per instance; defaults to host-pid-random. */
   consumer?: string;
-  /** Approximate cap on the stream length (XADD MAXLEN ~). */
+  /** Retention target: about this many entries, trimmed only once every group has processed them. */
   maxLen?: number;
+  /** Trimmed past this even if a group has not read it (a group that never reads must not fill Redis); default 10 x maxLen. */
+  hardMaxLen?: number;
   /** Attempts per handler for one delivery before the event is dead-lettered for that handler. */
   handlerAttempts?: number;
   /** Delay before the second attempt; doubles each time. */
@@ -103,6 +106,14 @@ interface HandlerFailure {
 
 type StreamEntry = [id: string, fields: string[] | null];
 
+/**
+ * Marks a handler error that retrying cannot fix (an unknown model, an invalid unit): the bus
+ * dead-letters the event on the first attempt, with the error as the reason.
+ */
+export function permanent<E extends Error>(error: E): E & { retryable: false } {
+  return Object.assign(error, { retryable: false as const });
+}
+
 const PAGE = 500;
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 const errorText = (err: unknown) => (err instanceof Error ? `${err.name}: ${err.message}` : String(err));
@@ -133,6 +144,8 @@ export class EventBus {
   private readonly inFlight = new Map<string, Promise<void>>();
   private slotWaiters: Array<() => void> = [];
   private acks: string[] = [];
+  private publishedSinceTrim = 0;
+  private trimming?: Promise<TrimResult>;
   private ackFlush?: Promise<void>;
 
   constructor(options: EventBusOptions) {
@@ -146,6 +159,7 @@ export class EventBus {
     const claimIdleMs = options.claimIdleMs ?? 30_000;
     this.opts = {
       maxLen: options.maxLen ?? 10_000,
+      hardMaxLen: options.hardMaxLen ?? (options.maxLen ?? 10_000) * 10,
       handlerAttempts: options.handlerAttempts ?? 3,
       retryDelayMs: options.retryDelayMs ?? 100,
       maxDeliveries: options.maxDeliveries ?? 5,
@@ -162,7 +176,8 @@ export class EventBus {
   /** Validates and appends one event; an unknown type or bad data throws `invalid_event` and writes nothing. */
   async publish<T extends EventType>(type: T, data: EventData<T>, meta: EventMeta): Promise<EventEnvelope<T>> {
     const event = createEvent(type, data, meta, this.source);
-    await this.redis.xadd(this.stream, 'MAXLEN', '~', this.opts.maxLen, '*', 'type', type, 'event', JSON.stringify(event));
+    await this.redis.xadd(this.stream, '*', 'type', type, 'event', JSON.stringify(event));
+    this.countPublished(1);
     return event;
   }
 
@@ -170,11 +185,36 @@ export class EventBus {
   async publishMany(items: ReadonlyArray<{ [T in EventType]: { type: T; data: EventData<T>; meta: EventMeta } }[EventType]>): Promise<EventEnvelope[]> {
     const events = items.map((i) => createEvent(i.type, i.data as never, i.meta, this.source) as EventEnvelope);
     const pipe = this.redis.pipeline();
-    for (const e of events) pipe.xadd(this.stream, 'MAXLEN', '~', this.opts.maxLen, '*', 'type', e.type, 'event', JSON.stringify(e));
+    for (const e of events) pipe.xadd(this.stream, '*', 'type', e.type, 'event', JSON.stringify(e));
     const results = await pipe.exec();
     const failed = results?.find(([err]) => err);
     if (failed) throw failed[0];
+    this.countPublished(events.length);
     return events;
+  }
+
+  /** Trims about every tenth of maxLen publishes, so a publisher-only service keeps the stream bounded too. */
+  private countPublished(n: number): void {
+    this.publishedSinceTrim += n;
+    if (this.publishedSinceTrim >= Math.max(100, this.opts.maxLen / 10)) {
+      this.publishedSinceTrim = 0;
+      void this.trim();
+    }
+  }
+
+  /** Retention without loss: see stream-trimmer.ts. */
+  async trim(): Promise<TrimResult> {
+    this.trimming ??= trimStream(this.redis, this.stream, this.opts.maxLen, this.opts.hardMaxLen)
+      .then((r) => {
+        if (r.forced) this.logger?.error('bus: stream passed its hard cap; trimmed events a consumer group had not processed', { heldBy: r.heldBy });
+        return r;
+      })
+      .catch((err) => {
+        this.logger?.warn('bus: trim failed', { error: errorText(err) });
+        return { trimmed: 0 };
+      })
+      .finally(() => (this.trimming = undefined));
+    return this.trimming;
   }
 
   subscribe<T extends EventType>(type: T, handler: EventHandler<EventOf<T>>, options?: SubscribeOptions): () => void;
@@ -204,6 +244,7 @@ export class EventBus {
       this.reclaiming ??= this.reclaim()
         .catch((err) => void this.logger?.warn('bus: reclaim failed', { error: errorText(err) }))
         .finally(() => (this.reclaiming = undefined));
+      void this.trim();
     }, this.opts.claimIntervalMs);
     this.reclaimTimer.unref();
   }
@@ -216,6 +257,7 @@ export class EventBus {
     for (const wake of this.slotWaiters.splice(0)) wake();
     await this.loop;
     await this.reclaiming;
+    await this.trimming;
     await Promise.allSettled(this.inFlight.values());
     await this.flushAcks();
     this.reader?.disconnect();

@@ -135,6 +135,8 @@ export const EVENT_CATALOG = {
       /** A cache hit: priced at zero, with what the call would have cost recorded as avoided. */
       cached: z.boolean(),
       avoided_micros: micros.optional(),
+      /** SHA-256 of what was asked (model + input): identical requests a cache could have absorbed. */
+      request_fingerprint: z.string().regex(/^[a-f0-9]{64}$/).optional(),
     }),
   },
   'cost.recorded': {
@@ -155,6 +157,16 @@ export const EVENT_CATALOG = {
       totals: z.array(
         z.object({ scope, scope_id: name, period, period_key: name, spent_micros: micros }),
       ),
+    }),
+  },
+  'cost.report_generated': {
+    version: 1,
+    data: z.object({
+      period: period,
+      period_key: name,
+      total_micros: micros,
+      previous_total_micros: micros,
+      entries: count,
     }),
   },
   'cost.threshold_exceeded': {

@@ -1,0 +1,112 @@
+/**
+ * `pnpm bench ledger`: usage events through the real bus and the real cost-ledger service (two
+ * instances, separate processes) on real Redis; prints sustained events/s and whether the final
+ * totals are exact to the micro-dollar.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { join } from 'node:path';
+import {
+  createRedis,
+  deleteByPrefix,
+  EventBus,
+  hashTagged,
+  ledgerKeys,
+  loadPriceTable,
+  price,
+  type UsageUnits,
+} from '../packages/shared/src';
+
+const EVENTS = Number(process.env.BENCH_LEDGER_EVENTS ?? 100_000);
+const INSTANCES = Number(process.env.BENCH_LEDGER_INSTANCES ?? 2);
+const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+const root = join(__dirname, '..');
+
+const MODELS: Array<[string, string, (i: number) => UsageUnits]> = [
+  ['openai', 'gpt-4o-mini', (i) => ({ input_tokens: 100 + (i % 1000), cached_input_tokens: i % 50, output_tokens: 20 + (i % 300) })],
+  ['gemini', 'gemini-2.0-flash', (i) => ({ input_tokens: 1_000 + (i % 5000), output_tokens: 333 + (i % 97) })],
+  ['deepseek', 'deepseek-chat', (i) => ({ input_tokens: 77 * (i % 13), output_tokens: 5 + (i % 11) })],
+  ['deepseek', 'deepseek-vl2', () => ({ images: 1 })],
+];
+
+export async function run(): Promise<void> {
+  const prefix = `bench-ledger-${randomUUID().slice(0, 8)}`;
+  const ns = hashTagged(prefix);
+  const redis = createRedis(REDIS_URL, { name: 'bench-ledger' });
+  const table = loadPriceTable();
+  const children: ChildProcess[] = [];
+  try {
+    for (let i = 0; i < INSTANCES; i++) {
+      children.push(
+        spawn(join(root, 'node_modules', '.bin', 'tsx'), ['services/cost-ledger/src/index.ts'], {
+          cwd: root,
+          env: { ...process.env, TOLLGATE_PREFIX: prefix, LOG_LEVEL: 'warn', BUS_MAX_LEN: String(EVENTS * 3) },
+          stdio: ['ignore', 'inherit', 'inherit'],
+        }),
+      );
+    }
+    const publisher = new EventBus({ redis, prefix: ns, service: 'bench', maxLen: EVENTS * 3 });
+    // Wait until every instance has joined the group (the group exists and has its consumers).
+    const deadline = Date.now() + 30_000;
+    while (Date.now() < deadline) {
+      const groups = (await redis.xinfo('GROUPS', publisher.stream).catch(() => [])) as unknown[][];
+      const consumers = groups.map((g) => Number(g[g.indexOf('consumers') + 1])).reduce((a, b) => a + b, 0);
+      if (consumers >= INSTANCES) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+
+    let expected = 0;
+    const started = Date.now();
+    const BATCH = 1_000;
+    for (let i = 0; i < EVENTS; i += BATCH) {
+      const items = [];
+      for (let j = i; j < Math.min(EVENTS, i + BATCH); j++) {
+        const [provider, model, units] = MODELS[j % MODELS.length]!;
+        const data = {
+          provider, model, service: 'bench', operation: units(j).images ? 'vision' : 'chat', units: units(j),
+          usage_source: 'provider' as const, request_id: `r${j}`, cached: false,
+        };
+        expected += price({ provider, model, units: data.units }, { table }).amount_micros;
+        items.push({ type: 'usage.recorded' as const, data, meta: { correlation_id: `c${j}`, user_id: `u${j % 50}`, project_id: `p${j % 5}` } });
+      }
+      await publisher.publishMany(items);
+    }
+    const published = Date.now();
+    const k = ledgerKeys(ns);
+    let last = 0;
+    let lastPrint = Date.now();
+    for (;;) {
+      const count = await redis.zcard(k.index());
+      if (Date.now() - lastPrint >= 2_000) {
+        process.stdout.write(`  ${count.toLocaleString()} / ${EVENTS.toLocaleString()} entries\n`);
+        lastPrint = Date.now();
+      }
+      if (count >= EVENTS) break;
+      if (count === last && Date.now() - started > 300_000) throw new Error(`stalled at ${count} entries`);
+      last = count;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const done = Date.now();
+    const day = new Date().toISOString().slice(0, 10);
+    const total = Number((await redis.hget(k.day(day), 'total')) ?? 0);
+    const seconds = (done - started) / 1000;
+    console.table([
+      {
+        events: EVENTS,
+        instances: INSTANCES,
+        'publish s': ((published - started) / 1000).toFixed(2),
+        'end-to-end s': seconds.toFixed(2),
+        'events/s': Math.round(EVENTS / seconds),
+        'expected micros': expected,
+        'ledger micros': total,
+        exact: total === expected,
+      },
+    ]);
+    if (total !== expected) process.exitCode = 1;
+  } finally {
+    for (const c of children) c.kill('SIGTERM');
+    await Promise.all(children.map((c) => new Promise((r) => (c.exitCode !== null ? r(null) : c.once('exit', r)))));
+    await deleteByPrefix(redis, ns);
+    await redis.quit();
+  }
+}

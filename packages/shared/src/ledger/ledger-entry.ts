@@ -1,0 +1,32 @@
+import { z } from 'zod';
+import { micros, usageUnitsSchema } from '../events/catalog';
+
+/** One priced provider call, as stored and as served by the cost API. */
+export const ledgerEntrySchema = z.object({
+  entry_id: z.string(),
+  usage_event_id: z.string(),
+  amount_micros: micros,
+  /** What a cache hit saved; the entry itself costs zero then. */
+  avoided_micros: micros,
+  price_version: z.string(),
+  provider: z.string(),
+  model: z.string(),
+  service: z.string(),
+  operation: z.string(),
+  units: usageUnitsSchema,
+  cached: z.boolean(),
+  usage_source: z.enum(['provider', 'tokenizer', 'cache']),
+  user_id: z.string(),
+  project_id: z.string(),
+  correlation_id: z.string(),
+  request_id: z.string(),
+  occurred_at: z.string(),
+  recorded_at: z.string(),
+});
+export type LedgerEntry = z.infer<typeof ledgerEntrySchema>;
+
+/** Spend with no user or project on the event is still counted, under this id. */
+export const UNATTRIBUTED = '(none)';
+
+/** Output shorter than this on an expensive model is evidence for a cheaper one. */
+export const SHORT_OUTPUT_TOKENS = 50;

@@ -1,0 +1,61 @@
+import { Queue } from 'bullmq';
+import {
+  type CostReport,
+  createLogger,
+  createRedis,
+  EventBus,
+  hashTagged,
+  LedgerReader,
+  loadConfig,
+  loadPriceTable,
+  onShutdown,
+  QUEUES,
+  queuePrefix,
+  type ReportJob,
+} from '@tollgate/shared';
+import { consumeUsage } from './ledger-consumer';
+import { LedgerWriter } from './ledger-writer';
+import { createReportWorker, scheduleReports } from './reports';
+
+const SERVICE = 'cost-ledger';
+
+async function main(): Promise<void> {
+  const config = loadConfig();
+  const logger = createLogger(SERVICE, { level: config.logLevel });
+  const namespace = hashTagged(config.prefix);
+  // Auto-pipelining sends the scripts of concurrently handled events in one round trip.
+  const redis = createRedis(config.redisUrl, { name: SERVICE, enableAutoPipelining: true });
+  const bus = new EventBus({
+    redis,
+    prefix: namespace,
+    service: SERVICE,
+    maxLen: config.bus.maxLen,
+    maxDeliveries: config.bus.maxDeliveries,
+    claimIdleMs: config.bus.claimIdleMs,
+    concurrency: 256,
+    batchSize: 500,
+    logger,
+  });
+  const table = loadPriceTable({ file: config.priceTableFile });
+  consumeUsage(bus, new LedgerWriter(redis, namespace), table);
+  await bus.start();
+
+  const reader = new LedgerReader(redis, namespace);
+  const reports = new Queue<ReportJob, CostReport>(QUEUES.reports, { connection: redis, prefix: queuePrefix(namespace) });
+  await scheduleReports(reports);
+  const reportWorker = createReportWorker({ reader, redis, bus, namespace }, createRedis(config.redisUrl, { blocking: true, name: `${SERVICE}-reports` }));
+  reportWorker.on('failed', (job, err) => logger.error('report failed', { job: job?.id, error: err.message }));
+  logger.info('cost-ledger ready', { consumer: bus.consumer });
+
+  onShutdown(logger, [
+    ['bus', () => bus.stop()],
+    ['report worker', () => reportWorker.close()],
+    ['report queue', () => reports.close()],
+    ['redis', () => redis.quit()],
+  ]);
+}
+
+main().catch((err) => {
+  console.error(`cost-ledger failed to start: ${(err as Error).message}`);
+  process.exit(1);
+});

@@ -1,0 +1,45 @@
+import { randomUUID } from 'node:crypto';
+import type { Queue, QueueEvents } from 'bullmq';
+import type Redis from 'ioredis';
+import { type VisionJob, type VisionJobResult, visionImageKey } from '@tollgate/shared';
+import { ApiError } from './errors';
+
+/** What a route supplies: the job without its plumbing, plus the image bytes themselves. */
+export type VisionJobInput = Omit<VisionJob, 'deadline_at' | 'image_key'> & { image: Buffer };
+
+/** Past the deadline the worker refuses the job anyway; the bytes only need to outlive it a little. */
+const UPLOAD_GRACE_MS = 30_000;
+
+/**
+ * Hands vision work to the `vision` queue and waits for its outcome with a deadline. The image
+ * travels beside the job, under its own key with a TTL, and is removed once the job is settled.
+ */
+export class VisionDispatcher {
+  constructor(
+    private readonly queue: Queue<VisionJob, VisionJobResult>,
+    private readonly events: QueueEvents,
+    private readonly redis: Redis,
+    private readonly namespace: string,
+    private readonly deadlineMs: number,
+  ) {}
+
+  async run(input: VisionJobInput): Promise<VisionJobResult> {
+    const { image, ...fields } = input;
+    const deadlineAt = Date.now() + this.deadlineMs;
+    const imageKey = randomUUID();
+    const key = visionImageKey(this.namespace, imageKey);
+    await this.redis.set(key, image, 'PX', this.deadlineMs + UPLOAD_GRACE_MS);
+    try {
+      const job = await this.queue.add('vision', { ...fields, image_key: imageKey, deadline_at: deadlineAt });
+      // A small margin past the job's own deadline so the worker's classified answer wins the race.
+      return await job.waitUntilFinished(this.events, this.deadlineMs + 2_000);
+    } catch (err) {
+      if (String((err as Error).message).includes('timed out')) {
+        throw new ApiError('deadline_exceeded', 'The analysis did not complete within its deadline. Please try again.');
+      }
+      throw err;
+    } finally {
+      await this.redis.del(key).catch(() => undefined);
+    }
+  }
+}

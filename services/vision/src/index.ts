@@ -1,0 +1,71 @@
+import {
+  BreakerRegistry,
+  createLogger,
+  createProviderClients,
+  createRedis,
+  describeProviders,
+  EventBus,
+  EventTail,
+  hashTagged,
+  loadConfig,
+  loadPriceTable,
+  onShutdown,
+} from '@tollgate/shared';
+import { randomUUID } from 'node:crypto';
+import { ResultCache } from './result-cache';
+import { neverNearBudget } from './routing';
+import { SERVICE } from './vision-workflow';
+import { createVisionWorker } from './worker';
+
+async function main(): Promise<void> {
+  const config = loadConfig();
+  const logger = createLogger(SERVICE, { level: config.logLevel });
+  const namespace = hashTagged(config.prefix);
+  const instance = `${SERVICE}-${process.pid}-${randomUUID().slice(0, 6)}`;
+  const redis = createRedis(config.redisUrl, { name: SERVICE });
+  const bus = new EventBus({ redis, prefix: namespace, service: SERVICE, maxLen: config.bus.maxLen, logger });
+
+  const breakers = new BreakerRegistry({
+    publish: (type, data) => bus.publish(type, { ...data, instance }, { correlation_id: `breaker:${data.breaker}` }),
+  });
+  // Every instance learns of every opening, so the replicas stop calling a dead provider together.
+  const breakerSync = new EventTail({ redis, prefix: namespace, types: 'circuit.*' }, (event) => {
+    if ((event.type === 'circuit.opened' || event.type === 'circuit.closed') && event.data.instance !== instance) {
+      breakers.applyRemote(event.type, event.data);
+    }
+  });
+  await breakerSync.start();
+
+  const worker = createVisionWorker(
+    {
+      bus,
+      redis,
+      namespace,
+      clients: createProviderClients(config.providers, config.providerTimeoutMs),
+      breakers,
+      cache: new ResultCache(redis, namespace, config.visionCacheTtlSeconds),
+      priceTable: loadPriceTable({ file: config.priceTableFile }),
+      // The alerting service will supply the real budget check.
+      nearHardBudget: neverNearBudget,
+      callTimeoutMs: config.providerTimeoutMs,
+      maxAttempts: config.maxProviderAttempts,
+      logger,
+    },
+    { connection: createRedis(config.redisUrl, { blocking: true, name: `${SERVICE}-worker` }), concurrency: config.visionWorkerConcurrency },
+  );
+  worker.on('error', (err) => logger.error('worker error', { error: err.message }));
+  logger.info('vision ready', { concurrency: config.visionWorkerConcurrency, cache_ttl_seconds: config.visionCacheTtlSeconds, instance });
+  logger.info(describeProviders(config));
+
+  onShutdown(logger, [
+    ['worker', () => worker.close()],
+    ['breaker sync', () => breakerSync.stop()],
+    ['breakers', () => breakers.shutdown()],
+    ['redis', () => redis.quit()],
+  ]);
+}
+
+main().catch((err) => {
+  console.error(`vision failed to start: ${(err as Error).message}`);
+  process.exit(1);
+});

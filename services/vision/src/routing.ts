@@ -1,0 +1,44 @@
+import type { Target, VisionQuality } from '@tollgate/shared';
+
+/**
+ * Says whether a scope is close to a hard budget, so expensive work should step down. The
+ * alerting service supplies the real one; until then nothing is ever degraded.
+ */
+export type NearHardBudget = (userId: string, projectId: string) => Promise<boolean>;
+export const neverNearBudget: NearHardBudget = async () => false;
+
+/** The cheapest provider that meets each quality; prices are in the shared price table. */
+export const VISION_TARGETS: Record<VisionQuality, Target> = {
+  standard: { provider: 'deepseek', model: 'deepseek-vl2' },
+  high: { provider: 'gemini', model: 'gemini-2.0-flash' },
+};
+
+export interface VisionRoute {
+  /** The quality actually served: `standard` when a `high` request was degraded. */
+  served: VisionQuality;
+  degraded: boolean;
+  /** Primary first, then the fallback: the other provider takes over when the first cannot answer. */
+  chain: Target[];
+  /**
+   * Whose cached answers are good enough, best first: any for `standard`, only the high-quality
+   * model for `high`, so a fallback answer cached earlier never stands in for what `high` pays
+   * for. A degraded request still prefers a cached high-quality answer: it costs nothing either.
+   */
+  cacheable: Target[];
+}
+
+export function routeVision(requested: VisionQuality, nearBudget: boolean): VisionRoute {
+  const degraded = requested === 'high' && nearBudget;
+  const served: VisionQuality = degraded ? 'standard' : requested;
+  const primary = VISION_TARGETS[served];
+  const fallback = VISION_TARGETS[served === 'standard' ? 'high' : 'standard'];
+  const chain = [primary, fallback];
+  const cacheable = degraded ? [VISION_TARGETS.high, VISION_TARGETS.standard] : served === 'standard' ? chain : [primary];
+  return { served, degraded, chain, cacheable };
+}
+
+/** Whether an answer from `target` is of the quality asked for. */
+export function meetsQuality(target: Target, quality: VisionQuality): boolean {
+  const high = VISION_TARGETS.high;
+  return quality === 'standard' || (target.provider === high.provider && target.model === high.model);
+}

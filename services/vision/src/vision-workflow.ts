@@ -1,0 +1,260 @@
+import { createHash } from 'node:crypto';
+import type Redis from 'ioredis';
+import {
+  type AttemptRecord,
+  type BackoffOptions,
+  type BreakerRegistry,
+  classify,
+  DeadlineExceededError,
+  type EventBus,
+  price,
+  type PriceTable,
+  type ProviderClient,
+  type ProviderName,
+  type RecoveryDecision,
+  RecoveryFailedError,
+  rootError,
+  type Target,
+  type UsageUnits,
+  type VisionJob,
+  type VisionJobResult,
+  visionImageKey,
+  withRecovery,
+  WorkflowRun,
+} from '@tollgate/shared';
+import { type CacheHit, ResultCache } from './result-cache';
+import { meetsQuality, type NearHardBudget, routeVision } from './routing';
+
+export const SERVICE = 'vision';
+const OPERATION = 'vision';
+/** Vision is billed per image (the product's cost table), whatever tokens the provider also counts. */
+const IMAGE_UNITS: UsageUnits = { images: 1 };
+
+export interface VisionLogger {
+  warn(message: string, meta?: Record<string, unknown>): unknown;
+}
+
+export interface VisionDeps {
+  bus: EventBus;
+  redis: Redis;
+  namespace: string;
+  clients: Record<ProviderName, ProviderClient>;
+  breakers: BreakerRegistry;
+  cache: ResultCache;
+  /** Prices what a cache hit saved. */
+  priceTable: PriceTable;
+  nearHardBudget: NearHardBudget;
+  callTimeoutMs: number;
+  maxAttempts: number;
+  backoff?: BackoffOptions;
+  logger?: VisionLogger;
+}
+
+/** Milestones reported as job progress, so a dashboard can tell a queued job from a slow provider. */
+export const VISION_STEPS = { started: 5, image_loaded: 20, cache_checked: 40, analyzing: 50, completed: 100 } as const;
+export type VisionStep = keyof typeof VISION_STEPS;
+export type ReportProgress = (step: VisionStep) => Promise<void>;
+
+const sha256 = (data: Buffer) => createHash('sha256').update(data).digest('hex');
+
+/**
+ * One image question: the cheapest provider that meets the requested quality, unless the same
+ * question was answered within the cache TTL. Never throws for a provider or input failure; the
+ * result says what went wrong in the client's terms.
+ */
+export async function runVisionWorkflow(job: VisionJob, jobId: string, deps: VisionDeps, progress: ReportProgress = async () => {}): Promise<VisionJobResult> {
+  const run = new WorkflowRun({
+    bus: deps.bus,
+    workflow: 'vision',
+    service: SERVICE,
+    correlationId: job.request_id,
+    userId: job.user_id,
+    projectId: job.project_id,
+    jobId,
+  });
+  const attempts: AttemptRecord[] = [];
+  const recorded: Array<Promise<unknown>> = [];
+  let lock: { fingerprint: string; token: string } | undefined;
+
+  try {
+    await run.start();
+    await progress('started');
+    // A job picked up after its caller gave up is not worth paying for.
+    const remaining = () => job.deadline_at - Date.now();
+    if (remaining() <= 0) throw new DeadlineExceededError('The request deadline passed before the analysis started');
+    const image = await deps.redis.getBuffer(visionImageKey(deps.namespace, job.image_key));
+    // The upload only expires after the deadline, so a missing one means the caller is gone.
+    if (!image) throw new DeadlineExceededError('The uploaded image expired before the analysis started');
+    // Hashed here, from the bytes actually analysed, so a cache entry can never describe another image.
+    const imageSha256 = sha256(image);
+    await progress('image_loaded');
+
+    const route = routeVision(job.quality, job.quality === 'high' && (await isNearBudget(deps, job)));
+    let hit = await deps.cache.find(imageSha256, job.prompt, route.cacheable);
+    if (!hit) {
+      const fingerprint = ResultCache.fingerprint(imageSha256, job.prompt, route.chain[0]!);
+      const token = await deps.cache.claim(fingerprint, remaining());
+      if (token) lock = { fingerprint, token };
+      else hit = await deps.cache.awaitOther(imageSha256, job.prompt, route.cacheable, fingerprint, job.deadline_at);
+    }
+    await progress('cache_checked');
+
+    if (hit) {
+      // A degraded request that finds a high-quality answer cached got what it asked for.
+      const degraded = route.degraded && !meetsQuality(hit.target, job.quality);
+      const avoided = avoidedMicros(hit, deps.priceTable);
+      await run.publish('usage.recorded', {
+        provider: hit.provider,
+        model: hit.model,
+        service: SERVICE,
+        operation: OPERATION,
+        units: IMAGE_UNITS,
+        usage_source: 'cache',
+        request_id: job.request_id,
+        cached: true,
+        ...(avoided !== undefined && { avoided_micros: avoided }),
+      });
+      await finish(run, job, { provider: hit.provider, model: hit.model, cached: true, imageSha256, degraded });
+      await progress('completed');
+      return {
+        ok: true,
+        analysis: hit.analysis,
+        provider: hit.provider,
+        model: hit.model,
+        cached: true,
+        degraded,
+        image_sha256: imageSha256,
+        units: IMAGE_UNITS,
+        ...(avoided !== undefined && { avoided_micros: avoided }),
+        attempts: [],
+        fallback_used: false,
+      };
+    }
+
+    await progress('analyzing');
+    const deadlineMs = remaining();
+    if (deadlineMs <= 0) throw new DeadlineExceededError('The request deadline passed while waiting for an identical analysis');
+    const outcome = await withRecovery(
+      route.chain,
+      (t, signal) =>
+        deps.clients[t.provider].complete({
+          model: t.model,
+          messages: [{ role: 'user', content: job.prompt }],
+          image: { data: image, mimeType: job.mime_type },
+          signal,
+        }),
+      {
+        // Errors recovery absorbed are recorded with how; the one that ends the run goes to run.fail.
+        onError: (err: unknown, _c: unknown, t: Target, decision: RecoveryDecision) => {
+          if (decision === 'fail') return;
+          recorded.push(run.recordError(err, decision === 'retry' ? 'retried' : 'fell_back', { ...t, operation: OPERATION }).catch(() => undefined));
+        },
+        breakers: deps.breakers,
+        operation: OPERATION,
+        deadlineMs,
+        callTimeoutMs: deps.callTimeoutMs,
+        maxAttempts: deps.maxAttempts,
+        backoff: deps.backoff,
+      },
+    );
+    attempts.push(...outcome.attempts);
+    await Promise.all(recorded);
+    const result = outcome.value;
+
+    await run.publish('usage.recorded', {
+      provider: result.provider,
+      model: result.model,
+      service: SERVICE,
+      operation: OPERATION,
+      units: IMAGE_UNITS,
+      usage_source: 'provider',
+      request_id: job.request_id,
+      cached: false,
+    });
+    // An empty answer is paid for but not worth repeating for an hour.
+    if (result.text) {
+      try {
+        await deps.cache.store(imageSha256, job.prompt, outcome.target, { analysis: result.text, provider: result.provider, model: result.model });
+      } catch (err) {
+        // The analysis is paid for and in hand; losing the cache entry only costs a future call.
+        deps.logger?.warn('vision cache write failed', { error: (err as Error).message, request_id: job.request_id });
+      }
+    }
+    await finish(run, job, { provider: result.provider, model: result.model, cached: false, imageSha256, degraded: route.degraded });
+    await progress('completed');
+    return {
+      ok: true,
+      analysis: result.text,
+      provider: result.provider,
+      model: result.model,
+      cached: false,
+      degraded: route.degraded,
+      image_sha256: imageSha256,
+      units: IMAGE_UNITS,
+      attempts: outcome.attempts,
+      fallback_used: outcome.fallbackUsed,
+    };
+  } catch (error) {
+    if (error instanceof RecoveryFailedError) attempts.push(...error.attempts);
+    await Promise.all(recorded);
+    const record = await run.fail(error);
+    const c = classify(rootError(error));
+    return {
+      ok: false,
+      attempts,
+      error: {
+        code: record.resolution.code,
+        category: record.resolution.category,
+        message: record.resolution.message,
+        suggested_actions: record.resolution.suggested_actions,
+        http_status: c.httpStatus,
+        ...(c.retryAfterMs !== undefined && { retry_after_ms: c.retryAfterMs }),
+      },
+    };
+  } finally {
+    if (lock) await deps.cache.release(lock.fingerprint, lock.token).catch(() => undefined);
+  }
+}
+
+async function finish(
+  run: WorkflowRun,
+  job: VisionJob,
+  r: { provider: string; model: string; cached: boolean; imageSha256: string; degraded: boolean },
+): Promise<void> {
+  await run.publish('vision.analysis_completed', {
+    provider: r.provider,
+    model: r.model,
+    cached: r.cached,
+    latency_ms: run.elapsedMs,
+    image_sha256: r.imageSha256,
+    // What the client asked for; `degraded` says whether it was served as standard.
+    quality: job.quality,
+    degraded: r.degraded,
+  });
+  await run.complete({ provider: r.provider, model: r.model });
+}
+
+/**
+ * The budget hook only picks a cheaper model; refusing work is the gateway's budget guard. So a
+ * hook that fails must not fail the request: it counts as "not near".
+ */
+async function isNearBudget(deps: VisionDeps, job: VisionJob): Promise<boolean> {
+  try {
+    return await deps.nearHardBudget(job.user_id, job.project_id);
+  } catch (err) {
+    deps.logger?.warn('nearHardBudget check failed; serving the requested quality', { error: (err as Error).message, request_id: job.request_id });
+    return false;
+  }
+}
+
+/** What the hit would have cost: the billed model's price, else the target's (a reported model name the table lacks). */
+function avoidedMicros(hit: CacheHit, table: PriceTable): number | undefined {
+  for (const model of [hit.model, hit.target.model]) {
+    try {
+      return price({ provider: hit.provider, model, units: IMAGE_UNITS }, { table }).amount_micros;
+    } catch {
+      // Try the next name.
+    }
+  }
+  return undefined;
+}
