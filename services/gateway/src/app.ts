@@ -11,6 +11,7 @@ import { rateLimitPerKey } from './rate-limit';
 import { requestId } from './request-id';
 import { adminRoutes } from './routes/admin';
 import { chatRoutes } from './routes/chat';
+import { type CostRouteOptions, costRoutes } from './routes/costs';
 import { healthRoutes } from './routes/health';
 import { openAiRoutes } from './routes/openai-compat';
 import { alertRoutes } from './routes/alerts';
@@ -32,6 +33,8 @@ export interface GatewayDeps {
   rateLimitPerMinute: number;
   /** `POST /v1/vision`; absent in setups that exercise other paths only. */
   vision?: VisionRouteOptions;
+  /** The cost API (`/v1/costs/...`); absent in setups that exercise other paths only. */
+  costs?: CostRouteOptions;
 }
 
 /** The HTTP API: every body validated at the door, every error in one shape. */
@@ -47,6 +50,7 @@ export function createApp(deps: GatewayDeps): Express {
   const guards: Guards = {
     chat: [authenticate(deps.keys, deps.adminToken, 'chat'), limit, budgetGuard(deps.redis, deps.namespace)],
     vision: [authenticate(deps.keys, deps.adminToken, 'vision'), limit],
+    costs: [authenticate(deps.keys, deps.adminToken, 'costs'), limit],
     admin: [authenticate(deps.keys, deps.adminToken, 'admin')],
   };
   // Ahead of the global JSON parser: vision reads its own bodies (images far above maxBodyBytes), after authentication.
@@ -57,6 +61,7 @@ export function createApp(deps: GatewayDeps): Express {
   app.use(chatRoutes(guards, deps.dispatcher, deps.priceTable));
   app.use(openAiRoutes(guards, deps.dispatcher, deps.priceTable));
   app.use(adminRoutes(guards, deps.keys));
+  if (deps.costs) app.use(costRoutes(guards, deps.costs));
   app.use(budgetRoutes(guards, new BudgetStore(deps.redis, deps.namespace)));
   app.use(
     alertRoutes(

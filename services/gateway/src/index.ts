@@ -2,16 +2,20 @@ import { Queue, QueueEvents } from 'bullmq';
 import {
   type ChatJob,
   type ChatJobResult,
+  type CostReport,
   createLogger,
   createRedis,
   describeProviders,
   ErrorRateTracker,
+  EventBus,
   hashTagged,
+  LedgerReader,
   loadConfig,
   loadPriceTable,
   onShutdown,
   QUEUES,
   queuePrefix,
+  type ReportJob,
   type VisionJob,
   type VisionJobResult,
 } from '@tollgate/shared';
@@ -19,6 +23,7 @@ import { createApp } from './app';
 import { ApiKeyStore } from './auth/api-keys';
 import { ChatDispatcher } from './chat-dispatch';
 import { createMetrics, followServiceHealth } from './metrics';
+import { ReportDispatcher } from './report-dispatch';
 import { VisionDispatcher } from './vision-dispatch';
 
 const SERVICE = 'gateway';
@@ -44,6 +49,12 @@ async function main(): Promise<void> {
   });
   const visionEvents = new QueueEvents(QUEUES.vision, { connection: createRedis(config.redisUrl, { blocking: true, name: `${SERVICE}-vision-events` }), prefix });
   await visionEvents.waitUntilReady();
+  const reportQueue = new Queue<ReportJob, CostReport>(QUEUES.reports, { connection: redis, prefix });
+  const reportEvents = new QueueEvents(QUEUES.reports, { connection: createRedis(config.redisUrl, { blocking: true, name: `${SERVICE}-report-events` }), prefix });
+  await reportEvents.waitUntilReady();
+  // Read-only use of the bus: the ledger's dead letters for the cost API.
+  const bus = new EventBus({ redis, prefix: namespace, service: SERVICE });
+  const priceTable = loadPriceTable({ file: config.priceTableFile });
 
   const errorRates = new ErrorRateTracker();
   const metrics = createMetrics([chatQueue, visionQueue], errorRates);
@@ -56,11 +67,17 @@ async function main(): Promise<void> {
     keys: new ApiKeyStore(redis, namespace),
     dispatcher: new ChatDispatcher(chatQueue, chatEvents, redis, namespace, config.requestDeadlineMs),
     metrics,
-    priceTable: loadPriceTable({ file: config.priceTableFile }),
+    priceTable,
     adminToken: config.adminToken,
     maxBodyBytes: config.maxBodyBytes,
     rateLimitPerMinute: config.rateLimitPerMinute,
     vision: { dispatcher: new VisionDispatcher(visionQueue, visionEvents, redis, namespace, config.requestDeadlineMs), maxImageBytes: config.visionMaxBytes },
+    costs: {
+      reader: new LedgerReader(redis, namespace),
+      reports: new ReportDispatcher(reportQueue, reportEvents, redis, namespace),
+      priceTable,
+      deadLetters: async (count) => (await bus.deadLetters(count * 5)).filter((d) => d.group === 'cost-ledger').slice(0, count),
+    },
   });
   const server = app.listen(config.gateway.port, config.gateway.host, () => {
     logger.info(`gateway listening on http://${config.gateway.host}:${config.gateway.port}`);
@@ -78,6 +95,8 @@ async function main(): Promise<void> {
     ['queue', () => chatQueue.close()],
     ['vision queue events', () => visionEvents.close()],
     ['vision queue', () => visionQueue.close()],
+    ['report queue events', () => reportEvents.close()],
+    ['report queue', () => reportQueue.close()],
     ['redis', () => redis.quit()],
   ]);
 }

@@ -4,5 +4,6 @@ import type { RequestHandler } from 'express';
 export interface Guards {
   chat: RequestHandler[];
   vision: RequestHandler[];
+  costs: RequestHandler[];
   admin: RequestHandler[];
 }
