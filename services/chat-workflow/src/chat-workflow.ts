@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type Redis from 'ioredis';
 import {
   type BackoffOptions,
@@ -109,7 +110,7 @@ export async function runChatWorkflow(job: ChatJob, jobId: string, deps: ChatDep
     attempts.push(...outcome.attempts);
     await Promise.all(recorded);
 
-    await publishUsage(run, job, result);
+    await publishUsage(run, job, result, messages);
     if (job.conversation_id) {
       await deps.conversations.append(job.user_id, job.conversation_id, [...job.messages, { role: 'assistant', content: result.text }]);
     }
@@ -161,7 +162,12 @@ export async function runChatWorkflow(job: ChatJob, jobId: string, deps: ChatDep
   }
 }
 
-async function publishUsage(run: WorkflowRun, job: ChatJob, result: CompletionResult): Promise<void> {
+/** What was asked, as a hash: the ledger counts identical requests a cache would have absorbed. */
+function fingerprint(model: string, messages: ChatMessage[]): string {
+  return createHash('sha256').update(JSON.stringify([model, messages])).digest('hex');
+}
+
+async function publishUsage(run: WorkflowRun, job: ChatJob, result: CompletionResult, messages: ChatMessage[]): Promise<void> {
   await run.publish('usage.recorded', {
     provider: result.provider,
     model: result.model,
@@ -171,6 +177,7 @@ async function publishUsage(run: WorkflowRun, job: ChatJob, result: CompletionRe
     usage_source: result.usageSource,
     request_id: job.request_id,
     cached: false,
+    request_fingerprint: fingerprint(result.model, messages),
   });
 }
 
