@@ -4,6 +4,8 @@
  */
 const BENCHES: Record<string, () => Promise<{ run: () => Promise<void> }>> = {
   ledger: () => import('./ledger'),
+  alerts: () => import('./alerts'),
+  gateway: () => import('./gateway'),
 };
 
 async function main(): Promise<void> {

@@ -2,6 +2,7 @@ import { type Queue, type QueueEvents } from 'bullmq';
 import type Redis from 'ioredis';
 import { type ChatJob, type ChatJobResult, type ChatStreamItem, chatOutputKey } from '@tollgate/shared';
 import { ApiError } from './errors';
+import { allowWaiters } from './waiting';
 
 /** What a route supplies; the dispatcher sets the deadline and whether to stream. */
 export type ChatJobInput = Omit<ChatJob, 'deadline_at' | 'stream'>;
@@ -20,7 +21,9 @@ export class ChatDispatcher {
     private readonly redis: Redis,
     private readonly namespace: string,
     private readonly deadlineMs: number,
-  ) {}
+  ) {
+    allowWaiters(queue as unknown as Queue, events);
+  }
 
   async run(input: ChatJobInput): Promise<ChatJobResult> {
     const deadlineAt = Date.now() + this.deadlineMs;

@@ -3,6 +3,7 @@ import type { Queue, QueueEvents } from 'bullmq';
 import type Redis from 'ioredis';
 import { type VisionJob, type VisionJobResult, visionImageKey } from '@tollgate/shared';
 import { ApiError } from './errors';
+import { allowWaiters } from './waiting';
 
 /** What a route supplies: the job without its plumbing, plus the image bytes themselves. */
 export type VisionJobInput = Omit<VisionJob, 'deadline_at' | 'image_key'> & { image: Buffer };
@@ -21,7 +22,9 @@ export class VisionDispatcher {
     private readonly redis: Redis,
     private readonly namespace: string,
     private readonly deadlineMs: number,
-  ) {}
+  ) {
+    allowWaiters(queue as unknown as Queue, events);
+  }
 
   async run(input: VisionJobInput): Promise<VisionJobResult> {
     const { image, ...fields } = input;

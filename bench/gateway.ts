@@ -1,0 +1,194 @@
+/**
+ * `pnpm bench gateway`: the OpenAI-compatible chat endpoint under load, side by side on the same
+ * stub upstream: the stub alone, the Portkey gateway proxying to it, and Tollgate's full path
+ * (gateway -> queue -> chat worker -> stub, with the ledger and alerting running). Reports req/s,
+ * p50 and p99 at two concurrencies, the Tollgate/Portkey ratios, every service's memory idle and
+ * under load, and whether every successful Tollgate request is in the ledger.
+ * Loopback only; every run is bounded in time.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import autocannon from 'autocannon';
+import { createRedis, deleteByPrefix, hashTagged, ledgerKeys } from '../packages/shared/src';
+import { ApiKeyStore } from '../services/gateway/src/auth/api-keys';
+
+const root = join(__dirname, '..');
+const tsx = join(root, 'node_modules', '.bin', 'tsx');
+const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+const DURATION = Number(process.env.BENCH_DURATION_S ?? 10);
+const CONCURRENCIES = (process.env.BENCH_CONCURRENCY ?? '20,100').split(',').map(Number);
+const PORTS = { stub: 4110, portkey: 8797, gateway: 8190 };
+const BODY = JSON.stringify({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'Summarise the benefits of circuit breakers.' }] });
+
+interface Proc {
+  name: string;
+  proc: ChildProcess;
+}
+
+function start(name: string, command: string, args: string[], env: NodeJS.ProcessEnv = {}): Proc {
+  const proc = spawn(command, args, { cwd: root, env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
+  proc.stderr?.on('data', (d: Buffer) => {
+    const line = d.toString().trim();
+    if (line && !/ExperimentalWarning|--trace-warnings/.test(line)) process.stderr.write(`  [${name}] ${line.slice(0, 300)}\n`);
+  });
+  return { name, proc };
+}
+
+async function waitHttp(url: string, timeoutMs = 30_000, init?: RequestInit): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    try {
+      const r = await fetch(url, init);
+      if (r.status < 500) return;
+    } catch {
+      // not up yet
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`${url} did not come up`);
+}
+
+/** Resident memory of a process and its children (tsx runs the service in a child node). */
+function rssMb(pid: number | undefined): number {
+  if (!pid) return 0;
+  const pids = [pid];
+  try {
+    const children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+    pids.push(...children);
+  } catch {
+    // no children file
+  }
+  let kb = 0;
+  for (const p of pids) {
+    try {
+      const m = readFileSync(`/proc/${p}/status`, 'utf8').match(/VmRSS:\s+(\d+) kB/);
+      // The tsx launcher is a thin parent; count the largest process, which is the service.
+      kb = Math.max(kb, Number(m?.[1] ?? 0));
+    } catch {
+      // gone
+    }
+  }
+  return Math.round(kb / 1024);
+}
+
+interface Row {
+  target: string;
+  concurrency: number;
+  'req/s': number;
+  'p50 ms': number;
+  'p99 ms': number;
+  ok: number;
+  errors: number;
+}
+
+async function load(target: string, url: string, headers: Record<string, string>, concurrency: number): Promise<Row> {
+  const result = await autocannon({
+    url,
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...headers },
+    body: BODY,
+    connections: concurrency,
+    duration: DURATION,
+  });
+  return {
+    target,
+    concurrency,
+    'req/s': Math.round(result.requests.average),
+    'p50 ms': result.latency.p50,
+    'p99 ms': result.latency.p99,
+    ok: result['2xx'],
+    errors: result.non2xx + result.errors + result.timeouts,
+  };
+}
+
+export async function run(): Promise<void> {
+  const prefix = `bench-gw-${randomUUID().slice(0, 8)}`;
+  const ns = hashTagged(prefix);
+  const redis = createRedis(REDIS_URL, { name: 'bench-gateway' });
+  const procs: Proc[] = [];
+  const env = {
+    TOLLGATE_PREFIX: prefix,
+    LOG_LEVEL: 'warn',
+    STUB_PORT: String(PORTS.stub),
+    GATEWAY_PORT: String(PORTS.gateway),
+    RATE_LIMIT_PER_MINUTE: '100000000',
+    CHAT_FALLBACK_CHAIN: 'openai:gpt-4o-mini,deepseek:deepseek-chat',
+  };
+  try {
+    procs.push(start('stub', tsx, ['packages/stub-llm/src/cli.ts'], env));
+    procs.push(start('portkey', process.execPath, ['node_modules/@portkey-ai/gateway/build/start-server.js', `--port=${PORTS.portkey}`, '--headless']));
+    for (const service of ['gateway', 'chat-workflow', 'cost-ledger', 'alerting']) {
+      procs.push(start(service, tsx, [`services/${service}/src/index.ts`], env));
+    }
+    const stubUrl = `http://127.0.0.1:${PORTS.stub}`;
+    const gatewayUrl = `http://127.0.0.1:${PORTS.gateway}`;
+    await waitHttp(`${stubUrl}/healthz`);
+    await waitHttp(`http://127.0.0.1:${PORTS.portkey}/`);
+    await waitHttp(`${gatewayUrl}/readyz`);
+    const { key } = await new ApiKeyStore(redis, ns).create({ name: 'bench', user_id: 'bench', project_id: 'bench', scopes: ['chat'] });
+    await new Promise((r) => setTimeout(r, 2_000)); // let every service settle before measuring idle memory
+    const idle = Object.fromEntries(procs.map((p) => [p.name, rssMb(p.proc.pid)]));
+
+    const targets: Array<[string, string, Record<string, string>]> = [
+      ['stub alone', `${stubUrl}/openai/v1/chat/completions`, { authorization: 'Bearer stub-key' }],
+      ['portkey', `http://127.0.0.1:${PORTS.portkey}/v1/chat/completions`, {
+        authorization: 'Bearer stub-key',
+        'x-portkey-provider': 'openai',
+        'x-portkey-custom-host': `${stubUrl}/openai/v1`,
+      }],
+      ['tollgate', `${gatewayUrl}/v1/chat/completions`, { authorization: `Bearer ${key}` }],
+    ];
+    const rows: Row[] = [];
+    const peak: Record<string, number> = {};
+    for (const concurrency of CONCURRENCIES) {
+      for (const [name, url, headers] of targets) {
+        process.stdout.write(`  ${name} at concurrency ${concurrency} for ${DURATION}s...\n`);
+        const sampler = setInterval(() => {
+          for (const p of procs) peak[p.name] = Math.max(peak[p.name] ?? 0, rssMb(p.proc.pid));
+        }, 500);
+        rows.push(await load(name, url, headers, concurrency));
+        clearInterval(sampler);
+      }
+    }
+    console.table(rows);
+
+    const ratios = CONCURRENCIES.map((c) => {
+      const t = rows.find((r) => r.target === 'tollgate' && r.concurrency === c)!;
+      const p = rows.find((r) => r.target === 'portkey' && r.concurrency === c)!;
+      return {
+        concurrency: c,
+        'tollgate/portkey req/s': Number((t['req/s'] / Math.max(1, p['req/s'])).toFixed(2)),
+        'tollgate/portkey p99': Number((t['p99 ms'] / Math.max(1, p['p99 ms'])).toFixed(2)),
+      };
+    });
+    console.table(ratios);
+    console.table(procs.map((p) => ({ process: p.name, 'idle RSS MB': idle[p.name], 'peak RSS MB': peak[p.name] ?? 0 })));
+
+    // Every Tollgate request that got a 2xx must have its cost in the ledger. Requests still in
+    // flight when a run's clock stopped were served and billed but not counted by the load
+    // generator, so the ledger may hold up to one per connection more, never fewer.
+    const served = rows.filter((r) => r.target === 'tollgate').reduce((s, r) => s + r.ok, 0);
+    const inFlight = CONCURRENCIES.reduce((s, c) => s + c, 0);
+    const k = ledgerKeys(ns);
+    const deadline = Date.now() + 60_000;
+    let entries = 0;
+    while (Date.now() < deadline) {
+      entries = await redis.zcard(k.index());
+      if (entries >= served) break;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    const billed = entries >= served && entries <= served + inFlight;
+    const ledger = { 'tollgate 2xx': served, 'ledger entries': entries, 'in flight at stops (max)': inFlight, 'every request billed': billed };
+    console.table([ledger]);
+    mkdirSync(join(root, 'bench', 'results'), { recursive: true });
+    writeFileSync(join(root, 'bench', 'results', 'gateway.json'), JSON.stringify({ at: new Date().toISOString(), duration_s: DURATION, rows, ratios, idle, peak, ledger }, null, 2));
+    if (!billed) process.exitCode = 1;
+  } finally {
+    for (const p of procs) p.proc.kill('SIGTERM');
+    await Promise.all(procs.map((p) => new Promise((r) => (p.proc.exitCode !== null ? r(null) : p.proc.once('exit', r)))));
+    await deleteByPrefix(redis, ns);
+    await redis.quit();
+  }
+}
