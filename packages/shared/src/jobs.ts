@@ -56,6 +56,15 @@ export const jobErrorSchema = z.object({
 });
 export type JobError = z.infer<typeof jobErrorSchema>;
 
+/** A job whose data fails its schema: answered, not thrown, since a BullMQ retry could never succeed. */
+export const INVALID_JOB_ERROR: JobError = {
+  code: 'invalid_job',
+  category: 'invalid_request',
+  message: 'The request could not be processed because it was malformed.',
+  suggested_actions: ['Check the request body against the API documentation.'],
+  http_status: 400,
+};
+
 export const chatJobResultSchema = z.discriminatedUnion('ok', [
   z.object({
     ok: z.literal(true),

@@ -9,7 +9,6 @@ import {
   type ChatStreamItem,
   chainFor,
   chatOutputKey,
-  classify,
   type CompletionChunk,
   type CompletionResult,
   countMessageTokens,
@@ -20,7 +19,6 @@ import {
   type ProviderName,
   type RecoveryDecision,
   RecoveryFailedError,
-  rootError,
   type Target,
   withRecovery,
   WorkflowRun,
@@ -143,19 +141,10 @@ export async function runChatWorkflow(job: ChatJob, jobId: string, deps: ChatDep
   } catch (error) {
     if (error instanceof RecoveryFailedError) attempts.push(...error.attempts);
     await Promise.all(recorded);
-    const record = await run.fail(error);
-    const c = classify(rootError(error));
     const failed: ChatJobResult = {
       ok: false,
       attempts,
-      error: {
-        code: record.resolution.code,
-        category: record.resolution.category,
-        message: record.resolution.message,
-        suggested_actions: record.resolution.suggested_actions,
-        http_status: c.httpStatus,
-        ...(c.retryAfterMs !== undefined && { retry_after_ms: c.retryAfterMs }),
-      },
+      error: await run.failure(error),
     };
     await output?.write({ kind: 'done', result: failed });
     return failed;

@@ -9,6 +9,7 @@ import {
   hashTagged,
   loadConfig,
   onShutdown,
+  startHealthServer,
 } from '@tollgate/shared';
 import { randomUUID } from 'node:crypto';
 import { SERVICE } from './chat-workflow';
@@ -52,7 +53,11 @@ async function main(): Promise<void> {
   logger.info('chat-workflow ready', { concurrency: config.chatWorkerConcurrency, instance });
   logger.info(describeProviders(config));
 
+  // Probes (containers set HEALTH_PORT): /healthz, /readyz (Redis answers), /metrics.
+  const health = config.health && (await startHealthServer({ service: SERVICE, ...config.health, redis, logger }));
+
   onShutdown(logger, [
+    ['health server', () => health?.close()],
     ['worker', () => worker.close()],
     ['breaker sync', () => breakerSync.stop()],
     ['breakers', () => breakers.shutdown()],

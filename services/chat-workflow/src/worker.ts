@@ -1,6 +1,6 @@
 import { Worker } from 'bullmq';
 import type Redis from 'ioredis';
-import { type ChatJob, type ChatJobResult, chatJobSchema, QUEUES, queuePrefix } from '@tollgate/shared';
+import { type ChatJob, type ChatJobResult, chatJobSchema, INVALID_JOB_ERROR, QUEUES, queuePrefix } from '@tollgate/shared';
 import { type ChatDeps, runChatWorkflow } from './chat-workflow';
 
 export interface ChatWorkerOptions {
@@ -20,17 +20,7 @@ export function createChatWorker(deps: ChatDeps, opts: ChatWorkerOptions): Worke
     async (job) => {
       const parsed = chatJobSchema.safeParse(job.data);
       if (!parsed.success) {
-        return {
-          ok: false,
-          attempts: [],
-          error: {
-            code: 'invalid_job',
-            category: 'invalid_request',
-            message: 'The request could not be processed because it was malformed.',
-            suggested_actions: ['Check the request body against the API documentation.'],
-            http_status: 400,
-          },
-        };
+        return { ok: false, attempts: [], error: INVALID_JOB_ERROR };
       }
       return runChatWorkflow(parsed.data, job.id ?? parsed.data.request_id, deps);
     },

@@ -4,7 +4,6 @@ import {
   type AttemptRecord,
   type BackoffOptions,
   type BreakerRegistry,
-  classify,
   DeadlineExceededError,
   type EventBus,
   price,
@@ -13,7 +12,6 @@ import {
   type ProviderName,
   type RecoveryDecision,
   RecoveryFailedError,
-  rootError,
   type Target,
   type UsageUnits,
   type VisionJob,
@@ -197,19 +195,10 @@ export async function runVisionWorkflow(job: VisionJob, jobId: string, deps: Vis
   } catch (error) {
     if (error instanceof RecoveryFailedError) attempts.push(...error.attempts);
     await Promise.all(recorded);
-    const record = await run.fail(error);
-    const c = classify(rootError(error));
     return {
       ok: false,
       attempts,
-      error: {
-        code: record.resolution.code,
-        category: record.resolution.category,
-        message: record.resolution.message,
-        suggested_actions: record.resolution.suggested_actions,
-        http_status: c.httpStatus,
-        ...(c.retryAfterMs !== undefined && { retry_after_ms: c.retryAfterMs }),
-      },
+      error: await run.failure(error),
     };
   } finally {
     if (lock) await deps.cache.release(lock.fingerprint, lock.token).catch(() => undefined);

@@ -1,6 +1,6 @@
 import { Worker } from 'bullmq';
 import type Redis from 'ioredis';
-import { QUEUES, queuePrefix, type VisionJob, type VisionJobResult, visionJobSchema } from '@tollgate/shared';
+import { INVALID_JOB_ERROR, QUEUES, queuePrefix, type VisionJob, type VisionJobResult, visionJobSchema } from '@tollgate/shared';
 import { runVisionWorkflow, VISION_STEPS, type VisionDeps } from './vision-workflow';
 
 export interface VisionWorkerOptions {
@@ -20,17 +20,7 @@ export function createVisionWorker(deps: VisionDeps, opts: VisionWorkerOptions):
     async (job) => {
       const parsed = visionJobSchema.safeParse(job.data);
       if (!parsed.success) {
-        return {
-          ok: false,
-          attempts: [],
-          error: {
-            code: 'invalid_job',
-            category: 'invalid_request',
-            message: 'The request could not be processed because it was malformed.',
-            suggested_actions: ['Check the request body against the API documentation.'],
-            http_status: 400,
-          },
-        };
+        return { ok: false, attempts: [], error: INVALID_JOB_ERROR };
       }
       // Progress is a courtesy to observers; failing to report it must not fail the analysis.
       const progress = (step: keyof typeof VISION_STEPS) => job.updateProgress({ step, percent: VISION_STEPS[step] }).catch(() => undefined);

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { ERROR_CATEGORIES, RECOVERY_STRATEGIES } from '../errors/classify';
 
 /**
  * The event catalog: every event type Tollgate publishes, with the schema of its `data`.
@@ -10,24 +11,9 @@ export const micros = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER
 const count = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
 const name = z.string().min(1).max(128);
 
-export const ERROR_CATEGORY_VALUES = [
-  'rate_limit',
-  'timeout',
-  'network',
-  'provider_unavailable',
-  'authentication',
-  'invalid_request',
-  'content_blocked',
-  'budget_exceeded',
-] as const;
-export const RECOVERY_STRATEGY_VALUES = [
-  'retry_with_backoff',
-  'fallback_provider',
-  'circuit_break',
-  'degrade',
-  'fail_fast',
-  'escalate',
-] as const;
+/** The classifier's lists, as event fields carry them. */
+export const ERROR_CATEGORY_VALUES = ERROR_CATEGORIES;
+export const RECOVERY_STRATEGY_VALUES = RECOVERY_STRATEGIES;
 
 const workflowKind = z.enum(['chat', 'vision']);
 const scope = z.enum(['global', 'user', 'project']);

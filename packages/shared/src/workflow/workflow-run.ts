@@ -2,6 +2,7 @@ import type { EventBus } from '../bus/event-bus';
 import { type Classification, classify } from '../errors/classify';
 import type { EventData, EventType, Resolution } from '../events/catalog';
 import type { EventEnvelope, EventMeta } from '../events/envelope';
+import type { JobError } from '../jobs';
 import { RecoveryFailedError } from '../providers/recovery';
 
 export type WorkflowKind = 'chat' | 'vision';
@@ -118,6 +119,20 @@ export class WorkflowRun {
       ...(this.ctx.jobId && { job_id: this.ctx.jobId }),
       ...result,
     });
+  }
+
+  /** Fails the run and returns the failure as the client sees it (job results carry no error objects). */
+  async failure(error: unknown): Promise<JobError> {
+    const record = await this.fail(error);
+    const c = classify(rootError(error));
+    return {
+      code: record.resolution.code,
+      category: record.resolution.category,
+      message: record.resolution.message,
+      suggested_actions: record.resolution.suggested_actions,
+      http_status: c.httpStatus,
+      ...(c.retryAfterMs !== undefined && { retry_after_ms: c.retryAfterMs }),
+    };
   }
 
   async fail(error: unknown): Promise<ErrorRecord> {
