@@ -1,0 +1,32 @@
+// Everything the CLI uses from the rest of the workspace, in one place. Deep paths on purpose:
+// the @tollgate/shared index also loads the provider SDKs, BullMQ, winston and opossum, which
+// would more than double the start-up time of every command (about 1.4 s instead of 0.55 s)
+// for code the CLI never runs. These are the same modules the index re-exports.
+export { ConfigError, loadConfig } from '@tollgate/shared/src/config';
+export { hashTagged } from '@tollgate/shared/src/keys';
+export { createRedis } from '@tollgate/shared/src/redis';
+export { TollgateError } from '@tollgate/shared/src/errors/tollgate-error';
+export { toUtcDate, type Period } from '@tollgate/shared/src/time/periods';
+export { formatUsd } from '@tollgate/shared/src/pricing/price';
+export { EVENT_TYPES } from '@tollgate/shared/src/events/catalog';
+export type { AnyEvent } from '@tollgate/shared/src/events/envelope';
+export { EventBus } from '@tollgate/shared/src/bus/event-bus';
+export { EventTail } from '@tollgate/shared/src/bus/event-tail';
+export { matchesPattern } from '@tollgate/shared/src/bus/patterns';
+export { GROUP_DIMENSIONS, type GroupDimension } from '@tollgate/shared/src/ledger/ledger-keys';
+export { LedgerReader, money, type Money, type Scope } from '@tollgate/shared/src/ledger/ledger-reader';
+export {
+  type AlertRecord,
+  alertingKeys,
+  type Budget,
+  BUDGET_SCOPES,
+  budgetScopeIdSchema,
+  BudgetStore,
+  DEFAULT_THRESHOLDS_PCT,
+  GLOBAL_SCOPE_ID,
+  parseAlertEntry,
+  type PeriodBudget,
+  type PeriodStatus,
+} from '@tollgate/shared/src/alerting';
+// API keys are the gateway's store (hashing included); the CLI writes through the same code.
+export { ApiKeyStore, type ApiKeyRecord, newKeySchema, SCOPES, type Scope as KeyScope } from '../../../services/gateway/src/auth/api-keys';

@@ -1,0 +1,195 @@
+import { alertingKeys, BudgetStore, createEvent, EventBus, loadPriceTable, periodKeys } from '@tollgate/shared';
+import { ApiKeyStore } from '../../../services/gateway/src/auth/api-keys';
+import { LedgerWriter } from '../../../services/cost-ledger/src/ledger-writer';
+import { toEntry } from '../../../services/cost-ledger/src/usage-pricing';
+import { cli, cliRedis, lines } from './run-cli';
+
+const { prefix, namespace, redis, cleanup } = cliRedis('commands');
+const run = (...args: string[]) => cli(prefix, args);
+afterAll(cleanup);
+// Each test runs the real binary a few times (about 0.6 s per start on an idle machine).
+jest.setTimeout(60_000);
+
+/** Usage errors: non-zero, exactly one line on stderr, no stack, nothing on stdout. */
+function expectOneLineError(r: { code: number | null; stdout: string; stderr: string }, pattern: RegExp): void {
+  expect(r.code).toBe(1);
+  expect(r.stdout).toBe('');
+  expect(lines(r.stderr)).toHaveLength(1);
+  expect(r.stderr).toMatch(pattern);
+  expect(r.stderr).not.toMatch(/\n\s+at /);
+}
+
+test('keys: create prints the key once, list shows the record, revoke stops the key', async () => {
+  const created = await run('keys', 'create', '--user', 'alice', '--project', 'web', '--scopes', 'chat,costs', '--name', 'ci');
+  expect(created.code).toBe(0);
+  expect(created.stderr).toBe('');
+  const key = /(tg_[A-Za-z0-9_-]+)/.exec(created.stdout)?.[1];
+  const keyId = /(key_[0-9a-f]+)/.exec(created.stdout)?.[1];
+  expect(key).toBeDefined();
+  expect(created.stdout).toMatch(/Created key_\w+ "ci" for user alice, project web, scopes chat,costs\./);
+
+  // The key the CLI printed is a working key for the gateway's own store; Redis holds only its hash.
+  const store = new ApiKeyStore(redis, namespace);
+  expect(await store.verify(key!)).toMatchObject({ key_id: keyId, user_id: 'alice', project_id: 'web', scopes: ['chat', 'costs'], name: 'ci' });
+  expect(JSON.stringify(await redis.keys(`${namespace}:apikey*`))).not.toContain(key!);
+
+  const [asJson, asTable] = await Promise.all([run('keys', 'list', '--json'), run('keys', 'list')]);
+  expect(asJson.code).toBe(0);
+  const listed = JSON.parse(asJson.stdout) as { keys: Array<Record<string, unknown>> };
+  expect(listed.keys).toEqual([expect.objectContaining({ key_id: keyId, user_id: 'alice', project_id: 'web', scopes: ['chat', 'costs'] })]);
+  expect(asJson.stdout).not.toContain('tg_');
+  expect(lines(asTable.stdout)[0]).toMatch(/^KEY ID\s+NAME\s+USER\s+PROJECT\s+SCOPES\s+CREATED$/);
+  expect(lines(asTable.stdout)[1]).toMatch(new RegExp(`^${keyId}\\s+ci\\s+alice\\s+web\\s+chat,costs\\s+\\d{4}-`));
+
+  const revoked = await run('keys', 'revoke', keyId!);
+  expect(revoked).toMatchObject({ code: 0, stdout: `Revoked ${keyId}.\n`, stderr: '' });
+  expect(await store.verify(key!)).toBeNull();
+
+  const again = await run('keys', 'revoke', keyId!, '--json');
+  expectOneLineError(again, new RegExp(`^error: No API key with id ${keyId}\\.`));
+});
+
+test('budgets: set keeps the other periods, list shows limits against spend, a bad amount changes nothing', async () => {
+  const day = await run('budgets', 'set', 'user', 'alice', '--period', 'day', '--limit-usd', '12.50', '--hard');
+  expect(day.code).toBe(0);
+  expect(day.stdout).toContain('Set the user alice budget: $12.50 per day, hard, alerts at 50/80/100%.');
+
+  const week = await run('budgets', 'set', 'user', 'alice', '--period', 'week', '--limit-micros', '40000000', '--thresholds', '100,80', '--json');
+  expect(week.code).toBe(0);
+  const doc = JSON.parse(week.stdout) as { budget: { periods: unknown[] }; created: boolean; status: Record<string, unknown> };
+  expect(doc.created).toBe(false);
+  expect(doc.status).toMatchObject({ period: 'week', limit_micros: 40_000_000, limit_usd: '40.000000', spent_micros: 0 });
+
+  // What the services read: the same store, both periods present.
+  const stored = await new BudgetStore(redis, namespace).get('user', 'alice');
+  expect(stored?.periods).toEqual([
+    { period: 'day', limit_micros: 12_500_000, mode: 'hard', thresholds_pct: [50, 80, 100] },
+    { period: 'week', limit_micros: 40_000_000, mode: 'soft', thresholds_pct: [80, 100] },
+  ]);
+
+  // Spend as the alerting service records it.
+  await redis.set(alertingKeys(namespace).spent('user', 'alice', 'day', periodKeys(Date.now()).day), 6_250_000);
+
+  const bad = await run('budgets', 'set', 'user', 'alice', '--period', 'day', '--limit-usd', '12.5.0');
+  expectOneLineError(bad, /^error: option '--limit-usd <amount>' argument '12\.5\.0' is invalid\. Expected a positive USD amount/);
+  const tooPrecise = await run('budgets', 'set', 'project', 'web', '--period', 'day', '--limit-usd', '0.0000001');
+  expectOneLineError(tooPrecise, /at most 6 decimals/);
+  expect((await new BudgetStore(redis, namespace).get('user', 'alice'))?.periods[0]).toMatchObject({ limit_micros: 12_500_000 });
+
+  const [table, json] = await Promise.all([run('budgets', 'list'), run('budgets', 'list', '--json')]);
+  expect(table.code).toBe(0);
+  const rows = lines(table.stdout);
+  expect(rows[0]).toMatch(/^SCOPE\s+ID\s+PERIOD\s+LIMIT\s+MODE\s+ALERTS AT\s+SPENT\s+USED\s+STATE$/);
+  expect(rows.find((r) => r.includes(' day '))).toMatch(/^user\s+alice\s+day \d{4}-\d{2}-\d{2}\s+\$12\.50\s+hard\s+50\/80\/100%\s+\$6\.25\s+50%\s+set$/);
+  expect(rows.find((r) => r.includes(' week '))).toMatch(/^user\s+alice\s+week \d{4}-W\d{2}\s+\$40\.00\s+soft\s+80\/100%\s+\$0\.00\s+0%\s+set$/);
+  const listed = JSON.parse(json.stdout) as { budgets: Array<{ scope: string; scope_id: string; status: Array<Record<string, unknown>> }> };
+  const alice = listed.budgets.find((b) => b.scope === 'user' && b.scope_id === 'alice');
+  expect(alice?.status.find((s) => s.period === 'day')).toMatchObject({ spent_micros: 6_250_000, spent_usd: '6.250000', limit_micros: 12_500_000, used_pct: 50, blocked: false });
+});
+
+test('costs summary: the ledger totals for a week, grouped by model', async () => {
+  const table = loadPriceTable();
+  const writer = new LedgerWriter(redis, namespace);
+  const usage = [
+    { provider: 'openai', model: 'gpt-4o-mini', units: { input_tokens: 1_000, output_tokens: 500 }, at: '2026-11-17T09:00:00.000Z' },
+    { provider: 'openai', model: 'gpt-4o-mini', units: { input_tokens: 2_000, output_tokens: 100 }, at: '2026-11-19T09:00:00.000Z' },
+    { provider: 'gemini', model: 'gemini-2.0-flash', units: { images: 2 }, at: '2026-11-20T09:00:00.000Z' },
+    // The week after: not in the summary.
+    { provider: 'gemini', model: 'gemini-2.0-flash', units: { images: 1 }, at: '2026-11-24T09:00:00.000Z' },
+  ];
+  const entries = usage.map((u, i) =>
+    toEntry(
+      createEvent(
+        'usage.recorded',
+        { provider: u.provider, model: u.model, service: 'chat-workflow', operation: 'chat', units: u.units, usage_source: 'provider', request_id: `req-${i}`, cached: false },
+        { correlation_id: `req-${i}`, user_id: 'alice', project_id: 'web', occurred_at: u.at },
+        'chat-workflow',
+      ),
+      table,
+    ),
+  );
+  await Promise.all(entries.map((e) => writer.write(e)));
+  const week = entries.slice(0, 3);
+  const byModel = (model: string) => week.filter((e) => e.model === model).reduce((s, e) => s + e.amount_micros, 0);
+  const total = byModel('gpt-4o-mini') + byModel('gemini-2.0-flash');
+  expect(total).toBeGreaterThan(0);
+
+  const [json, text] = await Promise.all([
+    run('costs', 'summary', '--period', 'week', '--group-by', 'model', '--at', '2026-11-20', '--json'),
+    run('costs', 'summary', '--period', 'week', '--group-by', 'model', '--at', '2026-11-20'),
+  ]);
+  expect(json.code).toBe(0);
+  const summary = JSON.parse(json.stdout) as Record<string, unknown>;
+  expect(summary).toMatchObject({
+    period: 'week',
+    period_key: '2026-W47',
+    entries: 3,
+    total: { micros: total },
+    group_by: 'model',
+    groups: [
+      { key: 'gemini/gemini-2.0-flash', micros: byModel('gemini-2.0-flash') },
+      { key: 'openai/gpt-4o-mini', micros: byModel('gpt-4o-mini') },
+    ],
+  });
+  expect(text.code).toBe(0);
+  const out = lines(text.stdout);
+  expect(out[0]).toBe('Spend for the week 2026-W47 (2026-11-16 to 2026-11-22 UTC, all users)');
+  expect(out[1]).toMatch(/^total\s+\$\d+\.\d{2,6} in 3 entries$/);
+  expect(out).toContainEqual(expect.stringMatching(/^MODEL\s+SPEND\s+SHARE$/));
+  expect(out).toContainEqual(expect.stringMatching(/^gemini\/gemini-2\.0-flash\s+\$0\.50*\s+\d+\.\d%$/));
+});
+
+test('events replay: history in order, filtered by type, as text and JSON', async () => {
+  const bus = new EventBus({ redis, prefix: namespace, service: 'chat-workflow' });
+  const since = new Date(Date.now() - 1_000).toISOString();
+  await bus.publish('workflow.started', { workflow: 'chat', job_id: 'j1' }, { correlation_id: 'req-1', user_id: 'alice' });
+  await bus.publish('chat.message_received', { conversation_id: 'c1', message_chars: 5, history_messages: 0 }, { correlation_id: 'req-1' });
+  await bus.publish('workflow.completed', { workflow: 'chat', job_id: 'j1', duration_ms: 12 }, { correlation_id: 'req-1' });
+  await bus.publish('workflow.started', { workflow: 'chat', job_id: 'j2' }, { correlation_id: 'req-2' });
+
+  const [text, json, limited] = await Promise.all([
+    run('events', 'replay', '--since', since, '--type', 'workflow.*'),
+    run('events', 'replay', '--since', '-5m', '--json'),
+    run('events', 'replay', '--since', since, '--limit', '2', '--json'),
+  ]);
+  expect(text.code).toBe(0);
+  const shown = lines(text.stdout);
+  expect(shown).toHaveLength(3);
+  expect(shown[0]).toMatch(/^\S+Z {2}workflow\.started\s+chat-workflow {2}corr=req-1 {2}user=alice {2}\{"workflow":"chat","job_id":"j1"\}$/);
+  expect(shown[1]).toMatch(/ {2}workflow\.completed\s+chat-workflow {2}corr=req-1 /);
+  expect(shown[2]).toMatch(/ {2}workflow\.started\s+chat-workflow {2}corr=req-2 /);
+  expect(text.stdout).not.toMatch(/\u001b\[/); // a pipe gets no colour
+
+  const doc = JSON.parse(json.stdout) as { events: Array<{ stream_id: string; event: { type: string; correlation_id: string } }>; count: number; truncated: boolean };
+  expect(doc.events.map((e) => e.event.type)).toEqual(['workflow.started', 'chat.message_received', 'workflow.completed', 'workflow.started']);
+  expect(doc).toMatchObject({ count: 4, truncated: false });
+  // Stream ids (ms-seq) strictly increase: the order they were published in.
+  const ids = doc.events.map((e) => e.stream_id.split('-').map(BigInt) as [bigint, bigint]);
+  ids.slice(1).forEach(([ms, seq], i) => expect(ms > ids[i]![0] || (ms === ids[i]![0] && seq > ids[i]![1])).toBe(true));
+
+  const cut = JSON.parse(limited.stdout) as { count: number; truncated: boolean };
+  expect(cut).toMatchObject({ count: 2, truncated: true });
+  expect(limited.stderr).toBe(''); // JSON says it in `truncated`
+});
+
+test('usage errors and an unreachable Redis: non-zero exit, one line on stderr', async () => {
+  const results = await Promise.all([
+    run('keyz', 'list'),
+    run('keys', 'list', '--bogus'),
+    run('keys', 'create', '--user', 'al ice', '--project', 'web'),
+    run('budgets', 'set', 'user', '--period', 'day', '--limit-usd', '5'),
+    run('events', 'tail', '--type', 'nope.*'),
+    cli(prefix, ['keys', 'list'], { REDIS_URL: 'redis://127.0.0.1:1' }),
+    cli(prefix, ['--prefix', 'bad:prefix', 'keys', 'list']),
+  ]);
+  const expected = [
+    /^error: unknown command 'keyz' \(Did you mean keys\?\)$/m,
+    /^error: unknown option '--bogus'$/m,
+    /^error: --user: letters, digits, dot, dash or underscore/,
+    /^error: A user budget needs the user id/,
+    /^error: option '--type <patterns>' argument 'nope\.\*' is invalid\. "nope\.\*" matches no event type/,
+    /^error: Cannot reach Redis at 127\.0\.0\.1:1 \(ECONNREFUSED\)/,
+    /^error: --prefix: expected 1-64 characters/,
+  ];
+  results.forEach((r, i) => expectOneLineError(r, expected[i]!));
+});
