@@ -137,7 +137,7 @@ test('10,000 events plus 2,000 redelivered, two instances at once: 10,000 entrie
   const costs = await publisher.history({ types: 'cost.recorded', limit: 20_000 });
   expect(new Set(costs.map((c) => c.event.id)).size).toBe(10_000);
   expect(new Set(costs.map((c) => c.event.source))).toEqual(new Set(['cost-ledger']));
-});
+}, 120_000);
 
 test('cost.recorded carries the entry and the running totals of every scope it touched', async () => {
   const ns = `${prefix}:totals${n++}`;
