@@ -19,6 +19,8 @@ import { budgetRoutes } from './routes/budgets';
 import { budgetGuard } from './budget-guard';
 import { AlertStore, BudgetStore, WebhookTargets } from '@tollgate/shared';
 import { type VisionRouteOptions, visionRoutes } from './routes/vision';
+import { dashboardRoutes } from './routes/dashboard';
+import { type OpsRouteDeps, opsRoutes } from './routes/ops';
 import type { Guards } from './routes/guards';
 
 export interface GatewayDeps {
@@ -35,6 +37,8 @@ export interface GatewayDeps {
   vision?: VisionRouteOptions;
   /** The cost API (`/v1/costs/...`); absent in setups that exercise other paths only. */
   costs?: CostRouteOptions;
+  /** Operator status and the live event stream (`/v1/ops/status`, `/v1/events/stream`). */
+  ops?: Omit<OpsRouteDeps, 'redis' | 'namespace' | 'metrics'>;
 }
 
 /** The HTTP API: every body validated at the door, every error in one shape. */
@@ -58,6 +62,8 @@ export function createApp(deps: GatewayDeps): Express {
   app.use(express.json({ limit: deps.maxBodyBytes }));
 
   app.use(healthRoutes(deps.redis, deps.metrics.registry));
+  app.use(dashboardRoutes());
+  if (deps.ops) app.use(opsRoutes(guards.admin, { redis: deps.redis, namespace: deps.namespace, metrics: deps.metrics, ...deps.ops }));
   app.use(chatRoutes(guards, deps.dispatcher, deps.priceTable));
   app.use(openAiRoutes(guards, deps.dispatcher, deps.priceTable));
   app.use(adminRoutes(guards, deps.keys));

@@ -1,0 +1,269 @@
+'use strict';
+// The operator dashboard. Plain browser JS, no build step. Live parts read server-sent events
+// through fetch, so the admin key travels in a header, never in a URL.
+(() => {
+  const BUCKET_MS = 10_000;
+  const MAX_BUCKETS = 90;
+  const state = {
+    key: sessionStorage.getItem('tollgate-key'),
+    chartBy: 'model',
+    /** bucket start (ms) -> series name -> micros, for both groupings */
+    buckets: { model: new Map(), service: new Map() },
+    gauges: {},
+    alerts: [],
+    events: [],
+    status: null,
+    costEvents: 0,
+  };
+  // Exposed for the browser test and for operators poking at the console.
+  window.__tollgate = state;
+
+  const $ = (id) => document.getElementById(id);
+  const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+  const el = (tag, attrs = {}, text = '') => {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+    node.textContent = text;
+    return node;
+  };
+  /** Exact USD from integer micros, without floating point. */
+  const usd = (micros) => {
+    const sign = micros < 0 ? '-' : '';
+    const m = Math.abs(micros);
+    return `${sign}$${Math.floor(m / 1e6)}.${String(m % 1e6).padStart(6, '0')}`;
+  };
+
+  async function api(path) {
+    const r = await fetch(path, { headers: { authorization: `Bearer ${state.key}` } });
+    if (r.status === 401 || r.status === 403) {
+      logout('That key is not an admin key.');
+      throw new Error('unauthorised');
+    }
+    if (!r.ok) throw new Error(`${path}: HTTP ${r.status}`);
+    return r.json();
+  }
+
+  /** Follows an SSE endpoint, reconnecting with Last-Event-ID after a drop. */
+  async function follow(path, onEvent, signal) {
+    let lastId;
+    while (!signal.aborted) {
+      try {
+        const headers = { authorization: `Bearer ${state.key}`, accept: 'text/event-stream' };
+        if (lastId) headers['last-event-id'] = lastId;
+        const r = await fetch(path, { headers, signal });
+        if (!r.ok || !r.body) throw new Error(`HTTP ${r.status}`);
+        const reader = r.body.getReader();
+        const decoder = new TextDecoder();
+        let buffer = '';
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          buffer += decoder.decode(value, { stream: true });
+          let cut;
+          while ((cut = buffer.indexOf('\n\n')) >= 0) {
+            const block = buffer.slice(0, cut);
+            buffer = buffer.slice(cut + 2);
+            const ev = { event: 'message', data: '' };
+            for (const line of block.split('\n')) {
+              if (line.startsWith('id: ')) ev.id = line.slice(4);
+              else if (line.startsWith('event: ')) ev.event = line.slice(7);
+              else if (line.startsWith('data: ')) ev.data += line.slice(6);
+            }
+            if (ev.id) lastId = ev.id;
+            if (ev.data) onEvent(ev);
+          }
+        }
+      } catch {
+        if (signal.aborted) return;
+      }
+      await sleep(2_000);
+    }
+  }
+
+  // ---- gauges ----
+  async function refreshGauges() {
+    const { status } = await api('/v1/budgets/global/global');
+    const box = $('gauges');
+    box.replaceChildren();
+    for (const p of status) {
+      state.gauges[p.period] = p;
+      const pct = p.limit_micros ? Math.min(100, (p.spent_micros / p.limit_micros) * 100) : 0;
+      const gauge = el('div', { class: `gauge ${pct >= 100 ? 'bad' : pct >= 80 ? 'warn' : ''}`, 'data-period': p.period });
+      const label = el('div', { class: 'label' });
+      label.append(el('span', {}, `${p.period} (${p.period_key})`), el('span', { class: 'muted' }, p.mode ? `${p.mode} budget` : 'no budget'));
+      const bar = el('div', { class: 'bar' });
+      const fill = el('div', { class: 'fill' });
+      fill.style.width = `${pct}%`;
+      bar.append(fill);
+      gauge.append(
+        label,
+        el('div', { class: 'big', 'data-role': 'spent' }, usd(p.spent_micros)),
+        bar,
+        el('div', { class: 'muted' }, p.limit_micros ? `of ${usd(p.limit_micros)} - ${p.used_pct}% used${p.blocked ? ' - BLOCKED' : ''}` : 'no limit'),
+      );
+      box.append(gauge);
+    }
+  }
+
+  // ---- chart ----
+  let plot;
+  let plotSeries = '';
+  function addCost(event) {
+    const d = event.data;
+    const bucket = Math.floor(Date.parse(event.occurred_at) / BUCKET_MS) * BUCKET_MS;
+    const keys = { model: `${d.provider}/${d.model}`, service: d.service };
+    for (const by of ['model', 'service']) {
+      const map = state.buckets[by];
+      const row = map.get(bucket) ?? {};
+      row[keys[by]] = (row[keys[by]] ?? 0) + d.amount_micros;
+      map.set(bucket, row);
+      while (map.size > MAX_BUCKETS) map.delete(Math.min(...map.keys()));
+    }
+    state.costEvents++;
+  }
+
+  function chartData() {
+    const map = state.buckets[state.chartBy];
+    const xs = [...map.keys()].sort((a, b) => a - b);
+    const names = [...new Set(xs.flatMap((x) => Object.keys(map.get(x))))].sort();
+    const data = [xs.map((x) => x / 1000), ...names.map((n) => xs.map((x) => (map.get(x)[n] ?? 0) / 1e6))];
+    return { names, data };
+  }
+
+  const COLORS = ['#58a6ff', '#3fb950', '#d29922', '#f85149', '#bc8cff', '#39c5cf', '#ff7b72', '#ffa657'];
+  function renderChart() {
+    const { names, data } = chartData();
+    const box = $('chart');
+    const signature = `${state.chartBy}|${names.join(',')}`;
+    if (!plot || signature !== plotSeries) {
+      plot?.destroy();
+      box.replaceChildren();
+      plotSeries = signature;
+      plot = new uPlot(
+        {
+          width: Math.max(320, box.clientWidth || 800),
+          height: 240,
+          // A ten-minute window at least, so a first point is not stretched over years.
+          scales: { x: { time: true, range: (_u, min, max) => [Math.min(min, max - 600), max + 10] } },
+          series: [{}, ...names.map((n, i) => ({ label: n, stroke: COLORS[i % COLORS.length], width: 2, value: (_u, v) => (v == null ? '-' : `$${v.toFixed(6)}`) }))],
+          axes: [{ stroke: '#8a96a3' }, { stroke: '#8a96a3', values: (_u, vals) => vals.map((v) => `$${v}`) }],
+        },
+        data,
+        box,
+      );
+    } else {
+      plot.setData(data);
+    }
+  }
+
+  // ---- alerts, events, status ----
+  function addAlert(alert) {
+    state.alerts.unshift(alert);
+    state.alerts.length = Math.min(state.alerts.length, 200);
+    const li = el('li', { class: alert.state ?? 'firing' });
+    const what = alert.threshold_pct !== undefined
+      ? `${alert.scope === 'global' ? 'global' : `${alert.scope} ${alert.scope_id}`}: ${alert.period} ${alert.threshold_pct}% - ${usd(alert.spent_micros ?? 0)} of ${usd(alert.limit_micros ?? 0)}`
+      : alert.summary ?? alert.kind ?? JSON.stringify(alert).slice(0, 160);
+    li.textContent = `${alert.state ?? 'firing'} - ${what}`;
+    $('alerts').prepend(li);
+  }
+
+  function addEvent(event) {
+    state.events.unshift(event);
+    state.events.length = Math.min(state.events.length, 200);
+    const li = el('li', {}, `${event.occurred_at.slice(11, 19)} ${event.type} ${event.source} ${event.correlation_id}`);
+    const list = $('events');
+    list.prepend(li);
+    while (list.children.length > 200) list.lastChild.remove();
+  }
+
+  async function refreshStatus() {
+    const s = await api('/v1/ops/status');
+    state.status = s;
+    const breakers = $('breakers').tBodies[0];
+    breakers.replaceChildren(
+      ...(s.breakers.length ? s.breakers : [{ breaker: 'all providers', state: 'closed' }]).map((b) => {
+        const tr = el('tr');
+        tr.append(el('td', {}, b.breaker), el('td', { class: `state-${b.state}` }, b.state));
+        return tr;
+      }),
+    );
+    const errors = $('errors').tBodies[0];
+    errors.replaceChildren(
+      ...s.error_rates.map((e) => {
+        const tr = el('tr');
+        tr.append(el('td', {}, e.service), el('td', {}, e.category), el('td', {}, String(e.errors)), el('td', {}, `${(e.ratio * 100).toFixed(1)}%`));
+        return tr;
+      }),
+    );
+  }
+
+  // ---- wiring ----
+  let live;
+  let eventsLive;
+  function followEvents() {
+    eventsLive?.abort();
+    eventsLive = new AbortController();
+    $('events').replaceChildren();
+    const types = encodeURIComponent($('event-filter').value.trim() || '*');
+    void follow(`/v1/events/stream?types=${types}`, (ev) => addEvent(JSON.parse(ev.data)), eventsLive.signal);
+  }
+
+  let gaugeTimer;
+  async function connect() {
+    live?.abort();
+    live = new AbortController();
+    const signal = live.signal;
+    $('login').hidden = true;
+    $('app').hidden = false;
+    $('status').textContent = 'connected';
+    await Promise.all([refreshGauges(), refreshStatus()]).catch(() => undefined);
+    try {
+      const { alerts } = await api('/v1/alerts');
+      for (const a of [...alerts].reverse()) addAlert(a);
+    } catch {
+      // history is a courtesy; the live feed follows
+    }
+    renderChart();
+    void follow('/v1/alerts/stream', (ev) => {
+      if (ev.event === 'alert') addAlert(JSON.parse(ev.data));
+      void refreshGauges().catch(() => undefined);
+    }, signal);
+    void follow('/v1/events/stream?types=cost.recorded', (ev) => {
+      addCost(JSON.parse(ev.data));
+      renderChart();
+      clearTimeout(gaugeTimer);
+      gaugeTimer = setTimeout(() => void refreshGauges().catch(() => undefined), 250);
+    }, signal);
+    followEvents();
+    const poll = setInterval(() => void refreshStatus().catch(() => undefined), 3_000);
+    signal.addEventListener('abort', () => clearInterval(poll));
+  }
+
+  function logout(message) {
+    live?.abort();
+    eventsLive?.abort();
+    sessionStorage.removeItem('tollgate-key');
+    state.key = null;
+    $('app').hidden = true;
+    $('login').hidden = false;
+    $('status').textContent = message ?? 'not connected';
+  }
+
+  $('login').addEventListener('submit', (e) => {
+    e.preventDefault();
+    state.key = $('key').value.trim();
+    sessionStorage.setItem('tollgate-key', state.key);
+    void connect();
+  });
+  $('event-apply').addEventListener('click', followEvents);
+  for (const radio of document.querySelectorAll('input[name="chart-by"]')) {
+    radio.addEventListener('change', () => {
+      state.chartBy = radio.value;
+      renderChart();
+    });
+  }
+
+  if (state.key) void connect();
+  else logout();
+})();

@@ -1,0 +1,17 @@
+import { join } from 'node:path';
+import express, { Router } from 'express';
+
+const PUBLIC = join(__dirname, '..', '..', 'public', 'dashboard');
+const UPLOT = join(require.resolve('uplot'), '..');
+
+/**
+ * The operator dashboard: static files only. The page asks for an admin key and calls the API
+ * with it, so the page itself reveals nothing.
+ */
+export function dashboardRoutes(): Router {
+  const router = Router();
+  router.get('/dashboard', (_req, res) => res.sendFile(join(PUBLIC, 'index.html')));
+  router.use('/dashboard/vendor', express.static(UPLOT, { index: false, fallthrough: false }));
+  router.use('/dashboard', express.static(PUBLIC, { index: false }));
+  return router;
+}

@@ -1,0 +1,65 @@
+import { type RequestHandler, Router } from 'express';
+import type { Queue } from 'bullmq';
+import type Redis from 'ioredis';
+import { type ErrorRateTracker, EventTail } from '@tollgate/shared';
+import { z } from 'zod';
+import type { GatewayMetrics } from '../metrics';
+
+export interface OpsRouteDeps {
+  redis: Redis;
+  namespace: string;
+  metrics: GatewayMetrics;
+  errorRates: ErrorRateTracker;
+  queues: Queue[];
+}
+
+const typePattern = z.string().regex(/^(\*|[a-z_]+(\.[a-z_*]+)?)$/, 'an event type or pattern such as workflow.* or *');
+const streamQuery = z.strictObject({
+  types: z
+    .string()
+    .max(500)
+    .optional()
+    .transform((s) => (s ? s.split(',').map((t) => t.trim()).filter(Boolean) : ['*']))
+    .pipe(z.array(typePattern).min(1).max(20)),
+});
+
+const HEARTBEAT_MS = 15_000;
+
+/** What operators watch: breaker states, error rates, queue depths, and the live event stream. */
+export function opsRoutes(admin: RequestHandler[], deps: OpsRouteDeps): Router {
+  const router = Router();
+
+  router.get('/v1/ops/status', ...admin, async (_req, res) => {
+    const queues = Object.fromEntries(
+      await Promise.all(deps.queues.map(async (q) => [q.name, await q.getJobCounts('waiting', 'active', 'delayed', 'failed', 'completed')] as const)),
+    );
+    res.json({
+      breakers: [...deps.metrics.breakers].map(([breaker, state]) => ({ breaker, state })),
+      error_rates: deps.errorRates.snapshot(),
+      queues,
+      at: new Date().toISOString(),
+    });
+  });
+
+  /** Live bus events as server-sent events, filtered by type; a view, so nothing is acked. */
+  router.get('/v1/events/stream', ...admin, async (req, res) => {
+    const { types } = streamQuery.parse(req.query);
+    res.status(200);
+    res.setHeader('content-type', 'text/event-stream; charset=utf-8');
+    res.setHeader('cache-control', 'no-cache, no-transform');
+    res.setHeader('x-accel-buffering', 'no');
+    res.flushHeaders();
+    res.write('retry: 2000\n\n');
+    const tail = new EventTail({ redis: deps.redis, prefix: deps.namespace, types }, (event, streamId) => {
+      res.write(`id: ${streamId}\nevent: ${event.type}\ndata: ${JSON.stringify(event)}\n\n`);
+    });
+    const heartbeat = setInterval(() => res.write(': keep-alive\n\n'), HEARTBEAT_MS);
+    res.on('close', () => {
+      clearInterval(heartbeat);
+      void tail.stop();
+    });
+    await tail.start();
+  });
+
+  return router;
+}

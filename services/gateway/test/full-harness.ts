@@ -1,0 +1,268 @@
+import type { AddressInfo } from 'node:net';
+import { Writable } from 'node:stream';
+import { Queue, QueueEvents } from 'bullmq';
+import type Redis from 'ioredis';
+import {
+  BreakerRegistry,
+  type ChatJob,
+  type ChatJobResult,
+  type CostReport,
+  createLogger,
+  createProviderClients,
+  createRedis,
+  ErrorRateTracker,
+  EventBus,
+  LedgerReader,
+  loadPriceTable,
+  QUEUES,
+  queuePrefix,
+  type ReportJob,
+  type VisionJob,
+  type VisionJobResult,
+} from '@tollgate/shared';
+import { TEST_REDIS_URL, testRedis } from '@tollgate/shared/src/testing';
+import { ConversationStore } from '@tollgate/chat-workflow/src/conversation-store';
+import { createChatWorker } from '@tollgate/chat-workflow/src/worker';
+import { consumeUsage } from '@tollgate/cost-ledger/src/ledger-consumer';
+import { LedgerWriter } from '@tollgate/cost-ledger/src/ledger-writer';
+import { createReportWorker } from '@tollgate/cost-ledger/src/reports';
+import { startAlerting } from '@tollgate/alerting/src/service';
+import { DEFAULT_SETTINGS } from '@tollgate/alerting/src/settings';
+import { type FaultConfig, startStub } from '@tollgate/stub-llm';
+import { ResultCache } from '@tollgate/vision/src/result-cache';
+import { neverNearBudget } from '@tollgate/vision/src/routing';
+import { createVisionWorker } from '@tollgate/vision/src/worker';
+import { createApp } from '../src/app';
+import { ApiKeyStore } from '../src/auth/api-keys';
+import { ChatDispatcher } from '../src/chat-dispatch';
+import { createMetrics, followServiceHealth } from '../src/metrics';
+import { ReportDispatcher } from '../src/report-dispatch';
+import { VisionDispatcher } from '../src/vision-dispatch';
+
+/**
+ * Every part of the system in one process, wired the way the services wire themselves, on real
+ * Redis under the test's own prefix: stub provider, chat and vision workers, the cost ledger
+ * (usage consumer and report worker), alerting, and the gateway with every route mounted. The
+ * providers are configured with fake secret-looking API keys, and every logger the parts take
+ * writes to one captured buffer, so tests can check for leaks. Composes the pieces the narrower
+ * harnesses use; it does not replace them.
+ */
+
+export const FULL_ADMIN_TOKEN = 'full-harness-admin-token-7f3c9a1e5b2d4c6e';
+/** Shaped like the real thing, so the redactor's patterns get a fair test. */
+export const FAKE_PROVIDER_KEYS = {
+  openai: 'sk-proj-FakeOpenAiKey0123456789abcdefXYZ',
+  deepseek: 'sk-FakeDeepseekKey9876543210fedcbaQRS',
+  gemini: 'AIzaSyFakeGeminiKey_0123456789abcdefGHIJ',
+} as const;
+
+export interface FullSystemOptions {
+  faults?: FaultConfig;
+  rateLimitPerMinute?: number;
+  maxBodyBytes?: number;
+  maxImageBytes?: number;
+}
+
+/** A writable that keeps every line the loggers write. */
+export function logCapture() {
+  let raw = '';
+  const stream = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      raw += chunk.toString();
+      done();
+    },
+  });
+  return {
+    stream,
+    get text() {
+      return raw;
+    },
+    lines(): string[] {
+      return raw.split('\n').filter((l) => l.trim() !== '');
+    },
+  };
+}
+
+export async function startFullSystem(label: string, opts: FullSystemOptions = {}) {
+  const { redis, prefix: namespace, cleanup } = testRedis(label);
+  const logs = logCapture();
+  const logger = (service: string) => createLogger(service, { level: 'debug', stream: logs.stream, format: 'json' });
+  const closers: Array<() => Promise<unknown> | unknown> = [];
+  const blocking = (): Redis => {
+    const c = createRedis(TEST_REDIS_URL, { blocking: true });
+    closers.push(() => c.quit().catch(() => undefined));
+    return c;
+  };
+
+  const stub = await startStub({ port: 0, quiet: true, faults: opts.faults });
+  const clients = createProviderClients(
+    {
+      openai: { apiKey: FAKE_PROVIDER_KEYS.openai, baseUrl: `${stub.url}/openai/v1` },
+      deepseek: { apiKey: FAKE_PROVIDER_KEYS.deepseek, baseUrl: `${stub.url}/deepseek/v1` },
+      gemini: { apiKey: FAKE_PROVIDER_KEYS.gemini, baseUrl: `${stub.url}/gemini` },
+    },
+    2_000,
+  );
+  const priceTable = loadPriceTable();
+  const qPrefix = queuePrefix(namespace);
+
+  // chat-workflow
+  const chatBus = new EventBus({ redis, prefix: namespace, service: 'chat-workflow', logger: logger('chat-workflow') });
+  const chatBreakers = new BreakerRegistry({
+    publish: (type, data) => chatBus.publish(type, data, { correlation_id: `breaker:${data.breaker}` }),
+    options: { volumeThreshold: 3, resetTimeout: 60_000 },
+  });
+  const chatWorker = createChatWorker(
+    {
+      bus: chatBus,
+      redis,
+      namespace,
+      conversations: new ConversationStore(redis, namespace, { maxMessages: 50, ttlSeconds: 600 }),
+      clients,
+      breakers: chatBreakers,
+      fallbackChain: [
+        { provider: 'gemini', model: 'gemini-2.0-flash' },
+        { provider: 'deepseek', model: 'deepseek-chat' },
+        { provider: 'openai', model: 'gpt-4o-mini' },
+      ],
+      callTimeoutMs: 2_000,
+      maxAttempts: 2,
+      backoff: { baseMs: 5, capMs: 20 },
+    },
+    { connection: blocking(), concurrency: 8 },
+  );
+
+  // vision
+  const visionBus = new EventBus({ redis, prefix: namespace, service: 'vision', logger: logger('vision') });
+  const visionBreakers = new BreakerRegistry({
+    publish: (type, data) => visionBus.publish(type, data, { correlation_id: `breaker:${data.breaker}` }),
+    options: { volumeThreshold: 3, resetTimeout: 60_000 },
+  });
+  const visionWorker = createVisionWorker(
+    {
+      bus: visionBus,
+      redis,
+      namespace,
+      clients,
+      breakers: visionBreakers,
+      cache: new ResultCache(redis, namespace, 3600),
+      priceTable,
+      nearHardBudget: neverNearBudget,
+      callTimeoutMs: 2_000,
+      maxAttempts: 2,
+      backoff: { baseMs: 5, capMs: 20 },
+      logger: logger('vision'),
+    },
+    { connection: blocking(), concurrency: 4 },
+  );
+
+  // cost-ledger
+  const ledgerBus = new EventBus({ redis, prefix: namespace, service: 'cost-ledger', blockMs: 50, logger: logger('cost-ledger') });
+  consumeUsage(ledgerBus, new LedgerWriter(redis, namespace), priceTable);
+  await ledgerBus.start();
+  const reader = new LedgerReader(redis, namespace);
+  const reportWorker = createReportWorker({ reader, redis, bus: ledgerBus, namespace }, blocking());
+
+  // alerting (its own connection, as a separate process would have)
+  const alertingRedis = createRedis(TEST_REDIS_URL, { name: 'test-full-alerting' });
+  const alerting = await startAlerting({
+    redis: alertingRedis,
+    redisUrl: TEST_REDIS_URL,
+    namespace,
+    budgets: { dailyMicros: 0, weeklyMicros: 0, monthlyMicros: 0, thresholdsPercent: [50, 80, 100] },
+    settings: { ...DEFAULT_SETTINGS, sweepIntervalMs: 100, webhook: { attempts: 1, backoffMs: 10, timeoutMs: 1_000, concurrency: 2 } },
+    logger: logger('alerting'),
+    bus: { claimIdleMs: 2_000, blockMs: 100 },
+  });
+
+  // gateway
+  const chatQueue = new Queue<ChatJob, ChatJobResult>(QUEUES.chat, { connection: redis, prefix: qPrefix, defaultJobOptions: { attempts: 1 } });
+  const chatEvents = new QueueEvents(QUEUES.chat, { connection: blocking(), prefix: qPrefix });
+  const visionQueue = new Queue<VisionJob, VisionJobResult>(QUEUES.vision, { connection: redis, prefix: qPrefix, defaultJobOptions: { attempts: 1 } });
+  const visionEvents = new QueueEvents(QUEUES.vision, { connection: blocking(), prefix: qPrefix });
+  const reportQueue = new Queue<ReportJob, CostReport>(QUEUES.reports, { connection: redis, prefix: qPrefix });
+  const reportEvents = new QueueEvents(QUEUES.reports, { connection: blocking(), prefix: qPrefix });
+  await Promise.all([
+    chatEvents.waitUntilReady(),
+    visionEvents.waitUntilReady(),
+    reportEvents.waitUntilReady(),
+    chatWorker.waitUntilReady(),
+    visionWorker.waitUntilReady(),
+    reportWorker.waitUntilReady(),
+  ]);
+  // Read-only use of the bus, as the gateway process has: the ledger's dead letters.
+  const gatewayBus = new EventBus({ redis, prefix: namespace, service: 'gateway' });
+  const errorRates = new ErrorRateTracker();
+  const metrics = createMetrics([chatQueue, visionQueue], errorRates);
+  const live = followServiceHealth(redis, namespace, metrics, errorRates);
+  await live.start();
+  const keys = new ApiKeyStore(redis, namespace);
+  const app = createApp({
+    redis,
+    namespace,
+    keys,
+    dispatcher: new ChatDispatcher(chatQueue, chatEvents, redis, namespace, 10_000),
+    metrics,
+    priceTable,
+    adminToken: FULL_ADMIN_TOKEN,
+    maxBodyBytes: opts.maxBodyBytes ?? 1024 * 1024,
+    rateLimitPerMinute: opts.rateLimitPerMinute ?? 1_000_000,
+    vision: { dispatcher: new VisionDispatcher(visionQueue, visionEvents, redis, namespace, 10_000), maxImageBytes: opts.maxImageBytes ?? 8 * 1024 * 1024 },
+    ops: { errorRates, queues: [chatQueue, visionQueue] },
+    costs: {
+      reader,
+      reports: new ReportDispatcher(reportQueue, reportEvents, redis, namespace),
+      priceTable,
+      deadLetters: async (count) => (await gatewayBus.deadLetters(count * 5)).filter((d) => d.group === 'cost-ledger').slice(0, count),
+    },
+  });
+  const server = app.listen(0, '127.0.0.1');
+  await new Promise((resolve) => server.once('listening', resolve));
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const queues = { chat: chatQueue, vision: visionQueue, reports: reportQueue, webhooks: alerting.queue } as const;
+
+  return {
+    url,
+    redis,
+    namespace,
+    keys,
+    stub,
+    queues,
+    reader,
+    alerting,
+    logs,
+    adminToken: FULL_ADMIN_TOKEN,
+    providerKeys: FAKE_PROVIDER_KEYS,
+    /** The bus stream every service publishes to. */
+    busStream: gatewayBus.stream,
+    deadLetterStream: gatewayBus.deadLetterStream,
+    /** Jobs each queue has seen, in any state. */
+    async jobCounts(): Promise<Record<keyof typeof queues, number>> {
+      const out = {} as Record<keyof typeof queues, number>;
+      for (const [name, q] of Object.entries(queues) as Array<[keyof typeof queues, Queue]>) {
+        const counts = await q.getJobCounts('waiting', 'active', 'completed', 'failed', 'delayed', 'prioritized', 'waiting-children');
+        out[name] = Object.values(counts).reduce((a, b) => a + b, 0);
+      }
+      return out;
+    },
+    async close() {
+      await new Promise((resolve) => server.close(resolve));
+      server.closeAllConnections();
+      await live.stop();
+      await chatWorker.close();
+      await visionWorker.close();
+      await reportWorker.close();
+      await ledgerBus.stop();
+      await alerting.stop();
+      await alertingRedis.quit().catch(() => undefined);
+      for (const q of [chatEvents, visionEvents, reportEvents]) await q.close();
+      for (const q of [chatQueue, visionQueue, reportQueue]) await q.close();
+      await stub.close();
+      chatBreakers.shutdown();
+      visionBreakers.shutdown();
+      for (const close of closers) await close();
+      await cleanup();
+    },
+  };
+}
+export type FullSystem = Awaited<ReturnType<typeof startFullSystem>>;
