@@ -46,6 +46,8 @@ export interface Config {
   visionCacheTtlSeconds: number;
   budgets: { dailyMicros: number; weeklyMicros: number; monthlyMicros: number; thresholdsPercent: number[] };
   priceTableFile: string | undefined;
+  /** A worker's health/metrics server (containers' probes); undefined when HEALTH_PORT is unset. */
+  health: { host: string; port: number } | undefined;
 }
 
 /** One error for the whole environment, so an operator fixes every variable in one pass. */
@@ -88,6 +90,8 @@ function int(def: number, min: number, max: number = Number.MAX_SAFE_INTEGER, wh
 }
 
 const port = (def: number) => int(def, 1, 65535, 'a port number 1-65535');
+/** A port that may stay unset: what it serves is then not started. */
+const optionalPort = port(0).transform((n) => (n === 0 ? undefined : n));
 
 function str(def: string, pattern: RegExp, expected: string) {
   return z
@@ -218,6 +222,9 @@ const EnvSchema = z.object({
       return [...new Set(values)].sort((a, b) => a - b);
     }),
   PRICE_TABLE_FILE: z.string().optional(),
+  // Workers' /healthz, /readyz and /metrics for container probes; the gateway serves its own on GATEWAY_PORT.
+  HEALTH_HOST: host('127.0.0.1'),
+  HEALTH_PORT: optionalPort,
 });
 
 function resolveProvider(
@@ -285,6 +292,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       thresholdsPercent: e.BUDGET_THRESHOLDS,
     },
     priceTableFile: e.PRICE_TABLE_FILE,
+    health: e.HEALTH_PORT === undefined ? undefined : { host: e.HEALTH_HOST, port: e.HEALTH_PORT },
   };
 }
 

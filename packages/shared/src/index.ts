@@ -21,6 +21,7 @@ export * from './redis';
 export * from './jobs';
 export * from './vision-jobs';
 export * from './lifecycle';
+export * from './health-server';
 export type { ChatMessage, CompletionChunk, CompletionRequest, CompletionResult, ImageInput, ProviderClient, Target } from './providers/types';
 export * from './providers/clients';
 export * from './providers/recovery';

@@ -12,6 +12,7 @@ import {
   QUEUES,
   queuePrefix,
   type ReportJob,
+  startHealthServer,
 } from '@tollgate/shared';
 import { consumeUsage } from './ledger-consumer';
 import { LedgerWriter } from './ledger-writer';
@@ -47,7 +48,11 @@ async function main(): Promise<void> {
   reportWorker.on('failed', (job, err) => logger.error('report failed', { job: job?.id, error: err.message }));
   logger.info('cost-ledger ready', { consumer: bus.consumer });
 
+  // Probes (containers set HEALTH_PORT): /healthz, /readyz (Redis answers), /metrics.
+  const health = config.health && (await startHealthServer({ service: SERVICE, ...config.health, redis, logger }));
+
   onShutdown(logger, [
+    ['health server', () => health?.close()],
     ['bus', () => bus.stop()],
     ['report worker', () => reportWorker.close()],
     ['report queue', () => reports.close()],

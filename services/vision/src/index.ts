@@ -10,6 +10,7 @@ import {
   loadConfig,
   loadPriceTable,
   onShutdown,
+  startHealthServer,
 } from '@tollgate/shared';
 import { randomUUID } from 'node:crypto';
 import { ResultCache } from './result-cache';
@@ -57,7 +58,11 @@ async function main(): Promise<void> {
   logger.info('vision ready', { concurrency: config.visionWorkerConcurrency, cache_ttl_seconds: config.visionCacheTtlSeconds, instance });
   logger.info(describeProviders(config));
 
+  // Probes (containers set HEALTH_PORT): /healthz, /readyz (Redis answers), /metrics.
+  const health = config.health && (await startHealthServer({ service: SERVICE, ...config.health, redis, logger }));
+
   onShutdown(logger, [
+    ['health server', () => health?.close()],
     ['worker', () => worker.close()],
     ['breaker sync', () => breakerSync.stop()],
     ['breakers', () => breakers.shutdown()],
