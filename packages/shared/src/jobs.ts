@@ -9,6 +9,15 @@ export function queuePrefix(namespace: string): string {
   return `${namespace}:q`;
 }
 
+/**
+ * Crash recovery for the request workers (chat, vision). A job's lock lasts `lockDuration` and is
+ * renewed at half of it while its worker lives; every `stalledInterval` a worker moves jobs whose
+ * lock is gone back to the queue. So a SIGKILLed worker's jobs run again within about 20 s, well
+ * inside the request deadline. BullMQ's defaults (30 s and 30 s) took up to a minute, so with the
+ * default 60 s deadline every in-flight request of a crashed worker timed out instead.
+ */
+export const WORKER_RECOVERY = { lockDuration: 15_000, stalledInterval: 5_000 } as const;
+
 const id = z.string().min(1).max(128);
 
 export const chatMessageSchema = z.object({

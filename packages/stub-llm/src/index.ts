@@ -8,6 +8,7 @@ export {
   OPENAI_TOKENS_PER_MESSAGE,
 } from './tokens';
 export type {
+  BilledCall,
   BilledUsage,
   FaultConfig,
   FaultKind,

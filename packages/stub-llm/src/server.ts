@@ -158,6 +158,7 @@ export async function startStub(opts: StubOptions = {}): Promise<StubServer> {
     const reply = answer(chat);
     // Billed when the whole reply is handed to the socket, so stats match what the client was told.
     stats.success(provider, chat.model, reply);
+    if (process.env.STUB_TRACE) process.stderr.write(`TRACE ${Date.now()} ${JSON.stringify(chat.lastUserText)} ${reply.promptTokens} ${reply.completionTokens}\n`);
     send(res, wire.success(chat, reply));
   }
 
@@ -167,6 +168,8 @@ export async function startStub(opts: StubOptions = {}): Promise<StubServer> {
       send(res, jsonResponse(200, { ok: true }));
     } else if (path === '/_stub/stats' && method === 'GET') {
       send(res, jsonResponse(200, stats.snapshot()));
+    } else if (path === '/_stub/billed-calls' && method === 'GET') {
+      send(res, jsonResponse(200, { calls: stats.billedCalls() }));
     } else if (path === '/_stub/faults' && method === 'GET') {
       send(res, jsonResponse(200, planner.current()));
     } else if (path === '/_stub/faults' && method === 'POST') {
@@ -229,6 +232,7 @@ export async function startStub(opts: StubOptions = {}): Promise<StubServer> {
     url: `http://${urlHost}:${port}`,
     port,
     stats: () => stats.snapshot(),
+    billedCalls: () => stats.billedCalls(),
     resetStats: () => stats.reset(),
     setFaults: (faults: FaultConfig) => planner.set(parseFaultConfig(faults)),
     close() {

@@ -1,4 +1,4 @@
-import { FAULT_KINDS, PROVIDERS, type BilledUsage, type FaultKind, type ModelStats, type Provider, type StubStats } from './types';
+import { FAULT_KINDS, PROVIDERS, type BilledCall, type BilledUsage, type FaultKind, type ModelStats, type Provider, type StubStats } from './types';
 
 function zeroFaults(): Record<FaultKind, number> {
   const faults = {} as Record<FaultKind, number>;
@@ -20,6 +20,8 @@ export interface Billing {
 export class StatsRecorder {
   private totalRequests = 0;
   private readonly models = new Map<string, ModelStats>();
+  /** Billed calls by identical usage: bounded by the distinct usages, not by the number of calls. */
+  private readonly calls = new Map<string, BilledCall>();
 
   private entry(provider: Provider, model: string): ModelStats {
     const key = `${provider}\u0000${model}`;
@@ -60,11 +62,20 @@ export class StatsRecorder {
     s.billed.completionTokens += usage.completionTokens;
     s.billed.totalTokens += usage.promptTokens + usage.completionTokens;
     s.billed.images += usage.images;
+    const key = `${provider}\u0000${model}\u0000${usage.promptTokens}\u0000${usage.completionTokens}\u0000${usage.images}`;
+    const call = this.calls.get(key);
+    if (call) call.count++;
+    else this.calls.set(key, { provider, model, promptTokens: usage.promptTokens, completionTokens: usage.completionTokens, images: usage.images, count: 1 });
+  }
+
+  billedCalls(): BilledCall[] {
+    return [...this.calls.values()].map((c) => ({ ...c }));
   }
 
   reset(): void {
     this.totalRequests = 0;
     this.models.clear();
+    this.calls.clear();
   }
 
   snapshot(): StubStats {

@@ -72,6 +72,20 @@ export interface StubStats {
   };
 }
 
+/**
+ * Billed calls grouped by identical usage: what a ledger that prices every call on its own (and
+ * rounds per call) must add up to. Aggregate tokens cannot be priced back to that exactly.
+ */
+export interface BilledCall {
+  provider: Provider;
+  model: string;
+  promptTokens: number;
+  completionTokens: number;
+  images: number;
+  /** How many billed calls had exactly this usage. */
+  count: number;
+}
+
 export interface StubOptions {
   /** 0 picks a free port. */
   port?: number;
@@ -86,6 +100,8 @@ export interface StubServer {
   url: string;
   port: number;
   stats(): StubStats;
+  /** Every billed call, grouped by identical usage (also `GET /_stub/billed-calls`). */
+  billedCalls(): BilledCall[];
   resetStats(): void;
   /** Replaces the whole fault configuration and restarts its script and random sequence. */
   setFaults(faults: FaultConfig): void;

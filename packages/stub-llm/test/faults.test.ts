@@ -278,4 +278,21 @@ describe('billing ledger', () => {
     expect(openaiPrompt).toBeGreaterThan(0);
     expect(geminiCompletion).toBeGreaterThan(0);
   });
+
+  it('billed calls, grouped by identical usage, add up to the billed totals (and are served over HTTP)', async () => {
+    stub.setFaults({ script: [{ fault: '503', times: 1 }] });
+    for (const content of ['same prompt', 'same prompt', 'another, longer prompt here']) {
+      await openai.chat.completions.create({ model: 'gpt-4o-mini', messages: [{ role: 'user', content }] }).catch(() => null);
+    }
+    await ask().catch(() => null);
+    const calls = stub.billedCalls();
+    const billed = stub.stats().byProvider.openai['gpt-4o-mini']!.billed;
+    expect(calls.reduce((n, c) => n + c.count, 0)).toBe(3);
+    expect(calls.reduce((n, c) => n + c.count * c.promptTokens, 0)).toBe(billed.promptTokens);
+    expect(calls.reduce((n, c) => n + c.count * c.completionTokens, 0)).toBe(billed.completionTokens);
+    expect(calls.every((c) => c.provider === 'openai' && c.model === 'gpt-4o-mini' && c.images === 0)).toBe(true);
+    expect(await (await fetch(`${stub.url}/_stub/billed-calls`)).json()).toEqual({ calls });
+    stub.resetStats();
+    expect(stub.billedCalls()).toEqual([]);
+  });
 });

@@ -1,6 +1,6 @@
 import { createHash, randomUUID } from 'node:crypto';
 import type Redis from 'ioredis';
-import { type AlertRecord, alertingKeys, alertRecordSchema, alertScopeOf, LuaScript } from '@tollgate/shared';
+import { type AlertRecord, alertingKeys, alertRecordSchema, alertScopeOf, LuaScript, Silences } from '@tollgate/shared';
 
 /**
  * The notification log. Every transition of an alert (fire, resolve) happens in one Lua script
@@ -9,16 +9,20 @@ import { type AlertRecord, alertingKeys, alertRecordSchema, alertScopeOf, LuaScr
  * so neither a second instance nor a redelivered event nor a restart can send it again.
  */
 
-// Writes the record, indexes it by last change (bounded) and appends the notice to the stream.
+// Writes the record, appends the notice to the stream and indexes the alert by the notice's stream
+// id (milliseconds, then sequence), so the history lists alerts in exactly the order they were sent.
 const NOTIFY = `
-local function notify(kRecord, kIndex, kScopeIndex, kStream, alertId, json, now, maxlen, ttl, kind, state, scope, scopeId)
+local function notify(kRecord, kIndex, kScopeIndex, kStream, alertId, json, maxlen, ttl, kind, state, scope, scopeId)
   if tonumber(ttl) > 0 then redis.call('SET', kRecord, json, 'PX', ttl) else redis.call('SET', kRecord, json) end
-  redis.call('ZADD', kIndex, now, alertId)
-  redis.call('ZADD', kScopeIndex, now, alertId)
+  local id = redis.call('XADD', kStream, 'MAXLEN', '~', maxlen, '*',
+    'kind', kind, 'state', state, 'scope', scope, 'scope_id', scopeId, 'alert_id', alertId, 'alert', json)
+  local dash = string.find(id, '-', 1, true)
+  local score = tonumber(string.sub(id, 1, dash - 1)) + math.min(tonumber(string.sub(id, dash + 1)), 999) / 1000
+  redis.call('ZADD', kIndex, score, alertId)
+  redis.call('ZADD', kScopeIndex, score, alertId)
   if redis.call('ZCARD', kIndex) > 10000 then redis.call('ZREMRANGEBYRANK', kIndex, 0, -10001) end
   if redis.call('ZCARD', kScopeIndex) > 2000 then redis.call('ZREMRANGEBYRANK', kScopeIndex, 0, -2001) end
-  return redis.call('XADD', kStream, 'MAXLEN', '~', maxlen, '*',
-    'kind', kind, 'state', state, 'scope', scope, 'scope_id', scopeId, 'alert_id', alertId, 'alert', json)
+  return id
 end
 `;
 
@@ -29,16 +33,17 @@ end
 // Returns {0} on a conflict, {1} when applied without a notice, {2, stream id} when it fired.
 const APPLY_COST_WINDOW = new LuaScript(`${NOTIFY}
 local rev = redis.call('GET', KEYS[1]) or '0'
-local hi = redis.call('GET', KEYS[2]) or '0'
+local hi = redis.call('HGET', KEYS[2], 'hi') or '0'
 if rev ~= ARGV[1] or hi ~= ARGV[2] then return {0} end
 if ARGV[3] == '1' then redis.call('SET', KEYS[3], ARGV[4], 'PXAT', ARGV[5]) end
 if ARGV[7] == '0' then return {1} end
-redis.call('SET', KEYS[2], ARGV[7], 'PXAT', ARGV[6])
+redis.call('HSET', KEYS[2], 'hi', ARGV[7])
+redis.call('PEXPIREAT', KEYS[2], ARGV[6])
 if redis.call('HGET', KEYS[4], 'state') == 'firing' then return {1} end
 redis.call('HSET', KEYS[4], 'alert_id', ARGV[8], 'state', 'firing')
 redis.call('PERSIST', KEYS[4])
 redis.call('SADD', KEYS[8], ARGV[15])
-local id = notify(KEYS[5], KEYS[6], KEYS[7], KEYS[9], ARGV[8], ARGV[9], ARGV[10], ARGV[11], 0, 'cost', 'firing', ARGV[13], ARGV[14])
+local id = notify(KEYS[5], KEYS[6], KEYS[7], KEYS[9], ARGV[8], ARGV[9], ARGV[11], 0, 'cost', 'firing', ARGV[13], ARGV[14])
 return {2, id}
 `);
 
@@ -48,7 +53,7 @@ if redis.call('HGET', KEYS[1], 'state') == 'firing' then return false end
 redis.call('HSET', KEYS[1], 'alert_id', ARGV[1], 'state', 'firing')
 redis.call('PERSIST', KEYS[1])
 redis.call('SADD', KEYS[5], ARGV[8])
-return notify(KEYS[2], KEYS[3], KEYS[4], KEYS[6], ARGV[1], ARGV[2], ARGV[3], ARGV[4], 0, ARGV[5], 'firing', ARGV[6], ARGV[7])
+return notify(KEYS[2], KEYS[3], KEYS[4], KEYS[6], ARGV[1], ARGV[2], ARGV[4], 0, ARGV[5], 'firing', ARGV[6], ARGV[7])
 `);
 
 // Resolves this firing of the fingerprint (and no other). A budget window can be moved back so
@@ -60,10 +65,10 @@ redis.call('HSET', KEYS[1], 'state', 'resolved')
 redis.call('PEXPIRE', KEYS[1], ARGV[10])
 redis.call('SREM', KEYS[5], ARGV[8])
 if ARGV[9] ~= '' then
-  local hi = tonumber(redis.call('GET', KEYS[7]) or '0')
-  if hi > tonumber(ARGV[9]) then redis.call('SET', KEYS[7], ARGV[9], 'KEEPTTL') end
+  local hi = tonumber(redis.call('HGET', KEYS[7], 'hi') or '0')
+  if hi > tonumber(ARGV[9]) then redis.call('HSET', KEYS[7], 'hi', ARGV[9]) end
 end
-return notify(KEYS[2], KEYS[3], KEYS[4], KEYS[6], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[10], ARGV[5], 'resolved', ARGV[6], ARGV[7])
+return notify(KEYS[2], KEYS[3], KEYS[4], KEYS[6], ARGV[1], ARGV[2], ARGV[4], ARGV[10], ARGV[5], 'resolved', ARGV[6], ARGV[7])
 `);
 
 /** Alertmanager-style identity of an alert: a hash of its labels, stable across instances and restarts. */
@@ -93,6 +98,8 @@ export type CostWindowResult = { outcome: 'conflict' } | { outcome: 'applied' } 
 
 export class AlertLog {
   readonly keys: ReturnType<typeof alertingKeys>;
+  private readonly firingCache = new Map<string, AlertRecord>();
+  private readonly silences: Silences;
 
   constructor(
     private readonly redis: Redis,
@@ -100,11 +107,18 @@ export class AlertLog {
     private readonly opts: { streamMaxLen: number; retentionMs: number },
   ) {
     this.keys = alertingKeys(namespace);
+    this.silences = new Silences(redis, namespace);
+  }
+
+  /** Marks a notice a silence covers; a resolution stays as quiet as its firing was. */
+  private async withSilence<A extends AlertRecord>(alert: A, now: number): Promise<A> {
+    const silencedBy = alert.silenced_by ?? (await this.silences.match(alert, now));
+    return silencedBy ? { ...alert, silenced_by: silencedBy } : alert;
   }
 
   async applyCostWindow(c: CostWindowChange, now: number): Promise<CostWindowResult> {
     const k = this.keys;
-    const alert = c.fire?.alert;
+    const alert = c.fire && (await this.withSilence(c.fire.alert, now));
     const res = (await APPLY_COST_WINDOW.run(
       this.redis,
       [
@@ -142,8 +156,9 @@ export class AlertLog {
   }
 
   /** Fires unless the fingerprint is already firing; the stream id when it fired. */
-  async fire(alert: AlertRecord, now: number): Promise<string | null> {
+  async fire(firing: AlertRecord, now: number): Promise<string | null> {
     const k = this.keys;
+    const alert = await this.withSilence(firing, now);
     const where = alertScopeOf(alert);
     const res = await FIRE.run(
       this.redis,
@@ -157,8 +172,9 @@ export class AlertLog {
    * Resolves one firing; `windowKey` and `newHi` move a budget window back. Returns the stream id,
    * or null when that firing was already resolved (by another instance, say).
    */
-  async resolve(resolved: AlertRecord, now: number, window?: { key: string; newHi: number }): Promise<string | null> {
+  async resolve(resolution: AlertRecord, now: number, window?: { key: string; newHi: number }): Promise<string | null> {
     const k = this.keys;
+    const resolved = await this.withSilence(resolution, now);
     const where = alertScopeOf(resolved);
     const res = await RESOLVE.run(
       this.redis,
@@ -187,22 +203,35 @@ export class AlertLog {
     return typeof res === 'string' ? res : null;
   }
 
-  /** The alerts firing now, as recorded. */
+  /** Fingerprints firing now. */
+  firingFingerprints(): Promise<string[]> {
+    return this.redis.smembers(this.keys.firing);
+  }
+
+  /**
+   * The alerts firing now, as recorded. A firing record never changes until it resolves (which
+   * writes a new record under the same id, no longer firing), so parsed records are cached by id.
+   */
   async firing(): Promise<AlertRecord[]> {
-    const fps = await this.redis.smembers(this.keys.firing);
-    if (fps.length === 0) return [];
+    const fps = await this.firingFingerprints();
+    if (fps.length === 0) {
+      this.firingCache.clear();
+      return [];
+    }
     const pipe = this.redis.pipeline();
     for (const fp of fps) pipe.hget(this.keys.fingerprint(fp), 'alert_id');
     const ids = ((await pipe.exec()) ?? []).map(([, v]) => v).filter((v): v is string => typeof v === 'string');
-    if (ids.length === 0) return [];
-    const raws = await this.redis.mget(ids.map((id) => this.keys.alert(id)));
-    const out: AlertRecord[] = [];
-    for (const raw of raws) {
-      if (!raw) continue;
-      const parsed = parseRecord(raw);
-      if (parsed?.state === 'firing') out.push(parsed);
+    const missing = ids.filter((id) => !this.firingCache.has(id));
+    if (missing.length > 0) {
+      const raws = await this.redis.mget(missing.map((id) => this.keys.alert(id)));
+      missing.forEach((id, i) => {
+        const parsed = raws[i] ? parseRecord(raws[i]!) : null;
+        if (parsed?.state === 'firing') this.firingCache.set(id, parsed);
+      });
     }
-    return out;
+    const live = new Set(ids);
+    for (const id of this.firingCache.keys()) if (!live.has(id)) this.firingCache.delete(id);
+    return ids.flatMap((id) => this.firingCache.get(id) ?? []);
   }
 
   async current(fingerprint: string): Promise<AlertRecord | null> {

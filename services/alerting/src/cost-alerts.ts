@@ -1,5 +1,6 @@
 import type Redis from 'ioredis';
 import {
+  CONTRIBUTOR_PREFIX,
   type Budget,
   type BudgetPeriod,
   type BudgetScope,
@@ -25,8 +26,8 @@ const MAX_ROUNDS = 8;
 // Per ledger entry, in one step: remembers the entry id (so contributor sums count it once, however
 // often it is delivered), keeps the highest running total per window (deliveries arrive out of
 // order across instances), adds the entry to the window's contributor sums, and reads back what
-// the decision needs: spend, highest threshold handled, block, and the budgets with revisions.
-// KEYS: seen, then per window (spent, contributors, window, block), then per scope (budget, revision)
+// the decision needs: spend and highest threshold handled per window, budgets with revisions.
+// KEYS: seen, then per window (spent, window hash), then per scope (budget, revision)
 // ARGV: seen ttl (0: observe only), amount, windows, scopes, fields, field..., then per window (spent, expire-at ms)
 const OBSERVE = new LuaScript(`
 local n, m, nf = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -36,7 +37,7 @@ local amount = tonumber(ARGV[2])
 local out = {fresh}
 local base = 5 + nf
 for i = 0, n - 1 do
-  local kSpent, kContrib, kWin, kBlock = KEYS[2 + i * 4], KEYS[3 + i * 4], KEYS[4 + i * 4], KEYS[5 + i * 4]
+  local kSpent, win = KEYS[2 + i * 2], KEYS[3 + i * 2]
   local value, expireAt = ARGV[base + 1 + i * 2], ARGV[base + 2 + i * 2]
   local cur = redis.call('GET', kSpent)
   if (not cur and tonumber(value) > 0) or (cur and tonumber(value) > tonumber(cur)) then
@@ -44,16 +45,15 @@ for i = 0, n - 1 do
     cur = value
   end
   if fresh == 1 and amount > 0 then
-    for f = 1, nf do redis.call('HINCRBY', kContrib, ARGV[5 + f], ARGV[2]) end
-    redis.call('PEXPIREAT', kContrib, expireAt)
+    for f = 1, nf do redis.call('HINCRBY', win, ARGV[5 + f], ARGV[2]) end
+    redis.call('PEXPIREAT', win, expireAt)
   end
   out[#out + 1] = cur or '0'
-  out[#out + 1] = redis.call('GET', kWin) or '0'
-  out[#out + 1] = redis.call('EXISTS', kBlock)
+  out[#out + 1] = redis.call('HGET', win, 'hi') or '0'
 end
 for j = 0, m - 1 do
-  out[#out + 1] = redis.call('GET', KEYS[2 + n * 4 + j * 2]) or ''
-  out[#out + 1] = redis.call('GET', KEYS[3 + n * 4 + j * 2]) or '0'
+  out[#out + 1] = redis.call('GET', KEYS[2 + n * 2 + j * 2]) or ''
+  out[#out + 1] = redis.call('GET', KEYS[3 + n * 2 + j * 2]) or '0'
 end
 return out
 `);
@@ -71,7 +71,6 @@ interface Window {
 interface Observed {
   spent: number;
   hi: string;
-  blocked: boolean;
 }
 
 interface BudgetRead {
@@ -97,9 +96,33 @@ export interface CostEvaluatorDeps {
 
 const scopeKey = (scope: BudgetScope, id: string) => `${scope}:${id}`;
 
+/** A small memo for values derived from a handful of recurring inputs (period ends, key names). */
+function memo<V>(compute: (id: string) => V, max = 10_000): (id: string) => V {
+  const cache = new Map<string, V>();
+  return (id) => {
+    let v = cache.get(id);
+    if (v === undefined) {
+      if (cache.size >= max) cache.clear();
+      v = compute(id);
+      cache.set(id, v);
+    }
+    return v;
+  };
+}
+
 /** Budget threshold alerts: `cost.recorded` in, at most one alert per threshold crossing out. */
 export class CostEvaluator {
   private readonly keys;
+  // Every event carries the same few periods and scopes: their period ends and key names are
+  // computed once, not nine times per event.
+  private readonly periodEnd = memo((id) => {
+    const [period, key] = id.split('|') as [BudgetPeriod, string];
+    return periodBounds(period, key).end.getTime();
+  });
+  private readonly windowKeys = memo((id) => {
+    const [scope, scopeId, period, periodKey] = id.split('|') as [BudgetScope, string, BudgetPeriod, string];
+    return [this.keys.spent(scope, scopeId, period, periodKey), this.keys.window(scope, scopeId, period, periodKey)] as const;
+  });
 
   constructor(private readonly deps: CostEvaluatorDeps) {
     this.keys = deps.log.keys;
@@ -116,7 +139,7 @@ export class CostEvaluator {
       seen.add(id);
       let endMs: number;
       try {
-        endMs = periodBounds(t.period, t.period_key).end.getTime();
+        endMs = this.periodEnd(`${t.period}|${t.period_key}`);
       } catch {
         this.deps.logger?.warn('alerting: ignoring a total with an invalid period key', { entry_id: d.entry_id, period: t.period, period_key: t.period_key });
         continue;
@@ -128,6 +151,7 @@ export class CostEvaluator {
     const project = d.totals.find((t) => t.scope === 'project')?.scope_id ?? event.project_id;
     if (user) fields.push(`user:${user}`);
     if (project) fields.push(`project:${project}`);
+    for (let i = 0; i < fields.length; i++) fields[i] = CONTRIBUTOR_PREFIX + fields[i];
     await this.evaluate(windows, { entryId: d.entry_id, amount: d.amount_micros, fields }, event.correlation_id);
   }
 
@@ -169,26 +193,15 @@ export class CostEvaluator {
     const k = this.keys;
     const scopes = [...new Map(windows.map((w) => [scopeKey(w.scope, w.scopeId), w])).values()];
     const keys = [entry ? k.seenEntry(entry.entryId) : k.seenEntry('-')];
-    for (const w of windows) {
-      keys.push(
-        k.spent(w.scope, w.scopeId, w.period, w.periodKey),
-        k.contributors(w.scope, w.scopeId, w.period, w.periodKey),
-        k.window(w.scope, w.scopeId, w.period, w.periodKey),
-        k.block(w.scope, w.scopeId, w.period),
-      );
-    }
+    for (const w of windows) keys.push(...this.windowKeys(`${w.scope}|${w.scopeId}|${w.period}|${w.periodKey}`));
     for (const s of scopes) keys.push(k.budget(s.scope, s.scopeId), k.budgetRevision(s.scope, s.scopeId));
     const fields = entry?.fields ?? [];
     const args: Array<string | number> = [entry ? this.deps.dedupeTtlSeconds : 0, entry?.amount ?? 0, windows.length, scopes.length, fields.length, ...fields];
     for (const w of windows) args.push(w.spent, w.endMs + DAY_MS);
     const out = (await OBSERVE.run(this.deps.redis, keys, args)) as Array<string | number>;
-    const observed: Observed[] = windows.map((_, i) => ({
-      spent: Number(out[1 + i * 3]),
-      hi: String(out[2 + i * 3]),
-      blocked: Number(out[3 + i * 3]) === 1,
-    }));
+    const observed: Observed[] = windows.map((_, i) => ({ spent: Number(out[1 + i * 2]), hi: String(out[2 + i * 2]) }));
     const budgets = new Map<string, BudgetRead>();
-    const base = 1 + windows.length * 3;
+    const base = 1 + windows.length * 2;
     scopes.forEach((s, j) => {
       const raw = String(out[base + j * 2] ?? '');
       const revision = String(out[base + j * 2 + 1] ?? '0');
@@ -203,7 +216,9 @@ export class CostEvaluator {
     // A late entry for a period that already ended changes nothing: its alerts are being resolved.
     if (!budget || w.endMs <= now) return 'skip';
     const decision = decide(budget, obs.spent, Number(obs.hi));
-    const block = decision.block && !obs.blocked;
+    // Setting a block that exists is harmless, and after a block few entries still arrive (the
+    // calls that were already running), so it is not read first.
+    const block = decision.block;
     if (!decision.fire && !block) return 'skip';
 
     let alert: CostAlert | undefined;
@@ -254,11 +269,12 @@ export class CostEvaluator {
 
   /** The biggest contributors to this window's spend by model, service and (where it says more) user or project. */
   private async topContributors(w: Window): Promise<CostAlert['top_contributors']> {
-    const all = await this.deps.redis.hgetall(this.keys.contributors(w.scope, w.scopeId, w.period, w.periodKey));
+    const all = await this.deps.redis.hgetall(this.keys.window(w.scope, w.scopeId, w.period, w.periodKey));
     const byDimension = new Map<string, Array<{ dimension: string; key: string; micros: number }>>();
     for (const [f, v] of Object.entries(all)) {
-      const i = f.indexOf(':');
-      const dimension = f.slice(0, i);
+      if (!f.startsWith(CONTRIBUTOR_PREFIX)) continue;
+      const i = f.indexOf(':', CONTRIBUTOR_PREFIX.length);
+      const dimension = f.slice(CONTRIBUTOR_PREFIX.length, i);
       if (dimension === w.scope) continue; // a user's spend is all that user's
       const list = byDimension.get(dimension) ?? [];
       list.push({ dimension, key: f.slice(i + 1).slice(0, 128), micros: Number(v) });

@@ -127,7 +127,7 @@ export class AlertDispatcher {
 
   private async dispatch({ streamId, alert }: AlertEntry): Promise<void> {
     if (alert.kind === 'cost') {
-      const { kind: _k, inhibited_pct: _i, summary: _s, fired_at: _f, resolved_at: _r, resolve_reason: _rr, correlation_id, ...data } = alert;
+      const { kind: _k, inhibited_pct: _i, summary: _s, fired_at: _f, resolved_at: _r, resolve_reason: _rr, silenced_by: _sb, correlation_id, ...data } = alert;
       await this.deps.bus.publish('cost.threshold_exceeded', data, {
         id: `alert-${alert.alert_id}-${alert.state}`,
         correlation_id: correlation_id ?? alert.alert_id,
@@ -135,6 +135,8 @@ export class AlertDispatcher {
         ...(alert.scope === 'project' && { project_id: alert.scope_id }),
       });
     }
+    // Silenced: kept in the history and on the stream, but nobody is paged.
+    if (alert.silenced_by) return;
     const targets = await this.deps.targets.all();
     if (targets.length === 0) return;
     await this.deps.queue.addBulk(

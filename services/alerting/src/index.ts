@@ -1,4 +1,4 @@
-import { createLogger, createRedis, hashTagged, loadConfig, onShutdown } from '@tollgate/shared';
+import { createLogger, createRedis, hashTagged, loadConfig, onShutdown, startHealthServer } from '@tollgate/shared';
 import { SERVICE, startAlerting } from './service';
 import { loadAlertingSettings } from './settings';
 
@@ -6,7 +6,8 @@ async function main(): Promise<void> {
   const config = loadConfig();
   const settings = loadAlertingSettings();
   const logger = createLogger(SERVICE, { level: config.logLevel });
-  const redis = createRedis(config.redisUrl, { name: SERVICE });
+  // Auto-pipelining sends the scripts of concurrently handled events in one round trip.
+  const redis = createRedis(config.redisUrl, { name: SERVICE, enableAutoPipelining: true });
   const alerting = await startAlerting({
     redis,
     redisUrl: config.redisUrl,
@@ -22,7 +23,11 @@ async function main(): Promise<void> {
     error_rate_per_window: settings.errorRateThreshold,
   });
 
+  // Probes (containers set HEALTH_PORT): /healthz, /readyz (Redis answers), /metrics.
+  const health = config.health && (await startHealthServer({ service: SERVICE, ...config.health, redis, logger }));
+
   onShutdown(logger, [
+    ['health server', () => health?.close()],
     ['alerting', () => alerting.stop()],
     ['redis', () => redis.quit()],
   ]);

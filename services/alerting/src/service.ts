@@ -93,7 +93,7 @@ export async function startAlerting(deps: AlertingDeps) {
   });
   worker.on('error', (err) => logger?.error('alerting: webhook worker error', { error: err.message }));
   const dispatcher = new AlertDispatcher({ redis, namespace, bus, targets, queue, logger });
-  const sweeper = new Sweeper({ redis, log, costs, ops, intervalMs: settings.sweepIntervalMs, logger });
+  const sweeper = new Sweeper({ redis, log, costs, ops, intervalMs: settings.sweepIntervalMs, now, logger });
 
   await new BudgetStore(redis, namespace).publishDefaults(defaults);
   await worker.waitUntilReady();

@@ -1,5 +1,5 @@
 import type Redis from 'ioredis';
-import { type CostAlert, type OpsAlert, splitMember } from '@tollgate/shared';
+import { type CostAlert, type OpsAlert, periodBounds, splitMember } from '@tollgate/shared';
 import type { AlertLog } from './alert-log';
 import type { CostEvaluator } from './cost-alerts';
 import type { OpsAlerts } from './ops-alerts';
@@ -10,6 +10,7 @@ export interface SweeperDeps {
   costs: CostEvaluator;
   ops: OpsAlerts;
   intervalMs: number;
+  now: () => number;
   logger?: { warn(message: string, meta?: Record<string, unknown>): unknown };
 }
 
@@ -46,10 +47,18 @@ export class Sweeper {
   private async sweep(): Promise<void> {
     const { redis, log, costs, ops } = this.deps;
     const dirty = ((await redis.spop(log.keys.budgetDirty, 100)) ?? []) as string[];
+    const changed = new Set(dirty);
+    const now = this.deps.now();
     // Resolve before re-deciding: a raised budget first moves its windows back, then whatever the
-    // new budget's thresholds say is crossed can fire at once.
+    // new budget's thresholds say is crossed can fire at once. Only budget alerts whose period
+    // ended or whose budget changed can have lost their reason, so the rest are not looked at.
     const firing = await log.firing();
-    await costs.resolveStale(firing.filter((a): a is CostAlert => a.kind === 'cost'));
+    await costs.resolveStale(
+      firing.filter(
+        (a): a is CostAlert =>
+          a.kind === 'cost' && (now >= periodBounds(a.period, a.period_key).end.getTime() || changed.has(`${a.scope}:${a.scope_id}`)),
+      ),
+    );
     await ops.resolveStale(firing.filter((a): a is OpsAlert => a.kind === 'ops'));
     for (const member of dirty) {
       const [scope, scopeId] = splitMember(member);
@@ -60,6 +69,6 @@ export class Sweeper {
         throw err;
       }
     }
-    await ops.checkCircuits(new Set((await log.firing()).map((a) => a.fingerprint)));
+    await ops.checkCircuits(new Set(await log.firingFingerprints()));
   }
 }

@@ -1,6 +1,6 @@
 import { Worker } from 'bullmq';
 import type Redis from 'ioredis';
-import { type ChatJob, type ChatJobResult, chatJobSchema, INVALID_JOB_ERROR, QUEUES, queuePrefix } from '@tollgate/shared';
+import { type ChatJob, type ChatJobResult, chatJobSchema, INVALID_JOB_ERROR, QUEUES, queuePrefix, WORKER_RECOVERY } from '@tollgate/shared';
 import { type ChatDeps, runChatWorkflow } from './chat-workflow';
 
 export interface ChatWorkerOptions {
@@ -24,6 +24,6 @@ export function createChatWorker(deps: ChatDeps, opts: ChatWorkerOptions): Worke
       }
       return runChatWorkflow(parsed.data, job.id ?? parsed.data.request_id, deps);
     },
-    { connection: opts.connection, prefix: queuePrefix(deps.namespace), concurrency: opts.concurrency, autorun: true },
+    { connection: opts.connection, prefix: queuePrefix(deps.namespace), concurrency: opts.concurrency, autorun: true, ...WORKER_RECOVERY },
   );
 }

@@ -53,7 +53,7 @@ export function createApp(deps: GatewayDeps): Express {
   const limit = rateLimitPerKey(deps.redis, deps.namespace, deps.rateLimitPerMinute);
   const guards: Guards = {
     chat: [authenticate(deps.keys, deps.adminToken, 'chat'), limit, budgetGuard(deps.redis, deps.namespace)],
-    vision: [authenticate(deps.keys, deps.adminToken, 'vision'), limit],
+    vision: [authenticate(deps.keys, deps.adminToken, 'vision'), limit, budgetGuard(deps.redis, deps.namespace)],
     costs: [authenticate(deps.keys, deps.adminToken, 'costs'), limit],
     admin: [authenticate(deps.keys, deps.adminToken, 'admin')],
   };
@@ -71,7 +71,7 @@ export function createApp(deps: GatewayDeps): Express {
   app.use(budgetRoutes(guards, new BudgetStore(deps.redis, deps.namespace)));
   app.use(
     alertRoutes(
-      { read: [authenticate(deps.keys, deps.adminToken, 'costs'), limit], admin: guards.admin },
+      { read: guards.costs, admin: guards.admin },
       { redis: deps.redis, namespace: deps.namespace, alerts: new AlertStore(deps.redis, deps.namespace), webhooks: new WebhookTargets(deps.redis, deps.namespace) },
     ),
   );

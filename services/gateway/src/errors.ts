@@ -68,5 +68,11 @@ export const errorHandler: ErrorRequestHandler = (err, _req, res, _next) => {
     sendError(res, new ApiError('invalid_request', 'The request body is not valid JSON.'));
     return;
   }
+  // The router could not percent-decode a path parameter (status 400, but no `expose`): the
+  // client's URL is malformed, which must not read as "the AI provider rejected the request".
+  if ((err as { name?: string } | null)?.name === 'URIError') {
+    sendError(res, new ApiError('invalid_request', 'The URL path is not valid percent-encoding.'));
+    return;
+  }
   sendError(res, err);
 };

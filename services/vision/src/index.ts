@@ -9,12 +9,12 @@ import {
   hashTagged,
   loadConfig,
   loadPriceTable,
+  nearHardBudget,
   onShutdown,
   startHealthServer,
 } from '@tollgate/shared';
 import { randomUUID } from 'node:crypto';
 import { ResultCache } from './result-cache';
-import { neverNearBudget } from './routing';
 import { SERVICE } from './vision-workflow';
 import { createVisionWorker } from './worker';
 
@@ -47,7 +47,8 @@ async function main(): Promise<void> {
       cache: new ResultCache(redis, namespace, config.visionCacheTtlSeconds),
       priceTable: loadPriceTable({ file: config.priceTableFile }),
       // The alerting service will supply the real budget check.
-      nearHardBudget: neverNearBudget,
+      // High quality steps down to standard once a hard budget of the caller is 80% used.
+      nearHardBudget: async (user, project) => (await nearHardBudget(redis, namespace, user, project)) !== null,
       callTimeoutMs: config.providerTimeoutMs,
       maxAttempts: config.maxProviderAttempts,
       logger,

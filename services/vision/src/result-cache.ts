@@ -19,6 +19,10 @@ export interface CacheHit extends CachedAnalysis {
 
 // Deletes the lock only if it is still ours: a slow holder whose lock expired must not free a successor's.
 const RELEASE = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end`;
+// Takes the lock when it is free or already this owner's (a re-run of the job that took it).
+const CLAIM = `local cur = redis.call('GET', KEYS[1])
+if cur == false or cur == ARGV[1] then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end
+return 0`;
 
 /**
  * Analyses by what was asked: SHA-256 of the image bytes, the provider/model and the prompt. A
@@ -63,11 +67,14 @@ export class ResultCache {
     await this.redis.set(this.key(ResultCache.fingerprint(imageSha256, prompt, target)), JSON.stringify(entry), 'EX', this.ttlSeconds);
   }
 
-  /** Claims the right to pay for this question; undefined when another job already holds it. */
-  async claim(fingerprint: string, ttlMs: number): Promise<string | undefined> {
-    const token = randomUUID();
-    const ok = await this.redis.set(this.lockKey(fingerprint), token, 'PX', Math.max(1, Math.ceil(ttlMs)), 'NX');
-    return ok === 'OK' ? token : undefined;
+  /**
+   * Claims the right to pay for this question; undefined when another job already holds it. The
+   * owner is the job id: when a worker dies holding a claim, BullMQ runs the same job again and
+   * that run takes its own claim back, instead of waiting for it to expire (past its deadline).
+   */
+  async claim(fingerprint: string, ttlMs: number, owner: string = randomUUID()): Promise<string | undefined> {
+    const ok = await this.redis.eval(CLAIM, 1, this.lockKey(fingerprint), owner, String(Math.max(1, Math.ceil(ttlMs))));
+    return ok === 1 ? owner : undefined;
   }
 
   async release(fingerprint: string, token: string): Promise<void> {

@@ -1,8 +1,8 @@
 import type { Target, VisionQuality } from '@tollgate/shared';
 
 /**
- * Says whether a scope is close to a hard budget, so expensive work should step down. The
- * alerting service supplies the real one; until then nothing is ever degraded.
+ * Says whether a scope is close to a hard budget, so expensive work should step down. The service
+ * wires the shared budget check; tests that are not about budgets use `neverNearBudget`.
  */
 export type NearHardBudget = (userId: string, projectId: string) => Promise<boolean>;
 export const neverNearBudget: NearHardBudget = async () => false;

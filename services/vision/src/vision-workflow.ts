@@ -91,7 +91,7 @@ export async function runVisionWorkflow(job: VisionJob, jobId: string, deps: Vis
     let hit = await deps.cache.find(imageSha256, job.prompt, route.cacheable);
     if (!hit) {
       const fingerprint = ResultCache.fingerprint(imageSha256, job.prompt, route.chain[0]!);
-      const token = await deps.cache.claim(fingerprint, remaining());
+      const token = await deps.cache.claim(fingerprint, remaining(), `job:${jobId}`);
       if (token) lock = { fingerprint, token };
       else hit = await deps.cache.awaitOther(imageSha256, job.prompt, route.cacheable, fingerprint, job.deadline_at);
     }

@@ -1,6 +1,6 @@
 import { Worker } from 'bullmq';
 import type Redis from 'ioredis';
-import { INVALID_JOB_ERROR, QUEUES, queuePrefix, type VisionJob, type VisionJobResult, visionJobSchema } from '@tollgate/shared';
+import { INVALID_JOB_ERROR, QUEUES, queuePrefix, WORKER_RECOVERY, type VisionJob, type VisionJobResult, visionJobSchema } from '@tollgate/shared';
 import { runVisionWorkflow, VISION_STEPS, type VisionDeps } from './vision-workflow';
 
 export interface VisionWorkerOptions {
@@ -26,6 +26,6 @@ export function createVisionWorker(deps: VisionDeps, opts: VisionWorkerOptions):
       const progress = (step: keyof typeof VISION_STEPS) => job.updateProgress({ step, percent: VISION_STEPS[step] }).catch(() => undefined);
       return runVisionWorkflow(parsed.data, job.id ?? parsed.data.request_id, deps, progress);
     },
-    { connection: opts.connection, prefix: queuePrefix(deps.namespace), concurrency: opts.concurrency, autorun: true },
+    { connection: opts.connection, prefix: queuePrefix(deps.namespace), concurrency: opts.concurrency, autorun: true, ...WORKER_RECOVERY },
   );
 }

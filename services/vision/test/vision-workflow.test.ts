@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { BreakerRegistry, createProviderClients, EventBus, loadPriceTable, type VisionJob, visionImageKey } from '@tollgate/shared';
 import { testRedis } from '@tollgate/shared/src/testing';
 import { startStub, type StubServer } from '@tollgate/stub-llm';
@@ -132,4 +132,21 @@ test('the lock is released after a failed analysis, so a retry is not kept waiti
   const retried = await runVisionWorkflow(await jobFor(png1x1([2, 4, 8])), 'j-retry', deps());
   expect(retried).toMatchObject({ ok: true, cached: false });
   expect(Date.now() - started).toBeLessThan(2_000);
+});
+
+test('a job run again after its worker died takes back its own claim instead of waiting for it to expire', async () => {
+  const image = png1x1([3, 6, 9]);
+  const job = await jobFor(image);
+  const d = deps();
+  // What a SIGKILLed run leaves behind: its claim on the question, held until the deadline.
+  const fingerprint = ResultCache.fingerprint(createHash('sha256').update(image).digest('hex'), job.prompt, { provider: 'deepseek', model: 'deepseek-vl2' });
+  expect(await d.cache.claim(fingerprint, 10_000, 'job:j-crashed')).toBe('job:j-crashed');
+  // Another job still waits for the holder...
+  expect(await d.cache.claim(fingerprint, 10_000, 'job:j-other')).toBeUndefined();
+  // ...but BullMQ's re-run of the same job proceeds at once and pays.
+  const started = Date.now();
+  const rerun = await runVisionWorkflow(job, 'j-crashed', d);
+  expect(rerun).toMatchObject({ ok: true, cached: false });
+  expect(Date.now() - started).toBeLessThan(2_000);
+  expect(await ctx.redis.keys(`${ctx.prefix}:vision:inflight:*`)).toEqual([]);
 });

@@ -40,6 +40,8 @@ export const costAlertSchema = z.object({
   resolve_reason: z.enum(['period_rollover', 'budget_raised', 'budget_removed']).optional(),
   /** The request whose cost crossed the threshold. */
   correlation_id: id.optional(),
+  /** A silence matched: recorded and streamed, not sent to webhooks. */
+  silenced_by: id.optional(),
 });
 export type CostAlert = z.infer<typeof costAlertSchema>;
 
@@ -59,6 +61,7 @@ export const opsAlertSchema = z.object({
   fired_at: iso,
   resolved_at: iso.optional(),
   resolve_reason: z.enum(['circuit_closed', 'rate_recovered']).optional(),
+  silenced_by: id.optional(),
 });
 export type OpsAlert = z.infer<typeof opsAlertSchema>;
 

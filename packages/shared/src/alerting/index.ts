@@ -3,3 +3,4 @@ export * from './keys';
 export * from './lua';
 export * from './budgets';
 export * from './alerts';
+export * from './silences';

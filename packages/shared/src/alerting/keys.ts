@@ -26,15 +26,15 @@ export function alertingKeys(namespace: string) {
     budgetDirty: k('budgets', 'dirty'),
     /** Present while a hard budget is used up; expires at the period's end. */
     block: (scope: BudgetScope, scopeId: string, period: BudgetPeriod) => k('budget', 'block', scope, id(scope, scopeId), period),
-    /** The highest running total seen for a scope's period (from `cost.recorded`). */
+    /** The highest running total seen for a scope's period (from `cost.recorded`), a plain integer. */
     spent: (scope: BudgetScope, scopeId: string, period: BudgetPeriod, periodKey: string) =>
       k('budget', 'spent', scope, id(scope, scopeId), period, periodKey),
-    /** Hash of contributor sums (`model:openai/gpt-4o-mini`, `service:chat-workflow`, ...). */
-    contributors: (scope: BudgetScope, scopeId: string, period: BudgetPeriod, periodKey: string) =>
-      k('budget', 'contrib', scope, id(scope, scopeId), period, periodKey),
-    /** The highest threshold already handled (fired or inhibited) in a scope's period. */
+    /**
+     * One budget window (a scope's period) as a hash: `hi`, the highest threshold already handled
+     * (fired or inhibited), and the contributor sums `c:model:openai/gpt-4o-mini`, `c:service:...`.
+     */
     window: (scope: BudgetScope, scopeId: string, period: BudgetPeriod, periodKey: string) =>
-      k('alert', 'win', scope, id(scope, scopeId), period, periodKey),
+      k('budget', 'win', scope, id(scope, scopeId), period, periodKey),
     /** Marks a ledger entry as counted into the contributor sums. */
     seenEntry: (entryId: string) => k('alert', 'seen', entryId),
 
@@ -56,6 +56,8 @@ export function alertingKeys(namespace: string) {
     /** Sorted set of error event ids by time, per service and category. */
     errors: (service: string, category: string) => k('ops', 'errors', service, category),
 
+    /** Silences: hash id -> JSON; expired ones are ignored and pruned. */
+    silences: k('alerts', 'silences'),
     /** Webhook targets: hash name -> JSON {url, secret, created_at}. */
     webhooks: k('alerts', 'webhooks'),
     /** Deliveries that failed after the last retry: hash delivery id -> JSON. */
@@ -63,3 +65,6 @@ export function alertingKeys(namespace: string) {
   };
 }
 export type AlertingKeys = ReturnType<typeof alertingKeys>;
+
+/** Contributor fields of a budget window hash start with this; `hi` is the other field. */
+export const CONTRIBUTOR_PREFIX = 'c:';

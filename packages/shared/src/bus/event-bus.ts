@@ -373,8 +373,13 @@ export class EventBus {
   }
 
   private async handleEntry(id: string, fields: string[] | null, deliveries: number): Promise<void> {
-    const raw = fields ? field(fields, 'event') : undefined;
-    if (raw === undefined) return this.ack(id); // trimmed or deleted while pending: nothing to deliver
+    if (!fields) return this.ack(id); // trimmed or deleted while pending: nothing to deliver
+    const raw = field(fields, 'event');
+    // An entry without an event (a foreign or broken producer) is malformed, not empty: dead-letter
+    // it with its fields as the evidence rather than dropping it silently.
+    if (raw === undefined) {
+      return this.deadLetter(id, JSON.stringify(fields), [{ handler: '(decode)', reason: 'InvalidEventError: the stream entry has no "event" field', attempts: 0 }]);
+    }
     let event: AnyEvent;
     try {
       event = parseEvent(JSON.parse(raw));

@@ -32,6 +32,8 @@ export function authenticate(keys: ApiKeyStore, adminToken: string | undefined, 
         const record = await keys.verify(presented);
         if (!record) throw new ApiError('unauthorized', 'The API key is not valid or has been revoked.');
         principal = { ...record, operator: false };
+        // For long-lived responses (SSE): the key is checked again before more data goes out.
+        res.locals.recheckKey = async () => (await keys.verify(presented)) !== null;
       }
       if (!principal.scopes.includes(required) && !principal.scopes.includes('admin')) {
         throw new ApiError('forbidden', `This API key lacks the "${required}" scope.`);
@@ -42,6 +44,16 @@ export function authenticate(keys: ApiKeyStore, adminToken: string | undefined, 
       next(err);
     }
   };
+}
+
+/**
+ * Whether the key that authenticated this request still works. Streams call it before sending
+ * more, so a key revoked while its stream is open gets nothing after the revocation. (The
+ * ADMIN_TOKEN changes only with a restart.)
+ */
+export async function stillAuthorized(res: { locals: Record<string, unknown> }): Promise<boolean> {
+  const recheck = res.locals.recheckKey as (() => Promise<boolean>) | undefined;
+  return recheck ? recheck() : true;
 }
 
 export function principalOf(res: { locals: Record<string, unknown> }): Principal {

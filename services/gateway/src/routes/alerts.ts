@@ -8,11 +8,12 @@ import {
   type AlertViewer,
   canSee,
   parseAlertEntry,
+  Silences,
   type WebhookTargets,
   webhookNameSchema,
 } from '@tollgate/shared';
 import { z } from 'zod';
-import { type Principal, principalOf } from '../auth/middleware';
+import { type Principal, principalOf, stillAuthorized } from '../auth/middleware';
 import { ApiError } from '../errors';
 
 type StreamReply = Array<[string, Array<[string, string[] | null]>]> | null;
@@ -58,7 +59,7 @@ export interface AlertRouteDeps {
 }
 
 /**
- * Alert history, the live alert feed (SSE) and webhook targets. Readers see the alerts of their
+ * Alert history, the live alert feed (SSE), webhook targets and silences. Readers see the alerts of their
  * own user and project; operators (admin) see every alert, global and ops ones included.
  */
 export function alertRoutes(guards: { read: RequestHandler[]; admin: RequestHandler[] }, deps: AlertRouteDeps): Router {
@@ -108,6 +109,8 @@ export function alertRoutes(guards: { read: RequestHandler[]; admin: RequestHand
     try {
       while (open && !res.destroyed) {
         const reply = (await reader.xread('COUNT', 100, 'BLOCK', 5_000, 'STREAMS', streamKey, cursor)) as StreamReply;
+        // A key revoked while its stream is open gets nothing more: the stream ends.
+        if (!(await stillAuthorized(res))) break;
         for (const [, entries] of reply ?? []) {
           for (const [id, fields] of entries) {
             cursor = id;
@@ -156,6 +159,22 @@ export function alertRoutes(guards: { read: RequestHandler[]; admin: RequestHand
     if (!(await deps.webhooks.remove(webhookNameSchema.parse(req.params.name)))) {
       throw new ApiError('not_found', 'No webhook target with that name.');
     }
+    res.status(204).end();
+  });
+
+  const silences = new Silences(deps.redis, deps.namespace);
+
+  router.get('/v1/alerts/silences', ...guards.admin, async (_req, res) => {
+    res.json({ silences: await silences.active() });
+  });
+
+  router.post('/v1/alerts/silences', ...guards.admin, async (req, res) => {
+    const who = principalOf(res);
+    res.status(201).json({ silence: await silences.create(req.body ?? {}, who.operator ? 'operator' : who.key_id) });
+  });
+
+  router.delete('/v1/alerts/silences/:id', ...guards.admin, async (req, res) => {
+    if (!(await silences.remove(z.string().min(1).max(64).parse(req.params.id)))) throw new ApiError('not_found', 'No silence with that id.');
     res.status(204).end();
   });
 

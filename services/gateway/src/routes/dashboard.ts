@@ -11,7 +11,9 @@ const UPLOT = join(require.resolve('uplot'), '..');
 export function dashboardRoutes(): Router {
   const router = Router();
   router.get('/dashboard', (_req, res) => res.sendFile(join(PUBLIC, 'index.html')));
-  router.use('/dashboard/vendor', express.static(UPLOT, { index: false, fallthrough: false }));
+  // GET and HEAD only: serve-static would answer other methods with a bare 405 outside the one error shape.
+  const vendor = express.static(UPLOT, { index: false, fallthrough: false });
+  router.use('/dashboard/vendor', (req, res, next) => (req.method === 'GET' || req.method === 'HEAD' ? vendor(req, res, next) : next()));
   router.use('/dashboard', express.static(PUBLIC, { index: false }));
   return router;
 }

@@ -3,6 +3,7 @@ import type { Queue } from 'bullmq';
 import type Redis from 'ioredis';
 import { type ErrorRateTracker, EventTail } from '@tollgate/shared';
 import { z } from 'zod';
+import { stillAuthorized } from '../auth/middleware';
 import type { GatewayMetrics } from '../metrics';
 
 export interface OpsRouteDeps {
@@ -50,7 +51,12 @@ export function opsRoutes(admin: RequestHandler[], deps: OpsRouteDeps): Router {
     res.setHeader('x-accel-buffering', 'no');
     res.flushHeaders();
     res.write('retry: 2000\n\n');
-    const tail = new EventTail({ redis: deps.redis, prefix: deps.namespace, types }, (event, streamId) => {
+    const tail = new EventTail({ redis: deps.redis, prefix: deps.namespace, types }, async (event, streamId) => {
+      // A key revoked while its stream is open gets nothing more: the stream ends.
+      if (!(await stillAuthorized(res))) {
+        res.end();
+        return;
+      }
       res.write(`id: ${streamId}\nevent: ${event.type}\ndata: ${JSON.stringify(event)}\n\n`);
     });
     const heartbeat = setInterval(() => res.write(': keep-alive\n\n'), HEARTBEAT_MS);
