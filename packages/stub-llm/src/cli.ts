@@ -13,11 +13,11 @@ function faultsFromEnv(raw: string | undefined): FaultConfig | undefined {
   return parseFaultConfig(value);
 }
 
-/** Starts the stub from STUB_HOST / STUB_PORT / STUB_FAULTS and closes it on SIGINT/SIGTERM. */
+/** Starts the stub from STUB_HOST / STUB_PORT / STUB_FAULTS / STUB_CALL_LOG (1 keeps every billed call) and closes it on SIGINT/SIGTERM. */
 export async function main(env: NodeJS.ProcessEnv = process.env): Promise<StubServer> {
   const port = Number(env.STUB_PORT ?? 4010);
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`STUB_PORT is not a port: ${env.STUB_PORT ?? ''}`);
-  const stub = await startStub({ host: env.STUB_HOST ?? '127.0.0.1', port, faults: faultsFromEnv(env.STUB_FAULTS) });
+  const stub = await startStub({ host: env.STUB_HOST ?? '127.0.0.1', port, faults: faultsFromEnv(env.STUB_FAULTS), callLog: env.STUB_CALL_LOG === '1' });
   process.stdout.write(
     `stub-llm listening on ${stub.url} — openai: ${stub.url}/openai/v1, deepseek: ${stub.url}/deepseek/v1, gemini: ${stub.url}/gemini\n`,
   );

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { SSE_TYPE, answer, jsonResponse, type ChatRequest, type RouteInfo, type Wire, type WireResponse } from './chat';
@@ -98,7 +99,8 @@ export async function startStub(opts: StubOptions = {}): Promise<StubServer> {
   const log = (message: string): void => {
     if (!quiet) process.stderr.write(`[stub-llm] ${message}\n`);
   };
-  const stats = new StatsRecorder();
+  const callLog = opts.callLog ?? false;
+  const stats = new StatsRecorder(callLog);
   const planner = new FaultPlanner(opts.faults ? parseFaultConfig(opts.faults) : {});
   warmUpTokenizer();
 
@@ -157,8 +159,7 @@ export async function startStub(opts: StubOptions = {}): Promise<StubServer> {
     }
     const reply = answer(chat);
     // Billed when the whole reply is handed to the socket, so stats match what the client was told.
-    stats.success(provider, chat.model, reply);
-    if (process.env.STUB_TRACE) process.stderr.write(`TRACE ${Date.now()} ${JSON.stringify(chat.lastUserText)} ${reply.promptTokens} ${reply.completionTokens}\n`);
+    stats.success(provider, chat.model, reply, callLog ? createHash('sha256').update(chat.lastUserText).digest('hex') : undefined);
     send(res, wire.success(chat, reply));
   }
 
@@ -168,8 +169,8 @@ export async function startStub(opts: StubOptions = {}): Promise<StubServer> {
       send(res, jsonResponse(200, { ok: true }));
     } else if (path === '/_stub/stats' && method === 'GET') {
       send(res, jsonResponse(200, stats.snapshot()));
-    } else if (path === '/_stub/billed-calls' && method === 'GET') {
-      send(res, jsonResponse(200, { calls: stats.billedCalls() }));
+    } else if (path === '/_stub/calls' && method === 'GET') {
+      send(res, jsonResponse(200, { enabled: callLog, calls: stats.billedCalls() }));
     } else if (path === '/_stub/faults' && method === 'GET') {
       send(res, jsonResponse(200, planner.current()));
     } else if (path === '/_stub/faults' && method === 'POST') {

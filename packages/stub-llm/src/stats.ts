@@ -20,8 +20,10 @@ export interface Billing {
 export class StatsRecorder {
   private totalRequests = 0;
   private readonly models = new Map<string, ModelStats>();
-  /** Billed calls by identical usage: bounded by the distinct usages, not by the number of calls. */
-  private readonly calls = new Map<string, BilledCall>();
+  private readonly calls: BilledCall[] = [];
+
+  /** `callLog`: keep each billed call (tests that reconcile a ledger call by call). */
+  constructor(private readonly callLog = false) {}
 
   private entry(provider: Provider, model: string): ModelStats {
     const key = `${provider}\u0000${model}`;
@@ -55,27 +57,26 @@ export class StatsRecorder {
   }
 
   /** Called once the full reply is written: what the response reported is what gets billed. */
-  success(provider: Provider, model: string, usage: Billing): void {
+  success(provider: Provider, model: string, usage: Billing, ask?: string): void {
     const s = this.entry(provider, model);
     s.successes++;
     s.billed.promptTokens += usage.promptTokens;
     s.billed.completionTokens += usage.completionTokens;
     s.billed.totalTokens += usage.promptTokens + usage.completionTokens;
     s.billed.images += usage.images;
-    const key = `${provider}\u0000${model}\u0000${usage.promptTokens}\u0000${usage.completionTokens}\u0000${usage.images}`;
-    const call = this.calls.get(key);
-    if (call) call.count++;
-    else this.calls.set(key, { provider, model, promptTokens: usage.promptTokens, completionTokens: usage.completionTokens, images: usage.images, count: 1 });
+    if (this.callLog) {
+      this.calls.push({ at: Date.now(), provider, model, promptTokens: usage.promptTokens, completionTokens: usage.completionTokens, images: usage.images, ask: ask ?? '' });
+    }
   }
 
   billedCalls(): BilledCall[] {
-    return [...this.calls.values()].map((c) => ({ ...c }));
+    return this.calls.map((c) => ({ ...c }));
   }
 
   reset(): void {
     this.totalRequests = 0;
     this.models.clear();
-    this.calls.clear();
+    this.calls.length = 0;
   }
 
   snapshot(): StubStats {

@@ -73,17 +73,20 @@ export interface StubStats {
 }
 
 /**
- * Billed calls grouped by identical usage: what a ledger that prices every call on its own (and
- * rounds per call) must add up to. Aggregate tokens cannot be priced back to that exactly.
+ * One billed call in the opt-in call log. A ledger prices every call on its own and rounds per
+ * call, so only the calls themselves (not aggregate tokens) can be priced back to its total; `ask`
+ * ties each call to the request that caused it.
  */
 export interface BilledCall {
+  /** Epoch ms when the reply was handed to the socket, i.e. when it was billed. */
+  at: number;
   provider: Provider;
   model: string;
   promptTokens: number;
   completionTokens: number;
   images: number;
-  /** How many billed calls had exactly this usage. */
-  count: number;
+  /** SHA-256 (hex) of the last user message's text. */
+  ask: string;
 }
 
 export interface StubOptions {
@@ -91,6 +94,8 @@ export interface StubOptions {
   port?: number;
   host?: string;
   faults?: FaultConfig;
+  /** Keep every billed call for `billedCalls()` / `GET /_stub/calls` (off by default: it grows with each call). */
+  callLog?: boolean;
   /** Silences the stderr notes about admin changes and internal errors. */
   quiet?: boolean;
 }
@@ -100,7 +105,7 @@ export interface StubServer {
   url: string;
   port: number;
   stats(): StubStats;
-  /** Every billed call, grouped by identical usage (also `GET /_stub/billed-calls`). */
+  /** Every billed call since the last reset, oldest first (also `GET /_stub/calls`); empty unless `callLog` is on. */
   billedCalls(): BilledCall[];
   resetStats(): void;
   /** Replaces the whole fault configuration and restarts its script and random sequence. */

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import http from 'node:http';
 import { ApiError, GoogleGenAI } from '@google/genai';
 import OpenAI from 'openai';
@@ -279,20 +280,31 @@ describe('billing ledger', () => {
     expect(geminiCompletion).toBeGreaterThan(0);
   });
 
-  it('billed calls, grouped by identical usage, add up to the billed totals (and are served over HTTP)', async () => {
-    stub.setFaults({ script: [{ fault: '503', times: 1 }] });
-    for (const content of ['same prompt', 'same prompt', 'another, longer prompt here']) {
-      await openai.chat.completions.create({ model: 'gpt-4o-mini', messages: [{ role: 'user', content }] }).catch(() => null);
-    }
-    await ask().catch(() => null);
-    const calls = stub.billedCalls();
-    const billed = stub.stats().byProvider.openai['gpt-4o-mini']!.billed;
-    expect(calls.reduce((n, c) => n + c.count, 0)).toBe(3);
-    expect(calls.reduce((n, c) => n + c.count * c.promptTokens, 0)).toBe(billed.promptTokens);
-    expect(calls.reduce((n, c) => n + c.count * c.completionTokens, 0)).toBe(billed.completionTokens);
-    expect(calls.every((c) => c.provider === 'openai' && c.model === 'gpt-4o-mini' && c.images === 0)).toBe(true);
-    expect(await (await fetch(`${stub.url}/_stub/billed-calls`)).json()).toEqual({ calls });
-    stub.resetStats();
+  it('the opt-in call log keeps each billed call with the hash of what was asked (and serves it over HTTP)', async () => {
     expect(stub.billedCalls()).toEqual([]);
+    expect(await (await fetch(`${stub.url}/_stub/calls`)).json()).toEqual({ enabled: false, calls: [] });
+    const own = await startStub({ port: 0, quiet: true, callLog: true });
+    try {
+      own.setFaults({ script: [{ fault: '503', times: 1 }] });
+      const client = new OpenAI({ apiKey: 'test', baseURL: `${own.url}/openai/v1`, maxRetries: 0, logLevel: 'off' });
+      const before = Date.now();
+      for (const content of ['same prompt', 'same prompt', 'another, longer prompt here']) {
+        await client.chat.completions.create({ model: 'gpt-4o-mini', messages: [{ role: 'user', content }] }).catch(() => null);
+      }
+      const calls = own.billedCalls();
+      const billed = own.stats().byProvider.openai['gpt-4o-mini']!.billed;
+      expect(calls).toHaveLength(2);
+      expect(calls.reduce((n, c) => n + c.promptTokens, 0)).toBe(billed.promptTokens);
+      expect(calls.reduce((n, c) => n + c.completionTokens, 0)).toBe(billed.completionTokens);
+      expect(calls.map((c) => c.ask)).toEqual(
+        ['same prompt', 'another, longer prompt here'].map((t) => createHash('sha256').update(t).digest('hex')),
+      );
+      expect(calls.every((c) => c.provider === 'openai' && c.model === 'gpt-4o-mini' && c.images === 0 && c.at >= before)).toBe(true);
+      expect(await (await fetch(`${own.url}/_stub/calls`)).json()).toEqual({ enabled: true, calls });
+      own.resetStats();
+      expect(own.billedCalls()).toEqual([]);
+    } finally {
+      await own.close();
+    }
   });
 });

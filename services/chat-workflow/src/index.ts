@@ -21,7 +21,9 @@ async function main(): Promise<void> {
   const logger = createLogger(SERVICE, { level: config.logLevel });
   const namespace = hashTagged(config.prefix);
   const instance = `${SERVICE}-${process.pid}-${randomUUID().slice(0, 6)}`;
-  const redis = createRedis(config.redisUrl, { name: SERVICE });
+  // Commands wait out a Redis outage instead of failing after ~20 retries: the usage event of a
+  // call the provider already billed must reach the bus however long Redis is away.
+  const redis = createRedis(config.redisUrl, { name: SERVICE, blocking: true });
   const bus = new EventBus({ redis, prefix: namespace, service: SERVICE, maxLen: config.bus.maxLen, logger });
 
   const breakers = new BreakerRegistry({
