@@ -28,7 +28,19 @@ export function headerBytes(s: string): string {
 export function httpClient(baseUrl: string) {
   const { hostname, port } = new URL(baseUrl);
   const agent = new http.Agent({ keepAlive: true, maxSockets: 16 });
-  function send(req: RawRequest, timeoutMs = 10_000): Promise<RawResponse> {
+  async function send(req: RawRequest, timeoutMs = 10_000): Promise<RawResponse> {
+    try {
+      return await once(req, timeoutMs);
+    } catch (err) {
+      // The keep-alive race: the server closed an idle socket just as this request went out on it.
+      // Node's documented remedy is to retry on a fresh socket; nothing reached the app.
+      if ((err as { reusedSocket?: boolean }).reusedSocket && ['ECONNRESET', 'EPIPE'].includes(String((err as { code?: string }).code))) {
+        return once(req, timeoutMs);
+      }
+      throw err;
+    }
+  }
+  function once(req: RawRequest, timeoutMs: number): Promise<RawResponse> {
     return new Promise((resolve, reject) => {
       const body = req.body === undefined ? undefined : Buffer.isBuffer(req.body) ? req.body : Buffer.from(req.body, 'utf8');
       const r = http.request(
@@ -48,7 +60,7 @@ export function httpClient(baseUrl: string) {
         },
       );
       r.setTimeout(timeoutMs, () => r.destroy(new Error(`no answer within ${timeoutMs} ms`)));
-      r.on('error', reject);
+      r.on('error', (err) => reject(Object.assign(err, { reusedSocket: r.reusedSocket })));
       r.end(body);
     });
   }

@@ -163,10 +163,10 @@ beforeAll(async () => {
     for (const [name, child] of procs) if (child.exitCode !== null) throw new Error(`${name} exited early:\n${output.get(name)}`);
     const up = await fetch(`${gatewayUrl}/readyz`).then((r) => r.ok, () => false);
     return up && ['chat-workflow', 'vision', 'cost-ledger', 'alerting'].every((s) => output.get(s)!.includes(`${s} ready`));
-  }, 45_000, 200);
+  }, 75_000, 200);
   if (!ready) throw new Error(`services did not start:\n${allOutput()}`);
   webhookUrl = `${hook}/services/${SECRET.webhookPath}`;
-}, 60_000);
+}, 90_000);
 
 afterAll(async () => {
   await stopAll();

@@ -41,8 +41,11 @@ async function call(method: string, path: string, key: string, body?: unknown): 
   return { ...res, json };
 }
 
-/** Opens the alert SSE stream, collects `alert` events for a while, then closes it. */
-async function readAlertStream(key: string, query = '', ms = 700): Promise<{ status: number; ids: string[]; alerts: Array<{ alert_id: string; scope: string; scope_id: string }> }> {
+/**
+ * Opens the alert SSE stream and collects `alert` events until `enough` says so (the whole replayed
+ * backlog arrives in one batch, written at once) or `ms` pass, then closes it.
+ */
+async function readAlertStream(key: string, query = '', ms = 700, enough: (ids: string[]) => boolean = () => false): Promise<{ status: number; ids: string[]; alerts: Array<{ alert_id: string; scope: string; scope_id: string }> }> {
   const ctrl = new AbortController();
   const res = await fetch(`${sys.url}/v1/alerts/stream${query}`, { headers: bearer(key), signal: ctrl.signal });
   const alerts: Array<{ alert_id: string; scope: string; scope_id: string }> = [];
@@ -66,6 +69,7 @@ async function readAlertStream(key: string, query = '', ms = 700): Promise<{ sta
         const data = frame.split('\n').find((l) => l.startsWith('data: '));
         if (data) alerts.push(JSON.parse(data.slice(6)));
       }
+      if (enough(alerts.map((a) => a.alert_id))) ctrl.abort();
     }
   } catch {
     // aborted: the read window is over
@@ -267,6 +271,10 @@ describe('a revoked key stops working at once', () => {
       { method: 'GET', path: '/v1/alerts/webhooks/dead-letters', key: 'ops' },
       { method: 'PUT', path: '/v1/alerts/webhooks/ops-hook', key: 'ops', body: { url: 'http://127.0.0.1:9/ops' } },
       { method: 'DELETE', path: '/v1/alerts/webhooks/ops-hook', key: 'ops' },
+      { method: 'GET', path: '/v1/alerts/silences', key: 'ops' },
+      { method: 'POST', path: '/v1/alerts/silences', key: 'ops', body: { matchers: { scope: 'user', scope_id: 'nobody' }, duration_minutes: 5 } },
+      { method: 'DELETE', path: '/v1/alerts/silences/sil_doesnotexist', key: 'ops' },
+      { method: 'GET', path: '/v1/ops/status', key: 'ops' },
     ];
     const keyOf = (r: { key: 'user' | 'ops' }) => (r.key === 'user' ? user.json.key : ops.json.key);
     // Before: accepted (or a plain 404 for a resource that is not there).
@@ -292,6 +300,9 @@ describe('a revoked key stops working at once', () => {
     }
     expect(failures).toEqual([]);
     expect((await readAlertStream(user.json.key, '', 200)).status).toBe(401);
+    const events = await fetch(`${sys.url}/v1/events/stream`, { headers: bearer(ops.json.key) });
+    expect(events.status).toBe(401);
+    await events.text();
   });
 });
 
@@ -431,13 +442,14 @@ describe('tenant isolation: a key never sees another tenant’s data', () => {
     expect((await call('GET', `/v1/alerts/${mineIds[0]}`, me.key)).status).toBe(200);
 
     // The live feed, replayed from the start of the alerts stream.
-    const stream = await readAlertStream(me.key, '?last_event_id=0-0');
+    const stream = await readAlertStream(me.key, '?last_event_id=0-0', 10_000, (ids) => mineIds.every((id) => ids.includes(id)));
     expect(stream.status).toBe(200);
-    expect(stream.ids.length).toBeGreaterThan(0);
+    expect([...new Set(stream.ids)].sort()).toEqual([...mineIds].sort());
     expect(stream.ids.filter((id) => theirIds.includes(id))).toEqual([]);
     expect(stream.alerts.every((a) => (a.scope === 'user' && a.scope_id === me.user) || (a.scope === 'project' && a.scope_id === me.project))).toBe(true);
     // An operator sees both.
-    const ops = await readAlertStream(adminKey, '?last_event_id=0-0');
+    const everyone = [...alertIds.alice, ...alertIds.bob];
+    const ops = await readAlertStream(adminKey, '?last_event_id=0-0', 10_000, (ids) => everyone.every((id) => ids.includes(id)));
     expect(ops.ids).toEqual(expect.arrayContaining([...alertIds.alice, ...alertIds.bob]));
   });
 
@@ -484,6 +496,11 @@ describe('admin-only endpoints refuse every other key and write nothing', () => 
       ['GET', '/v1/costs/reports/day'],
       ['GET', '/v1/costs/recommendations'],
       ['GET', '/v1/costs/dead-letters'],
+      ['GET', '/v1/alerts/silences'],
+      ['POST', '/v1/alerts/silences', { matchers: { scope: 'global' }, duration_minutes: 60 }],
+      ['DELETE', '/v1/alerts/silences/sil_x'],
+      ['GET', '/v1/ops/status'],
+      ['GET', '/v1/events/stream'],
     ];
     const failures: string[] = [];
     for (const key of [tenant.alice.key, tenant.bob.key]) {
