@@ -5,6 +5,7 @@ export * from './errors/classify';
 export * from './errors/backoff';
 export * from './resilience/breakers';
 export * from './resilience/error-rates';
+export * from './resilience/shared-breakers';
 export * from './events/catalog';
 export * from './events/envelope';
 export * from './bus/event-bus';

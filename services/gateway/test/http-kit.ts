@@ -1,4 +1,5 @@
 import http from 'node:http';
+import { ERROR_CATEGORIES } from '@tollgate/shared';
 
 /**
  * A raw HTTP client for bad-input tests: any method, a path sent exactly as given (malformed
@@ -66,17 +67,6 @@ export function httpClient(baseUrl: string) {
   }
   return { send, close: () => agent.destroy() };
 }
-
-export const ERROR_CATEGORIES = [
-  'rate_limit',
-  'timeout',
-  'network',
-  'provider_unavailable',
-  'authentication',
-  'invalid_request',
-  'content_blocked',
-  'budget_exceeded',
-] as const;
 
 const REQUIRED = ['category', 'code', 'message', 'request_id', 'suggested_actions'];
 

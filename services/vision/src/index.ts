@@ -1,17 +1,16 @@
 import {
-  BreakerRegistry,
   createLogger,
   createProviderClients,
   createRedis,
   describeProviders,
   EventBus,
-  EventTail,
   hashTagged,
   loadConfig,
   loadPriceTable,
   nearHardBudget,
   onShutdown,
   startHealthServer,
+  startSharedBreakers,
 } from '@tollgate/shared';
 import { randomUUID } from 'node:crypto';
 import { ResultCache } from './result-cache';
@@ -28,16 +27,7 @@ async function main(): Promise<void> {
   const redis = createRedis(config.redisUrl, { name: SERVICE, blocking: true });
   const bus = new EventBus({ redis, prefix: namespace, service: SERVICE, maxLen: config.bus.maxLen, logger });
 
-  const breakers = new BreakerRegistry({
-    publish: (type, data) => bus.publish(type, { ...data, instance }, { correlation_id: `breaker:${data.breaker}` }),
-  });
-  // Every instance learns of every opening, so the replicas stop calling a dead provider together.
-  const breakerSync = new EventTail({ redis, prefix: namespace, types: 'circuit.*' }, (event) => {
-    if ((event.type === 'circuit.opened' || event.type === 'circuit.closed') && event.data.instance !== instance) {
-      breakers.applyRemote(event.type, event.data);
-    }
-  });
-  await breakerSync.start();
+  const { breakers, stop: stopBreakers } = await startSharedBreakers(bus, redis, namespace, instance);
 
   const worker = createVisionWorker(
     {
@@ -67,8 +57,7 @@ async function main(): Promise<void> {
   onShutdown(logger, [
     ['health server', () => health?.close()],
     ['worker', () => worker.close()],
-    ['breaker sync', () => breakerSync.stop()],
-    ['breakers', () => breakers.shutdown()],
+    ['breakers', () => stopBreakers()],
     ['redis', () => redis.quit()],
   ]);
 }
