@@ -1,6 +1,7 @@
 import { parseFaultConfig } from './faults';
 import { startStub } from './server';
 import type { FaultConfig, StubServer } from './types';
+import { stubEndpoints } from './endpoints';
 
 function faultsFromEnv(raw: string | undefined): FaultConfig | undefined {
   if (raw === undefined || raw.trim() === '') return undefined;
@@ -18,9 +19,8 @@ export async function main(env: NodeJS.ProcessEnv = process.env): Promise<StubSe
   const port = Number(env.STUB_PORT ?? 4010);
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`STUB_PORT is not a port: ${env.STUB_PORT ?? ''}`);
   const stub = await startStub({ host: env.STUB_HOST ?? '127.0.0.1', port, faults: faultsFromEnv(env.STUB_FAULTS), callLog: env.STUB_CALL_LOG === '1' });
-  process.stdout.write(
-    `stub-llm listening on ${stub.url} — openai: ${stub.url}/openai/v1, deepseek: ${stub.url}/deepseek/v1, gemini: ${stub.url}/gemini\n`,
-  );
+  const urls = Object.entries(stubEndpoints(stub.url)).map(([provider, e]) => `${provider}: ${e.baseUrl}`);
+  process.stdout.write(`stub-llm listening on ${stub.url} — ${urls.join(', ')}\n`);
   const stop = (): void => {
     stub.close().then(
       () => { process.exitCode = 0; },

@@ -1,4 +1,5 @@
 export { startStub } from './server';
+export { PROVIDER_PATHS, stubEndpoints } from './endpoints';
 export { parseFaultConfig } from './faults';
 export {
   countTokens,

@@ -28,7 +28,7 @@ import { LedgerWriter } from '@tollgate/cost-ledger/src/ledger-writer';
 import { createReportWorker } from '@tollgate/cost-ledger/src/reports';
 import { startAlerting } from '@tollgate/alerting/src/service';
 import { DEFAULT_SETTINGS } from '@tollgate/alerting/src/settings';
-import { type FaultConfig, startStub } from '@tollgate/stub-llm';
+import { type FaultConfig, startStub, stubEndpoints } from '@tollgate/stub-llm';
 import { ResultCache } from '@tollgate/vision/src/result-cache';
 import { neverNearBudget } from '@tollgate/vision/src/routing';
 import { createVisionWorker } from '@tollgate/vision/src/worker';
@@ -96,11 +96,7 @@ export async function startFullSystem(label: string, opts: FullSystemOptions = {
 
   const stub = await startStub({ port: 0, quiet: true, faults: opts.faults });
   const clients = createProviderClients(
-    {
-      openai: { apiKey: FAKE_PROVIDER_KEYS.openai, baseUrl: `${stub.url}/openai/v1` },
-      deepseek: { apiKey: FAKE_PROVIDER_KEYS.deepseek, baseUrl: `${stub.url}/deepseek/v1` },
-      gemini: { apiKey: FAKE_PROVIDER_KEYS.gemini, baseUrl: `${stub.url}/gemini` },
-    },
+    stubEndpoints(stub.url, FAKE_PROVIDER_KEYS),
     2_000,
   );
   const priceTable = loadPriceTable();

@@ -17,7 +17,7 @@ import {
 import { TEST_REDIS_URL, testRedis } from '@tollgate/shared/src/testing';
 import { ConversationStore } from '@tollgate/chat-workflow/src/conversation-store';
 import { createChatWorker } from '@tollgate/chat-workflow/src/worker';
-import { type FaultConfig, startStub } from '@tollgate/stub-llm';
+import { type FaultConfig, startStub, stubEndpoints } from '@tollgate/stub-llm';
 import { createApp } from '../src/app';
 import { ApiKeyStore } from '../src/auth/api-keys';
 import { ChatDispatcher } from '../src/chat-dispatch';
@@ -47,11 +47,7 @@ export async function startSystem(label: string, opts: SystemOptions = {}) {
   const { redis, prefix: namespace, cleanup } = testRedis(label);
   const stub = await startStub({ port: 0, quiet: true, faults: opts.faults });
   const clients = createProviderClients(
-    {
-      openai: { apiKey: 'stub-key', baseUrl: `${stub.url}/openai/v1` },
-      deepseek: { apiKey: 'stub-key', baseUrl: `${stub.url}/deepseek/v1` },
-      gemini: { apiKey: 'stub-key', baseUrl: `${stub.url}/gemini` },
-    },
+    stubEndpoints(stub.url),
     2_000,
   );
   const bus = new EventBus({ redis, prefix: namespace, service: 'chat-workflow' });

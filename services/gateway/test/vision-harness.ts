@@ -15,7 +15,7 @@ import {
   type VisionJobResult,
 } from '@tollgate/shared';
 import { TEST_REDIS_URL, testRedis } from '@tollgate/shared/src/testing';
-import { type FaultConfig, startStub } from '@tollgate/stub-llm';
+import { type FaultConfig, startStub, stubEndpoints } from '@tollgate/stub-llm';
 import { ResultCache } from '@tollgate/vision/src/result-cache';
 import { type NearHardBudget, neverNearBudget } from '@tollgate/vision/src/routing';
 import { createVisionWorker } from '@tollgate/vision/src/worker';
@@ -42,11 +42,7 @@ export async function startVisionSystem(label: string, opts: VisionSystemOptions
   const { redis, prefix: namespace, cleanup } = testRedis(label);
   const stub = await startStub({ port: 0, quiet: true, faults: opts.faults });
   const clients = createProviderClients(
-    {
-      openai: { apiKey: 'stub-key', baseUrl: `${stub.url}/openai/v1` },
-      deepseek: { apiKey: 'stub-key', baseUrl: `${stub.url}/deepseek/v1` },
-      gemini: { apiKey: 'stub-key', baseUrl: `${stub.url}/gemini` },
-    },
+    stubEndpoints(stub.url),
     2_000,
   );
   const bus = new EventBus({ redis, prefix: namespace, service: 'vision' });

@@ -1,7 +1,7 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { BreakerRegistry, createProviderClients, EventBus, loadPriceTable, type VisionJob, visionImageKey } from '@tollgate/shared';
 import { testRedis } from '@tollgate/shared/src/testing';
-import { startStub, type StubServer } from '@tollgate/stub-llm';
+import { startStub, stubEndpoints, type StubServer } from '@tollgate/stub-llm';
 import { ResultCache } from '../src/result-cache';
 import { runVisionWorkflow, type VisionDeps, type VisionStep } from '../src/vision-workflow';
 import { png1x1 } from './images';
@@ -31,11 +31,7 @@ function deps(overrides: Partial<VisionDeps> = {}): VisionDeps {
     redis: ctx.redis,
     namespace: ctx.prefix,
     clients: createProviderClients(
-      {
-        openai: { apiKey: 'stub-key', baseUrl: `${stub.url}/openai/v1` },
-        deepseek: { apiKey: 'stub-key', baseUrl: `${stub.url}/deepseek/v1` },
-        gemini: { apiKey: 'stub-key', baseUrl: `${stub.url}/gemini` },
-      },
+      stubEndpoints(stub.url),
       2_000,
     ),
     breakers,
