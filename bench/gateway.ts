@@ -8,7 +8,7 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import autocannon from 'autocannon';
 import { createRedis, deleteByPrefix, hashTagged, ledgerKeys } from '../packages/shared/src';
@@ -28,7 +28,8 @@ interface Proc {
 }
 
 function start(name: string, command: string, args: string[], env: NodeJS.ProcessEnv = {}): Proc {
-  const proc = spawn(command, args, { cwd: root, env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
+  const childNodeOptions = process.env.BENCH_CHILD_NODE_OPTIONS ? { NODE_OPTIONS: process.env.BENCH_CHILD_NODE_OPTIONS } : {};
+  const proc = spawn(command, args, { cwd: root, env: { ...process.env, ...env, ...childNodeOptions }, stdio: ['ignore', 'ignore', 'pipe'] });
   proc.stderr?.on('data', (d: Buffer) => {
     const line = d.toString().trim();
     if (line && !/ExperimentalWarning|--trace-warnings/.test(line)) process.stderr.write(`  [${name}] ${line.slice(0, 300)}\n`);
@@ -50,18 +51,38 @@ async function waitHttp(url: string, timeoutMs = 30_000, init?: RequestInit): Pr
   throw new Error(`${url} did not come up`);
 }
 
-/** Resident memory of a process and its children (tsx runs the service in a child node). */
-function rssMb(pid: number | undefined): number {
-  if (!pid) return 0;
+/** A process and its children (tsx runs the service in a child node). */
+function family(pid: number): number[] {
   const pids = [pid];
   try {
-    const children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
-    pids.push(...children);
+    pids.push(...readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number));
   } catch {
     // no children file
   }
+  return pids;
+}
+
+/** CPU time (user + system, ms) a process and its children have used so far. */
+function cpuMs(pid: number | undefined): number {
+  if (!pid) return 0;
+  let ticks = 0;
+  for (const p of family(pid)) {
+    try {
+      // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
+      const rest = readFileSync(`/proc/${p}/stat`, 'utf8').split(') ')[1]!.split(' ');
+      ticks += Number(rest[11]) + Number(rest[12]);
+    } catch {
+      // gone
+    }
+  }
+  return ticks * 10; // USER_HZ is 100 on Linux
+}
+
+/** Resident memory of the largest process in a family: the tsx launcher is a thin parent. */
+function rssMb(pid: number | undefined): number {
+  if (!pid) return 0;
   let kb = 0;
-  for (const p of pids) {
+  for (const p of family(pid)) {
     try {
       const m = readFileSync(`/proc/${p}/status`, 'utf8').match(/VmRSS:\s+(\d+) kB/);
       // The tsx launcher is a thin parent; count the largest process, which is the service.
@@ -120,7 +141,8 @@ export async function run(): Promise<void> {
     procs.push(start('stub', tsx, ['packages/stub-llm/src/cli.ts'], env));
     procs.push(start('portkey', process.execPath, ['node_modules/@portkey-ai/gateway/build/start-server.js', `--port=${PORTS.portkey}`, '--headless']));
     for (const service of ['gateway', 'chat-workflow', 'cost-ledger', 'alerting']) {
-      procs.push(start(service, tsx, [`services/${service}/src/index.ts`], env));
+      const profile = process.env.BENCH_CPU_PROF ? [`--cpu-prof`, `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : [];
+      procs.push(start(service, process.execPath, [...profile, '--import', 'tsx', `services/${service}/src/index.ts`], env));
     }
     const stubUrl = `http://127.0.0.1:${PORTS.stub}`;
     const gatewayUrl = `http://127.0.0.1:${PORTS.gateway}`;
@@ -140,23 +162,40 @@ export async function run(): Promise<void> {
       }],
       ['tollgate', `${gatewayUrl}/v1/chat/completions`, { authorization: `Bearer ${key}` }],
     ];
+    const only = process.env.BENCH_TARGETS?.split(',');
+    if (only) targets.splice(0, targets.length, ...targets.filter(([n]) => only.includes(n.split(' ')[0]!)));
     const rows: Row[] = [];
     const peak: Record<string, number> = {};
+    // Where the CPU goes: each process's CPU time per request served, Redis included when local.
+    const redisPid = Number(/process_id:(\d+)/.exec(await redis.info('server'))?.[1] ?? 0);
+    const watched = [...procs.map((p) => ({ name: p.name, pid: p.proc.pid })), ...(existsSync(`/proc/${redisPid}`) ? [{ name: 'redis', pid: redisPid }] : [])];
+    const cpu: Array<Record<string, string | number>> = [];
     for (const concurrency of CONCURRENCIES) {
       for (const [name, url, headers] of targets) {
         process.stdout.write(`  ${name} at concurrency ${concurrency} for ${DURATION}s...\n`);
         const sampler = setInterval(() => {
           for (const p of procs) peak[p.name] = Math.max(peak[p.name] ?? 0, rssMb(p.proc.pid));
         }, 500);
-        rows.push(await load(name, url, headers, concurrency));
+        const before = watched.map((w) => cpuMs(w.pid));
+        const row = await load(name, url, headers, concurrency);
         clearInterval(sampler);
+        rows.push(row);
+        const used = watched.map((w, i) => [w.name, cpuMs(w.pid) - before[i]!] as const).filter(([, ms]) => ms > 0);
+        cpu.push({
+          target: name,
+          concurrency,
+          ...Object.fromEntries(used.map(([n, ms]) => [n, Math.round((ms * 1000) / Math.max(1, row.ok + row.errors))])),
+        });
       }
     }
     console.table(rows);
+    console.log('CPU µs per request, by process (autocannon itself not counted):');
+    console.table(cpu);
 
-    const ratios = CONCURRENCIES.map((c) => {
-      const t = rows.find((r) => r.target === 'tollgate' && r.concurrency === c)!;
-      const p = rows.find((r) => r.target === 'portkey' && r.concurrency === c)!;
+    const ratios = CONCURRENCIES.flatMap((c) => {
+      const t = rows.find((r) => r.target === 'tollgate' && r.concurrency === c);
+      const p = rows.find((r) => r.target === 'portkey' && r.concurrency === c);
+      if (!t || !p) return [];
       return {
         concurrency: c,
         'tollgate/portkey req/s': Number((t['req/s'] / Math.max(1, p['req/s'])).toFixed(2)),
@@ -183,7 +222,7 @@ export async function run(): Promise<void> {
     const ledger = { 'tollgate 2xx': served, 'ledger entries': entries, 'in flight at stops (max)': inFlight, 'every request billed': billed };
     console.table([ledger]);
     mkdirSync(join(root, 'bench', 'results'), { recursive: true });
-    writeFileSync(join(root, 'bench', 'results', 'gateway.json'), JSON.stringify({ at: new Date().toISOString(), duration_s: DURATION, rows, ratios, idle, peak, ledger }, null, 2));
+    writeFileSync(join(root, 'bench', 'results', 'gateway.json'), JSON.stringify({ at: new Date().toISOString(), duration_s: DURATION, rows, ratios, cpu_us_per_request: cpu, idle, peak, ledger }, null, 2));
     if (!billed) process.exitCode = 1;
   } finally {
     for (const p of procs) p.proc.kill('SIGTERM');
