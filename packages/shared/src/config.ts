@@ -200,7 +200,8 @@ const EnvSchema = z.object({
   BUS_MAX_LEN: int(10_000, 1),
   BUS_MAX_DELIVERIES: int(5, 1),
   BUS_CLAIM_IDLE_MS: int(30_000, 1),
-  CHAT_WORKER_CONCURRENCY: int(16, 1, 1000),
+  // A chat job mostly waits on its provider (seconds per call in production), so one worker holds many.
+  CHAT_WORKER_CONCURRENCY: int(200, 1, 1000),
   VISION_WORKER_CONCURRENCY: int(4, 1, 1000),
   RATE_LIMIT_PER_MINUTE: int(600, 1),
   MAX_BODY_BYTES: int(1_048_576, 1),

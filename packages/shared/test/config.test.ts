@@ -36,7 +36,7 @@ describe('loadConfig defaults', () => {
         { provider: 'openai', model: 'gpt-4o-mini' },
       ],
       bus: { maxLen: 10_000, maxDeliveries: 5, claimIdleMs: 30_000 },
-      chatWorkerConcurrency: 16,
+      chatWorkerConcurrency: 200,
       visionWorkerConcurrency: 4,
       rateLimitPerMinute: 600,
       maxBodyBytes: 1_048_576,

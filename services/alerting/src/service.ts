@@ -70,8 +70,11 @@ export async function startAlerting(deps: AlertingDeps) {
   bus.subscribe('error.occurred', (e) => ops.onError(e), { name: 'error-rate' });
 
   const targets = new WebhookTargets(redis, namespace);
+  // Its own connection: ioredis copies every script BullMQ defines into each pipeline built on a
+  // connection, which would tax the auto-pipelined evaluation commands on `redis`.
+  const queueConnection = createRedis(deps.redisUrl, { name: `${SERVICE}-webhook-queue` });
   const queue = new Queue<WebhookJob>(WEBHOOK_QUEUE, {
-    connection: redis,
+    connection: queueConnection,
     prefix: queuePrefix(namespace),
     defaultJobOptions: {
       attempts: settings.webhook.attempts,
@@ -117,6 +120,7 @@ export async function startAlerting(deps: AlertingDeps) {
       await dispatcher.stop();
       await worker.close();
       await queue.close();
+      await queueConnection.quit().catch(() => undefined);
       await workerConnection.quit().catch(() => undefined);
     },
   };

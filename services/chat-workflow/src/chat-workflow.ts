@@ -18,6 +18,7 @@ import {
   type ProviderClient,
   type ProviderName,
   type RecoveryDecision,
+  type RunEvent,
   RecoveryFailedError,
   type Target,
   withRecovery,
@@ -61,15 +62,17 @@ export async function runChatWorkflow(job: ChatJob, jobId: string, deps: ChatDep
   const recorded: Array<Promise<unknown>> = [];
 
   try {
-    await run.start();
     const history = job.conversation_id ? await deps.conversations.load(job.user_id, job.conversation_id) : [];
     const messages = [...history, ...job.messages];
     const lastUser = [...job.messages].reverse().find((m) => m.role === 'user');
-    await run.publish('chat.message_received', {
-      conversation_id: job.conversation_id ?? job.request_id,
-      message_chars: lastUser?.content.length ?? 0,
-      history_messages: history.length,
-      ...(job.model && { model_requested: job.model }),
+    await run.start({
+      type: 'chat.message_received',
+      data: {
+        conversation_id: job.conversation_id ?? job.request_id,
+        message_chars: lastUser?.content.length ?? 0,
+        history_messages: history.length,
+        ...(job.model && { model_requested: job.model }),
+      },
     });
 
     // A job picked up after its caller gave up is not worth paying for.
@@ -108,22 +111,28 @@ export async function runChatWorkflow(job: ChatJob, jobId: string, deps: ChatDep
     attempts.push(...outcome.attempts);
     await Promise.all(recorded);
 
-    await publishUsage(run, job, result, messages);
-    if (job.conversation_id) {
-      await deps.conversations.append(job.user_id, job.conversation_id, [...job.messages, { role: 'assistant', content: result.text }]);
-    }
-    await run.publish('chat.response_generated', {
-      conversation_id: job.conversation_id ?? job.request_id,
-      provider: result.provider,
-      model: result.model,
-      response_chars: result.text.length,
-      input_tokens: result.units.input_tokens ?? 0,
-      output_tokens: result.units.output_tokens ?? 0,
-      latency_ms: run.elapsedMs,
-      attempts: outcome.attempts.length,
-      fallback_used: outcome.fallbackUsed,
+    // The call is billed: its usage goes out first, with the rest of the run's end, in one round trip.
+    await run.complete({ provider: result.provider, model: result.model }, usageEvent(job, result, messages), {
+      type: 'chat.response_generated',
+      data: {
+        conversation_id: job.conversation_id ?? job.request_id,
+        provider: result.provider,
+        model: result.model,
+        response_chars: result.text.length,
+        input_tokens: result.units.input_tokens ?? 0,
+        output_tokens: result.units.output_tokens ?? 0,
+        latency_ms: run.elapsedMs,
+        attempts: outcome.attempts.length,
+        fallback_used: outcome.fallbackUsed,
+      },
     });
-    await run.complete({ provider: result.provider, model: result.model });
+    if (job.conversation_id) {
+      // The answer is paid for and ready: a history write that fails costs the next turn its
+      // context, not this turn its answer. It is recorded as a degraded run.
+      await deps.conversations
+        .append(job.user_id, job.conversation_id, [...job.messages, { role: 'assistant', content: result.text }])
+        .catch((err: unknown) => run.recordError(err, 'degraded').catch(() => undefined));
+    }
 
     const done: ChatJobResult = {
       ok: true,
@@ -156,18 +165,21 @@ function fingerprint(model: string, messages: ChatMessage[]): string {
   return createHash('sha256').update(JSON.stringify([model, messages])).digest('hex');
 }
 
-async function publishUsage(run: WorkflowRun, job: ChatJob, result: CompletionResult, messages: ChatMessage[]): Promise<void> {
-  await run.publish('usage.recorded', {
-    provider: result.provider,
-    model: result.model,
-    service: SERVICE,
-    operation: 'chat',
-    units: result.units,
-    usage_source: result.usageSource,
-    request_id: job.request_id,
-    cached: false,
-    request_fingerprint: fingerprint(result.model, messages),
-  });
+function usageEvent(job: ChatJob, result: CompletionResult, messages: ChatMessage[]): RunEvent {
+  return {
+    type: 'usage.recorded',
+    data: {
+      provider: result.provider,
+      model: result.model,
+      service: SERVICE,
+      operation: 'chat',
+      units: result.units,
+      usage_source: result.usageSource,
+      request_id: job.request_id,
+      cached: false,
+      request_fingerprint: fingerprint(result.model, messages),
+    },
+  };
 }
 
 /**

@@ -22,7 +22,9 @@ async function main(): Promise<void> {
   const instance = `${SERVICE}-${process.pid}-${randomUUID().slice(0, 6)}`;
   // Commands wait out a Redis outage instead of failing after ~20 retries: the usage event of a
   // call the provider already billed must reach the bus however long Redis is away.
-  const redis = createRedis(config.redisUrl, { name: SERVICE, blocking: true });
+  // Auto-pipelining: the events and writes of concurrent jobs share one round trip; on a busy
+  // worker, each write to Redis costs more than the command it carries.
+  const redis = createRedis(config.redisUrl, { name: SERVICE, blocking: true, enableAutoPipelining: true });
   const bus = new EventBus({ redis, prefix: namespace, service: SERVICE, maxLen: config.bus.maxLen, logger });
 
   const { breakers, stop: stopBreakers } = await startSharedBreakers(bus, redis, namespace, instance);

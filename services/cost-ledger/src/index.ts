@@ -35,6 +35,8 @@ async function main(): Promise<void> {
     claimIdleMs: config.bus.claimIdleMs,
     concurrency: 256,
     batchSize: 500,
+    // Entries are written in batches; collecting for 10 ms makes the batches real under load.
+    lingerMs: 10,
     logger,
   });
   const table = loadPriceTable({ file: config.priceTableFile });
@@ -42,7 +44,11 @@ async function main(): Promise<void> {
   await bus.start();
 
   const reader = new LedgerReader(redis, namespace);
-  const reports = new Queue<ReportJob, CostReport>(QUEUES.reports, { connection: redis, prefix: queuePrefix(namespace) });
+  // BullMQ defines its scripts on the connection it is given, and ioredis copies every defined
+  // script into each pipeline it builds: the queue gets its own connection so the bus's
+  // auto-pipelined commands stay cheap.
+  const queueRedis = createRedis(config.redisUrl, { name: `${SERVICE}-report-queue` });
+  const reports = new Queue<ReportJob, CostReport>(QUEUES.reports, { connection: queueRedis, prefix: queuePrefix(namespace) });
   await scheduleReports(reports);
   const reportWorker = createReportWorker({ reader, redis, bus, namespace }, createRedis(config.redisUrl, { blocking: true, name: `${SERVICE}-reports` }));
   reportWorker.on('failed', (job, err) => logger.error('report failed', { job: job?.id, error: err.message }));
@@ -56,6 +62,7 @@ async function main(): Promise<void> {
     ['bus', () => bus.stop()],
     ['report worker', () => reportWorker.close()],
     ['report queue', () => reports.close()],
+    ['report queue redis', () => queueRedis.quit()],
     ['redis', () => redis.quit()],
   ]);
 }

@@ -21,7 +21,7 @@ import { AlertStore, BudgetStore, WebhookTargets } from '@tollgate/shared';
 import { type VisionRouteOptions, visionRoutes } from './routes/vision';
 import { dashboardRoutes } from './routes/dashboard';
 import { type OpsRouteDeps, opsRoutes } from './routes/ops';
-import type { Guards } from './routes/guards';
+import { concurrently, type Guards } from './routes/guards';
 
 export interface GatewayDeps {
   redis: Redis;
@@ -52,8 +52,8 @@ export function createApp(deps: GatewayDeps): Express {
 
   const limit = rateLimitPerKey(deps.redis, deps.namespace, deps.rateLimitPerMinute);
   const guards: Guards = {
-    chat: [authenticate(deps.keys, deps.adminToken, 'chat'), limit, budgetGuard(deps.redis, deps.namespace)],
-    vision: [authenticate(deps.keys, deps.adminToken, 'vision'), limit, budgetGuard(deps.redis, deps.namespace)],
+    chat: [authenticate(deps.keys, deps.adminToken, 'chat'), concurrently(limit, budgetGuard(deps.redis, deps.namespace))],
+    vision: [authenticate(deps.keys, deps.adminToken, 'vision'), concurrently(limit, budgetGuard(deps.redis, deps.namespace))],
     costs: [authenticate(deps.keys, deps.adminToken, 'costs'), limit],
     admin: [authenticate(deps.keys, deps.adminToken, 'admin')],
   };

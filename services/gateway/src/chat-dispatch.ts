@@ -2,7 +2,7 @@ import { type Queue, type QueueEvents } from 'bullmq';
 import type Redis from 'ioredis';
 import { type ChatJob, type ChatJobResult, type ChatStreamItem, chatOutputKey } from '@tollgate/shared';
 import { ApiError } from './errors';
-import { allowWaiters } from './waiting';
+import { JobWaiter, JobWaitTimeoutError } from './job-waiter';
 
 /** What a route supplies; the dispatcher sets the deadline and whether to stream. */
 export type ChatJobInput = Omit<ChatJob, 'deadline_at' | 'stream'>;
@@ -15,24 +15,28 @@ const deadlineError = () =>
  * does the provider call; the gateway only validates, enqueues and relays.
  */
 export class ChatDispatcher {
+  private readonly waiter: JobWaiter<ChatJobResult>;
+
   constructor(
     private readonly queue: Queue<ChatJob, ChatJobResult>,
-    private readonly events: QueueEvents,
+    events: QueueEvents,
     private readonly redis: Redis,
     private readonly namespace: string,
     private readonly deadlineMs: number,
   ) {
-    allowWaiters(queue as unknown as Queue, events);
+    this.waiter = new JobWaiter(events);
   }
 
   async run(input: ChatJobInput): Promise<ChatJobResult> {
     const deadlineAt = Date.now() + this.deadlineMs;
-    const job = await this.queue.add('chat', { ...input, stream: false, deadline_at: deadlineAt });
     try {
       // A small margin past the job's own deadline so the worker's classified answer wins the race.
-      return await job.waitUntilFinished(this.events, this.deadlineMs + 2_000);
+      return await this.waiter.run(
+        (jobId) => this.queue.add('chat', { ...input, stream: false, deadline_at: deadlineAt }, { jobId }),
+        this.deadlineMs + 2_000,
+      );
     } catch (err) {
-      if (String((err as Error).message).includes('timed out')) throw deadlineError();
+      if (err instanceof JobWaitTimeoutError) throw deadlineError();
       throw err;
     }
   }

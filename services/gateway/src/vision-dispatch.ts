@@ -3,7 +3,7 @@ import type { Queue, QueueEvents } from 'bullmq';
 import type Redis from 'ioredis';
 import { type VisionJob, type VisionJobResult, visionImageKey } from '@tollgate/shared';
 import { ApiError } from './errors';
-import { allowWaiters } from './waiting';
+import { JobWaiter, JobWaitTimeoutError } from './job-waiter';
 
 /** What a route supplies: the job without its plumbing, plus the image bytes themselves. */
 export type VisionJobInput = Omit<VisionJob, 'deadline_at' | 'image_key'> & { image: Buffer };
@@ -16,14 +16,16 @@ const UPLOAD_GRACE_MS = 30_000;
  * travels beside the job, under its own key with a TTL, and is removed once the job is settled.
  */
 export class VisionDispatcher {
+  private readonly waiter: JobWaiter<VisionJobResult>;
+
   constructor(
     private readonly queue: Queue<VisionJob, VisionJobResult>,
-    private readonly events: QueueEvents,
+    events: QueueEvents,
     private readonly redis: Redis,
     private readonly namespace: string,
     private readonly deadlineMs: number,
   ) {
-    allowWaiters(queue as unknown as Queue, events);
+    this.waiter = new JobWaiter(events);
   }
 
   async run(input: VisionJobInput): Promise<VisionJobResult> {
@@ -33,11 +35,13 @@ export class VisionDispatcher {
     const key = visionImageKey(this.namespace, imageKey);
     await this.redis.set(key, image, 'PX', this.deadlineMs + UPLOAD_GRACE_MS);
     try {
-      const job = await this.queue.add('vision', { ...fields, image_key: imageKey, deadline_at: deadlineAt });
       // A small margin past the job's own deadline so the worker's classified answer wins the race.
-      return await job.waitUntilFinished(this.events, this.deadlineMs + 2_000);
+      return await this.waiter.run(
+        (jobId) => this.queue.add('vision', { ...fields, image_key: imageKey, deadline_at: deadlineAt }, { jobId }),
+        this.deadlineMs + 2_000,
+      );
     } catch (err) {
-      if (String((err as Error).message).includes('timed out')) {
+      if (err instanceof JobWaitTimeoutError) {
         throw new ApiError('deadline_exceeded', 'The analysis did not complete within its deadline. Please try again.');
       }
       throw err;

@@ -210,17 +210,22 @@ async function finish(
   job: VisionJob,
   r: { provider: string; model: string; cached: boolean; imageSha256: string; degraded: boolean },
 ): Promise<void> {
-  await run.publish('vision.analysis_completed', {
-    provider: r.provider,
-    model: r.model,
-    cached: r.cached,
-    latency_ms: run.elapsedMs,
-    image_sha256: r.imageSha256,
-    // What the client asked for; `degraded` says whether it was served as standard.
-    quality: job.quality,
-    degraded: r.degraded,
-  });
-  await run.complete({ provider: r.provider, model: r.model });
+  await run.complete(
+    { provider: r.provider, model: r.model },
+    {
+      type: 'vision.analysis_completed',
+      data: {
+        provider: r.provider,
+        model: r.model,
+        cached: r.cached,
+        latency_ms: run.elapsedMs,
+        image_sha256: r.imageSha256,
+        // What the client asked for; `degraded` says whether it was served as standard.
+        quality: job.quality,
+        degraded: r.degraded,
+      },
+    },
+  );
 }
 
 /**

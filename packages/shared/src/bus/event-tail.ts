@@ -13,6 +13,8 @@ export interface EventTailOptions {
   /** Start after this stream id; default `$` (only new events). */
   from?: string;
   blockMs?: number;
+  /** Pause after a short read so the next one collects a batch (see `EventBusOptions.lingerMs`); default 5 ms. */
+  lingerMs?: number;
 }
 
 /**
@@ -65,7 +67,9 @@ export class EventTail {
         await new Promise((r) => setTimeout(r, 200));
         continue;
       }
+      let read = 0;
       for (const [, entries] of res ?? []) {
+        read += entries.length;
         for (const [id, fields] of entries) {
           this.lastId = id;
           const type = field(fields, 'type') ?? '';
@@ -84,6 +88,8 @@ export class EventTail {
           }
         }
       }
+      const linger = this.opts.lingerMs ?? 5;
+      if (read > 0 && read < 200 && linger > 0) await new Promise((r) => setTimeout(r, linger));
     }
   }
 }

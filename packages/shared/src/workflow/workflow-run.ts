@@ -6,6 +6,8 @@ import type { JobError } from '../jobs';
 import { RecoveryFailedError } from '../providers/recovery';
 
 export type WorkflowKind = 'chat' | 'vision';
+/** One event of a run, without its envelope: the run stamps correlation, user and project. */
+export type RunEvent = { [T in EventType]: { type: T; data: EventData<T> } }[EventType];
 export type WorkflowState = 'created' | 'running' | 'completed' | 'failed';
 /** What became of an error: tried again, another provider took over, answered safely, or the run failed. */
 export type ErrorHandling = 'retried' | 'fell_back' | 'degraded' | 'failed';
@@ -76,9 +78,16 @@ export class WorkflowRun {
     return this.ctx.bus.publish(type, data, this.meta());
   }
 
-  async start(): Promise<void> {
+  /** Publishes several events of the run, in order, in one round trip. */
+  async publishAll(events: readonly RunEvent[]): Promise<void> {
+    const meta = this.meta();
+    await this.ctx.bus.publishMany(events.map((e) => ({ ...e, meta }) as Parameters<EventBus['publishMany']>[0][number]));
+  }
+
+  /** Marks the run started; `then` are published right after `workflow.started`, in the same round trip. */
+  async start(...then: RunEvent[]): Promise<void> {
     this.current = 'running';
-    await this.publish('workflow.started', { workflow: this.ctx.workflow, ...(this.ctx.jobId && { job_id: this.ctx.jobId }) });
+    await this.publishAll([{ type: 'workflow.started', data: { workflow: this.ctx.workflow, ...(this.ctx.jobId && { job_id: this.ctx.jobId }) } }, ...then]);
   }
 
   /** Records an error and how it was handled, and reports it on the bus for error rates. */
@@ -111,14 +120,16 @@ export class WorkflowRun {
     return this.errors;
   }
 
-  async complete(result: { provider?: string; model?: string } = {}): Promise<void> {
+  /** Completes the run; `before` are published ahead of `workflow.completed`, in the same round trip. */
+  async complete(result: { provider?: string; model?: string } = {}, ...before: RunEvent[]): Promise<void> {
     this.current = 'completed';
-    await this.publish('workflow.completed', {
-      workflow: this.ctx.workflow,
-      duration_ms: this.elapsedMs,
-      ...(this.ctx.jobId && { job_id: this.ctx.jobId }),
-      ...result,
-    });
+    await this.publishAll([
+      ...before,
+      {
+        type: 'workflow.completed',
+        data: { workflow: this.ctx.workflow, duration_ms: this.elapsedMs, ...(this.ctx.jobId && { job_id: this.ctx.jobId }), ...result },
+      },
+    ]);
   }
 
   /** Fails the run and returns the failure as the client sees it (job results carry no error objects). */
