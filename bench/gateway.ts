@@ -15,7 +15,7 @@ import { createRedis, deleteByPrefix, hashTagged, ledgerKeys } from '../packages
 import { ApiKeyStore } from '../services/gateway/src/auth/api-keys';
 
 const root = join(__dirname, '..');
-const tsx = join(root, 'node_modules', '.bin', 'tsx');
+const { build } = require('../scripts/build.js') as { build(options?: { only?: string[] }): Promise<unknown> };
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const DURATION = Number(process.env.BENCH_DURATION_S ?? 10);
 const CONCURRENCIES = (process.env.BENCH_CONCURRENCY ?? '20,100').split(',').map(Number);
@@ -78,6 +78,20 @@ function cpuMs(pid: number | undefined): number {
   return ticks * 10; // USER_HZ is 100 on Linux
 }
 
+/** Write system calls (socket and file writes) a process and its children have made so far. */
+function writeCalls(pid: number | undefined): number {
+  if (!pid) return 0;
+  let n = 0;
+  for (const p of family(pid)) {
+    try {
+      n += Number(/syscw:\s+(\d+)/.exec(readFileSync(`/proc/${p}/io`, 'utf8'))?.[1] ?? 0);
+    } catch {
+      // gone, or not ours to read
+    }
+  }
+  return n;
+}
+
 /** Resident memory of the largest process in a family: the tsx launcher is a thin parent. */
 function rssMb(pid: number | undefined): number {
   if (!pid) return 0;
@@ -138,11 +152,12 @@ export async function run(): Promise<void> {
     CHAT_FALLBACK_CHAIN: 'openai:gpt-4o-mini,deepseek:deepseek-chat',
   };
   try {
-    procs.push(start('stub', tsx, ['packages/stub-llm/src/cli.ts'], env));
+    await build({ only: ['stub-llm', 'gateway', 'chat-workflow', 'cost-ledger', 'alerting'] });
+    procs.push(start('stub', process.execPath, ['packages/stub-llm/dist/index.js'], env));
     procs.push(start('portkey', process.execPath, ['node_modules/@portkey-ai/gateway/build/start-server.js', `--port=${PORTS.portkey}`, '--headless']));
     for (const service of ['gateway', 'chat-workflow', 'cost-ledger', 'alerting']) {
-      const profile = process.env.BENCH_CPU_PROF ? [`--cpu-prof`, `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : [];
-      procs.push(start(service, process.execPath, [...profile, '--import', 'tsx', `services/${service}/src/index.ts`], env));
+      const profile = [...(process.env.BENCH_CPU_PROF ? [`--cpu-prof`, `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : []), ...(process.env.BENCH_NODE_ARGS?.split(' ').filter(Boolean) ?? [])];
+      procs.push(start(service, process.execPath, [...profile, `services/${service}/dist/index.js`], env));
     }
     const stubUrl = `http://127.0.0.1:${PORTS.stub}`;
     const gatewayUrl = `http://127.0.0.1:${PORTS.gateway}`;
@@ -170,6 +185,9 @@ export async function run(): Promise<void> {
     const redisPid = Number(/process_id:(\d+)/.exec(await redis.info('server'))?.[1] ?? 0);
     const watched = [...procs.map((p) => ({ name: p.name, pid: p.proc.pid })), ...(existsSync(`/proc/${redisPid}`) ? [{ name: 'redis', pid: redisPid }] : [])];
     const cpu: Array<Record<string, string | number>> = [];
+    // Each write that wakes another process is a context switch on both sides: on a small or
+    // virtualised machine they cost more than the work they carry.
+    const writes: Array<Record<string, string | number>> = [];
     for (const concurrency of CONCURRENCIES) {
       for (const [name, url, headers] of targets) {
         process.stdout.write(`  ${name} at concurrency ${concurrency} for ${DURATION}s...\n`);
@@ -177,20 +195,26 @@ export async function run(): Promise<void> {
           for (const p of procs) peak[p.name] = Math.max(peak[p.name] ?? 0, rssMb(p.proc.pid));
         }, 500);
         const before = watched.map((w) => cpuMs(w.pid));
+        const writesBefore = watched.map((w) => writeCalls(w.pid));
         const row = await load(name, url, headers, concurrency);
         clearInterval(sampler);
         rows.push(row);
         const used = watched.map((w, i) => [w.name, cpuMs(w.pid) - before[i]!] as const).filter(([, ms]) => ms > 0);
+        const served = Math.max(1, row.ok + row.errors);
         cpu.push({
           target: name,
           concurrency,
-          ...Object.fromEntries(used.map(([n, ms]) => [n, Math.round((ms * 1000) / Math.max(1, row.ok + row.errors))])),
+          ...Object.fromEntries(used.map(([n, ms]) => [n, Math.round((ms * 1000) / served)])),
         });
+        const wrote = watched.map((w, i) => [w.name, writeCalls(w.pid) - writesBefore[i]!] as const).filter(([, n]) => n > 0);
+        writes.push({ target: name, concurrency, ...Object.fromEntries(wrote.map(([n, c]) => [n, Number((c / served).toFixed(1))])) });
       }
     }
     console.table(rows);
     console.log('CPU µs per request, by process (autocannon itself not counted):');
     console.table(cpu);
+    console.log('write system calls per request, by process:');
+    console.table(writes);
 
     const ratios = CONCURRENCIES.flatMap((c) => {
       const t = rows.find((r) => r.target === 'tollgate' && r.concurrency === c);
@@ -222,7 +246,7 @@ export async function run(): Promise<void> {
     const ledger = { 'tollgate 2xx': served, 'ledger entries': entries, 'in flight at stops (max)': inFlight, 'every request billed': billed };
     console.table([ledger]);
     mkdirSync(join(root, 'bench', 'results'), { recursive: true });
-    writeFileSync(join(root, 'bench', 'results', 'gateway.json'), JSON.stringify({ at: new Date().toISOString(), duration_s: DURATION, rows, ratios, cpu_us_per_request: cpu, idle, peak, ledger }, null, 2));
+    writeFileSync(join(root, 'bench', 'results', 'gateway.json'), JSON.stringify({ at: new Date().toISOString(), duration_s: DURATION, rows, ratios, cpu_us_per_request: cpu, writes_per_request: writes, idle, peak, ledger }, null, 2));
     if (!billed) process.exitCode = 1;
   } finally {
     for (const p of procs) p.proc.kill('SIGTERM');

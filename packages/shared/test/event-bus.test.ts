@@ -166,6 +166,58 @@ test('an entry that is not a valid event is dead-lettered at consume, never drop
   expect(handled).toEqual([]);
 });
 
+test('a type no subscription wants is acked without decoding; a bad entry of a wanted or unknown type is still dead-lettered', async () => {
+  const s = `skip${n++}`;
+  const ledger = makeBus(s, 'ledger');
+  const handled: string[] = [];
+  ledger.subscribe('usage.recorded', (e) => void handled.push(e.id));
+  await ledger.start();
+  const good = await makeBus(s, 'chat-workflow').publish('usage.recorded', usage(1), { correlation_id: 'c1' });
+  // Bodies the ledger never has to read: valid or not, they are another consumer's business.
+  await redis.xadd(ledger.stream, '*', 'type', 'workflow.started', 'event', '{"broken"');
+  await redis.xadd(ledger.stream, '*', 'type', 'chat.response_generated', 'event', '{"not":"an event"}');
+  // Bodies it must judge: a wanted type, a type outside the catalog, and a type field that lies.
+  await redis.xadd(ledger.stream, '*', 'type', 'usage.recorded', 'event', '{"not":"an event"}');
+  await redis.xadd(ledger.stream, '*', 'type', 'no.such.type', 'event', '{}');
+  await redis.xadd(ledger.stream, '*', 'type', 'workflow.completed', 'event', JSON.stringify({ ...good, id: 'lying-1' }));
+  await redis.xadd(ledger.stream, '*', 'type', 'usage.recorded', 'event', JSON.stringify({ ...good, id: 'lying-2', type: 'cost.recorded' }));
+
+  expect(await waitFor(async () => (await ledger.pendingCount()) === 0 && (await ledger.deadLetters()).length >= 3)).toBe(true);
+  const dead = await ledger.deadLetters();
+  expect(dead).toHaveLength(3);
+  expect(dead.every((d) => d.handler === '(decode)')).toBe(true);
+  expect(dead.map((d) => d.raw).sort()).toEqual(['{"not":"an event"}', '{}', JSON.stringify({ ...good, id: 'lying-2', type: 'cost.recorded' })].sort());
+  // The lying workflow.completed entry names a type nobody here reads, so it is skipped, not judged.
+  expect(handled).toEqual([good.id]);
+});
+
+test('a consumer that lingers between short reads still delivers every event, in batches', async () => {
+  const s = `linger${n++}`;
+  const bus = makeBus(s, 'ledger', { lingerMs: 200 });
+  const seen: string[] = [];
+  bus.subscribe('usage.recorded', (e) => void seen.push(e.id));
+  await bus.start();
+  // Count this consumer's reads (its blocking reader is private: reach in, tests only).
+  const reader = (bus as unknown as { reader: Redis }).reader;
+  let reads = 0;
+  const xreadgroup = reader.xreadgroup.bind(reader) as (...args: unknown[]) => Promise<unknown>;
+  (reader as unknown as { xreadgroup: (...args: unknown[]) => Promise<unknown> }).xreadgroup = (...args) => {
+    reads++;
+    return xreadgroup(...args);
+  };
+  const publisher = makeBus(s, 'chat-workflow');
+  const first = await publisher.publish('usage.recorded', usage(0), { correlation_id: 'c0' });
+  expect(await waitFor(() => seen.length === 1)).toBe(true);
+  const readsAfterFirst = reads;
+  // The read that brought the first event came back short, so the consumer now lingers: events
+  // published one by one meanwhile must arrive together, in the next read.
+  const rest: string[] = [];
+  for (let i = 1; i < 40; i++) rest.push((await publisher.publish('usage.recorded', usage(i), { correlation_id: `c${i}` })).id);
+  expect(await waitFor(() => seen.length >= 40)).toBe(true);
+  expect(seen).toEqual([first.id, ...rest]);
+  expect(reads - readsAfterFirst).toBeLessThanOrEqual(2);
+});
+
 test('wildcard and metadata filters deliver exactly the matching events', async () => {
   const s = `filter${n++}`;
   const bus = makeBus(s, 'ops');
