@@ -1,5 +1,7 @@
 import OpenAI from 'openai';
 import { backoffDelay, retryDelayFor } from '../src/errors/backoff';
+// OpenAI errors reach the classifier in processes that loaded the SDK, i.e. its provider client.
+import '../src/errors/openai-errors';
 import { classify } from '../src/errors/classify';
 import { ProviderUnavailableError } from '../src/errors/provider-errors';
 

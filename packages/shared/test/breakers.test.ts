@@ -1,6 +1,8 @@
 import OpenAI from 'openai';
 import { BreakerRegistry, type BreakerOptions, type CircuitEventData } from '../src/resilience/breakers';
 import { CircuitOpenError, DeadlineExceededError, ProviderUnavailableError } from '../src/errors/provider-errors';
+// OpenAI errors reach the classifier in processes that loaded the SDK, i.e. its provider client.
+import '../src/errors/openai-errors';
 import { classify } from '../src/errors/classify';
 
 type Published = { type: 'circuit.opened' | 'circuit.closed'; data: CircuitEventData };

@@ -4,6 +4,9 @@ import { ContentFilterFinishReasonError } from 'openai/core/error';
 import { ApiError } from '@google/genai';
 import CircuitBreaker from 'opossum';
 import { z } from 'zod';
+// SDK errors reach the classifier in processes that loaded the SDK, i.e. its provider client.
+import '../src/errors/openai-errors';
+import '../src/errors/google-errors';
 import {
   classify,
   ERROR_CATEGORIES,

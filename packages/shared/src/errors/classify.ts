@@ -1,7 +1,5 @@
-import OpenAI from 'openai';
-import { ContentFilterFinishReasonError } from 'openai/core/error';
-import { ApiError as GoogleApiError } from '@google/genai';
 import { ZodError } from 'zod';
+import { type ErrorClass, googleErrorClasses, openAiErrorClasses } from './sdk-errors';
 import { TollgateError } from './tollgate-error';
 
 export const ERROR_CATEGORIES = [
@@ -254,13 +252,21 @@ function providerStatusDraft(status: number): Draft | undefined {
 const CONTENT_FILTER_RE = /content_filter|content_policy|responsibleaipolicyviolation/i;
 const GOOGLE_BLOCKED_RE = /\bSAFETY\b|PROHIBITED_CONTENT|BLOCKLIST|\bblocked\b/i;
 
+function isInstance(e: unknown, errorClass: ErrorClass<Error>): boolean {
+  return e instanceof errorClass;
+}
+
+/** OpenAI SDK errors (DeepSeek speaks its API through the same SDK): none before the SDK loaded. */
 function openAiDraft(e: unknown): Draft | undefined {
-  if (e instanceof ContentFilterFinishReasonError) return draft('content_blocked', 'content_blocked', 422);
-  if (!(e instanceof OpenAI.APIError)) return undefined;
-  // Subclass before base class: the timeout error is also a connection error.
-  if (e instanceof OpenAI.APIConnectionTimeoutError) return draft('timeout', 'provider_timeout', 504);
-  if (e instanceof OpenAI.APIUserAbortError) return draft('timeout', 'deadline_exceeded', 504);
-  if (e instanceof OpenAI.APIConnectionError) return networkFromCauses(e.cause) ?? draft('network', 'network_error', 502);
+  const sdk = openAiErrorClasses();
+  if (!sdk) return undefined;
+  if (e instanceof sdk.ContentFilterFinishReasonError) return draft('content_blocked', 'content_blocked', 422);
+  if (!(e instanceof sdk.APIError)) return undefined;
+  // Subclass before base class: the timeout error is also a connection error. (A plain boolean
+  // test: the subclasses share APIError's shape, so `instanceof` would narrow the rest to never.)
+  if (isInstance(e, sdk.APIConnectionTimeoutError)) return draft('timeout', 'provider_timeout', 504);
+  if (isInstance(e, sdk.APIUserAbortError)) return draft('timeout', 'deadline_exceeded', 504);
+  if (isInstance(e, sdk.APIConnectionError)) return networkFromCauses(e.cause) ?? draft('network', 'network_error', 502);
 
   const status = typeof e.status === 'number' ? e.status : undefined;
   const marker = `${e.code ?? ''} ${e.type ?? ''} ${innerCode(e.error)}`;
@@ -286,7 +292,9 @@ function innerCode(body: unknown): string {
 }
 
 function googleDraft(e: unknown): Draft | undefined {
-  if (!(e instanceof GoogleApiError) && !(isObject(e) && e.name === 'ApiError' && typeof e.status === 'number')) {
+  const sdk = googleErrorClasses();
+  const isSdkError = sdk !== undefined && e instanceof sdk.ApiError;
+  if (!isSdkError && !(isObject(e) && e.name === 'ApiError' && typeof e.status === 'number')) {
     return undefined;
   }
   const status = typeof e.status === 'number' ? e.status : 0;

@@ -1,4 +1,5 @@
 import { type Content, type GenerateContentResponse, GoogleGenAI } from '@google/genai';
+import '../errors/google-errors';
 import { ContentBlockedError } from '../errors/provider-errors';
 import { guardMalformed, guardMalformedStream } from './malformed';
 import { countMessageTokens, countTokens } from './tokens';

@@ -1,5 +1,6 @@
 import OpenAI from 'openai';
 import type { ChatCompletionMessageParam } from 'openai/resources/chat/completions';
+import '../errors/openai-errors';
 import { ContentBlockedError, MalformedResponseError } from '../errors/provider-errors';
 import { guardMalformed, guardMalformedStream } from './malformed';
 import { countMessageTokens, countTokens } from './tokens';
