@@ -13,7 +13,7 @@ import { ApiKeyStore } from '../services/gateway/src/auth/api-keys';
 
 const root = join(__dirname, '..');
 const stateDir = join(root, '.tollgate');
-const tsx = join(root, 'node_modules', '.bin', 'tsx');
+const { build } = require('./build.js') as { build(options?: { only?: string[] }): Promise<unknown> };
 const redisCheck = require('./ensure-redis.js') as {
   ping(timeoutMs?: number): Promise<boolean>;
   host: string;
@@ -112,15 +112,17 @@ async function main(): Promise<void> {
   }
   say(`redis: ${config.redisUrl}`);
 
+  // Every service (and the stub) runs as plain JavaScript on node: bundle the current sources first.
+  await build();
   const env: NodeJS.ProcessEnv = { LOG_FORMAT: process.env.LOG_FORMAT ?? 'pretty', ADMIN_TOKEN: adminToken };
   if (Object.values(config.providers).some((p) => p.stub)) {
-    run('stub-llm', tsx, ['packages/stub-llm/src/cli.ts'], env);
+    run('stub-llm', process.execPath, ['packages/stub-llm/dist/index.js'], env);
     await waitUntil('the stub provider', httpOk(`http://${config.stubServer.host}:${config.stubServer.port}/healthz`));
   }
   say(describeProviders(config));
 
   const services = readdirSync(join(root, 'services')).filter((name) => existsSync(join(root, 'services', name, 'src', 'index.ts')));
-  for (const name of services) run(name, tsx, [`services/${name}/src/index.ts`], env);
+  for (const name of services) run(name, process.execPath, [`services/${name}/dist/index.js`], env);
 
   const gateway = `http://${config.gateway.host}:${config.gateway.port}`;
   await waitUntil('the gateway', httpOk(`${gateway}/readyz`));

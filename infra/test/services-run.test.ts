@@ -1,6 +1,6 @@
 /**
- * Each image's process, started the way infra/docker/Dockerfile starts it (its CMD: node with the
- * tsx loader on src/index.ts, in the package folder) with the environment docker-compose.yml
+ * Each image's process, started the way infra/docker/Dockerfile starts it (its CMD: plain node on
+ * the bundle `pnpm build` writes, dist/index.js, in the package folder) with the environment docker-compose.yml
  * gives it, on real Redis: it answers the image's HEALTHCHECK script, the readiness path the
  * Kubernetes probes use, and /metrics, then stops cleanly on SIGTERM. Only the loopback
  * addresses, free ports and a private key prefix differ from compose; there is no Docker here.
@@ -18,8 +18,13 @@ jest.setTimeout(120_000);
 const HEALTHCHECK = rootPath('infra/docker/healthcheck.js');
 const runtime = dockerfile('infra/docker/Dockerfile').stages.at(-1)!;
 const imageCmd = JSON.parse(runtime.instructions.filter((i) => i.op === 'CMD').at(-1)!.args) as string[];
-/** The image's CMD with the tsx loader path of the image mapped onto this checkout's node_modules. */
-const command = imageCmd.map((arg) => arg.replace('/opt/tsx/node_modules/', `${rootPath('node_modules')}/`));
+/** The image's CMD: run in the package folder, where the build stage's `pnpm build` put dist/. */
+const command = imageCmd;
+const { build } = require(rootPath('scripts/build.js')) as { build(options?: { quiet?: boolean }): Promise<unknown> };
+
+beforeAll(async () => {
+  await build({ quiet: true });
+});
 
 async function freePort(): Promise<number> {
   const server = createServer();
@@ -90,7 +95,7 @@ describe('the images\' processes, as compose runs them', () => {
       running.push({ name, proc, env, port, output: () => output });
     }
 
-    // Up: /healthz answers (polled in-process; the processes compile their TypeScript meanwhile).
+    // Up: /healthz answers (polled in-process).
     await Promise.all(
       running.map(async (r) => {
         const deadline = Date.now() + 90_000;

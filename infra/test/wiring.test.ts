@@ -87,7 +87,7 @@ describe('infra/docker/Dockerfile', () => {
     expect(runtime.instructions.slice(userAt).some((i) => i.op === 'RUN' || i.op === 'COPY')).toBe(false);
   });
 
-  it('checks health with the script it copies in, and starts src/index.ts with the locked tsx', () => {
+  it('checks health with the script it copies in, and runs the built bundle with plain node', () => {
     const healthcheck = runtimeOps('HEALTHCHECK');
     expect(healthcheck).toHaveLength(1);
     expect(healthcheck[0]!.args).toMatch(/CMD \["node", "\/opt\/tollgate\/healthcheck\.js"\]$/);
@@ -95,9 +95,15 @@ describe('infra/docker/Dockerfile', () => {
     expect(existsSync(rootPath('infra/docker/healthcheck.js'))).toBe(true);
 
     const cmd = JSON.parse(runtimeOps('CMD').at(-1)!.args) as string[];
-    const tsxPkg = require(require.resolve('tsx/package.json', { paths: [rootPath()] })) as { exports: Obj };
-    expect(cmd).toEqual(['node', '--import', `/opt/tsx/node_modules/tsx/${String(tsxPkg.exports['.']).replace(/^\.\//, '')}`, 'src/index.ts']);
-    for (const name of DEPLOYABLES) expect(existsSync(`${packageDir(name)}/src/index.ts`)).toBe(true);
+    expect(cmd).toEqual(['node', 'dist/index.js']);
+    // The build stage bundles (pnpm build writes <package>/dist/index.js), the deploy stage copies it.
+    const build = dockerfile('infra/docker/Dockerfile').stages.find((st) => st.name === 'build');
+    expect(build?.instructions.some((i) => i.op === 'RUN' && i.args.trim() === 'pnpm build')).toBe(true);
+    const rootPkg = require(rootPath('package.json')) as { scripts: Record<string, string> };
+    expect(rootPkg.scripts.build).toBe('node scripts/build.js');
+    const { targets } = require(rootPath('scripts/build.js')) as { targets(): Array<{ name: string; dir: string }> };
+    expect(targets().map((t) => t.name).sort()).toEqual([...DEPLOYABLES].sort());
+    for (const t of targets()) expect(t.dir).toBe(packageDir(t.name));
   });
 
   it('sets only variables the services read, and the container defaults the manifests rely on', () => {

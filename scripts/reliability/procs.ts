@@ -1,7 +1,7 @@
 /**
- * Child processes of the reliability suite: each one in its own process group (tsx runs the
- * service in a child node process, so a SIGKILL must reach the whole group), output to a log file,
- * every exit recorded with whether the suite asked for it.
+ * Child processes of the reliability suite: each one in its own process group (the services run
+ * as one plain node process each, but the group makes sure a SIGKILL also takes anything a
+ * process started), output to a log file, every exit recorded with whether the suite asked for it.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createWriteStream, type WriteStream } from 'node:fs';
@@ -93,7 +93,7 @@ export class Proc {
     });
   }
 
-  /** Signals the whole process group (SIGKILL) or the launcher, which relays it (SIGTERM); waits for the exit. */
+  /** Signals the whole process group (SIGKILL) or the process itself (SIGTERM: its graceful shutdown); waits for the exit. */
   async kill(signal: NodeJS.Signals, timeoutMs = 10_000): Promise<void> {
     const child = this.child;
     if (!child?.pid || !this.alive()) return;
@@ -113,7 +113,7 @@ export class Proc {
       }
       await Promise.race([this.exited, sleep(2_000)]);
     }
-    // Whatever the launcher left behind in its group (the service itself, when only the launcher died).
+    // Whatever is left in its group (children of the process, if it started any).
     try {
       process.kill(-child.pid, 'SIGKILL');
     } catch {

@@ -47,7 +47,7 @@ import { LoadGenerator } from './load';
 import { type ExitRecord, freePort, Proc, sleep, waitReady } from './procs';
 
 const root = join(__dirname, '..', '..');
-const tsx = join(root, 'node_modules', '.bin', 'tsx');
+const { build } = require('../build.js') as { build(options?: { only?: string[] }): Promise<unknown> };
 const num = (name: string, def: number) => {
   const v = Number(process.env[name]);
   return Number.isFinite(v) && v > 0 ? v : def;
@@ -229,13 +229,15 @@ async function main(): Promise<number> {
     STUB_CALL_LOG: '1',
   };
   const mk = (name: string, args: string[], extra: NodeJS.ProcessEnv = {}) => {
-    const p = new Proc(name, tsx, args, { ...env, ...extra }, { cwd: root, logDir: ctx.logDir, exits: ctx.exits });
+    const p = new Proc(name, process.execPath, args, { ...env, ...extra }, { cwd: root, logDir: ctx.logDir, exits: ctx.exits });
     ctx.procs.set(name, p);
     return p;
   };
-  mk('stub-llm', ['packages/stub-llm/src/cli.ts']).start();
-  mk('gateway', ['services/gateway/src/index.ts']).start();
-  for (const w of WORKERS) mk(w, [`services/${w}/src/index.ts`], { HEALTH_PORT: String(healthPorts[w]) }).start();
+  // Plain node on the bundles of the current sources, as the images run them.
+  await build();
+  mk('stub-llm', ['packages/stub-llm/dist/index.js']).start();
+  mk('gateway', ['services/gateway/dist/index.js']).start();
+  for (const w of WORKERS) mk(w, [`services/${w}/dist/index.js`], { HEALTH_PORT: String(healthPorts[w]) }).start();
   const readyUrl = (name: string) => (name === 'gateway' ? `${gatewayUrl}/readyz` : name === 'stub-llm' ? `${stubUrl}/healthz` : `http://127.0.0.1:${healthPorts[name as Worker]}/readyz`);
   const startup = await Promise.all([...ctx.procs.keys()].map(async (n) => [n, await waitReady(readyUrl(n), 60_000)] as const));
   const notReady = startup.filter(([, ok]) => !ok).map(([n]) => n);
