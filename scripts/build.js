@@ -28,6 +28,45 @@ const OPTIONAL_NATIVES = [
   'utf-8-validate', // ws
 ];
 
+/**
+ * Pure data modules loaded lazily and rarely: each goes to a file of its own beside the bundle,
+ * required only when first used. V8 keeps a bundle's whole source in memory, so bundling the
+ * tokenizer's 2.3 MB of ranks would cost every worker that much even when it never counts a token.
+ */
+const SEPARATE_DATA = { 'js-tiktoken/ranks/o200k_base': 'o200k_base.js' };
+
+function separateDataPlugin() {
+  return {
+    name: 'tollgate-separate-data',
+    setup(build) {
+      const filter = new RegExp(`^(${Object.keys(SEPARATE_DATA).map((m) => m.replace(/[/.]/g, '\\$&')).join('|')})$`);
+      build.onResolve({ filter }, (args) => ({ path: `./${SEPARATE_DATA[args.path]}`, external: true }));
+    },
+  };
+}
+
+/** Builds the separate data files a bundle refers to, into the same dist/ (from the bundle's package). */
+async function buildSeparateData(esbuild, t, outDir, metafile) {
+  const wanted = Object.entries(SEPARATE_DATA).filter(([, file]) =>
+    Object.values(metafile.outputs).some((o) => o.imports.some((i) => i.path === `./${file}` && i.external)),
+  );
+  await Promise.all(
+    wanted.map(([mod, file]) =>
+      esbuild.build({
+        stdin: { contents: `module.exports = require(${JSON.stringify(mod)});`, resolveDir: join(root, 'packages', 'shared'), loader: 'js' },
+        outfile: join(outDir, file),
+        bundle: true,
+        platform: 'node',
+        target: 'node20',
+        format: 'cjs',
+        minifyWhitespace: true,
+        legalComments: 'external',
+        logLevel: 'warning',
+      }),
+    ),
+  );
+}
+
 /** Every runnable package: the services, and the stub provider (its entry is the CLI). */
 function targets() {
   const services = readdirSync(join(root, 'services'))
@@ -85,7 +124,7 @@ async function build(options = {}) {
     selected.map(async (t) => {
       const outDir = join(t.dir, 'dist');
       const outfile = join(outDir, 'index.js');
-      await esbuild.build({
+      const built = await esbuild.build({
         entryPoints: [join(t.dir, t.entry)],
         outfile,
         bundle: true,
@@ -103,7 +142,7 @@ async function build(options = {}) {
         // dist/index.js.map: `node --enable-source-maps` maps stack traces back to the sources.
         sourcemap: 'linked',
         external: OPTIONAL_NATIVES,
-        plugins: [sourcePathsPlugin(t.dir, outDir)],
+        plugins: [sourcePathsPlugin(t.dir, outDir), separateDataPlugin()],
         logLevel: 'warning',
         logOverride: {
           // Third-party code probing for optional modules with require() in a try/catch.
@@ -111,6 +150,7 @@ async function build(options = {}) {
         },
         metafile: true,
       });
+      await buildSeparateData(esbuild, t, outDir, built.metafile);
       return { name: t.name, outfile: relative(root, outfile) };
     }),
   );

@@ -31,13 +31,25 @@ describe('provider SDKs load lazily', () => {
     });
   });
 
-  it('createProviderClients loads the SDKs, countTokens the tokenizer', () => {
+  it('a provider client loads its SDK on first use, and only its own; countTokens loads the tokenizer', () => {
     withHeavyModulesForbidden(() => {
       const shared = require('../src') as Shared;
       const endpoint = { apiKey: 'k', baseUrl: 'http://127.0.0.1:1' };
-      expect(() => shared.createProviderClients({ openai: endpoint, deepseek: endpoint, gemini: endpoint }, 1000)).toThrow(/was loaded/);
+      const clients = shared.createProviderClients({ openai: endpoint, deepseek: endpoint, gemini: endpoint }, 1000);
+      expect(Object.keys(clients).sort()).toEqual(['deepseek', 'gemini', 'openai']);
+      expect(() => clients.openai).toThrow(/openai was loaded/);
+      expect(() => clients.gemini).toThrow(/@google\/genai was loaded/);
       expect(() => shared.countTokens('hello')).toThrow(/was loaded/);
     });
+  });
+
+  it('each provider client is built once and kept', () => {
+    const { createProviderClients } = require('../src/providers/clients') as typeof import('../src/providers/clients');
+    const endpoint = { apiKey: 'k', baseUrl: 'http://127.0.0.1:1' };
+    const clients = createProviderClients({ openai: endpoint, deepseek: endpoint, gemini: endpoint }, 1000);
+    expect(clients.openai).toBe(clients.openai);
+    expect(clients.gemini).toBe(clients.gemini);
+    expect(clients.deepseek).not.toBe(clients.openai);
   });
 
   it('counts tokens once loaded', async () => {
