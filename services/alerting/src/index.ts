@@ -15,8 +15,7 @@ async function main(): Promise<void> {
     budgets: config.budgets,
     settings,
     logger,
-    // lingerMs: reads collect 5 ms of events each under load; well inside the alert latency budget.
-    bus: { maxLen: config.bus.maxLen, maxDeliveries: config.bus.maxDeliveries, claimIdleMs: config.bus.claimIdleMs, lingerMs: 5 },
+    bus: { maxLen: config.bus.maxLen, maxDeliveries: config.bus.maxDeliveries, claimIdleMs: config.bus.claimIdleMs },
   });
   logger.info('alerting ready', {
     sweep_ms: settings.sweepIntervalMs,

@@ -35,8 +35,6 @@ async function main(): Promise<void> {
     claimIdleMs: config.bus.claimIdleMs,
     concurrency: 256,
     batchSize: 500,
-    // Entries are written in batches; collecting for 5 ms makes the batches real under load.
-    lingerMs: 5,
     logger,
   });
   const table = loadPriceTable({ file: config.priceTableFile });
