@@ -36,6 +36,8 @@ const INSTANCES = Number(process.env.BENCH_ALERTS_INSTANCES ?? 2);
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const TARGET_P99_MS = 50;
 const root = join(__dirname, '..');
+// The services run as deployed: the bundles `pnpm build` writes, on plain node.
+const { build } = require('../scripts/build.js') as { build(options?: { only?: string[] }): Promise<unknown> };
 
 type Item = { [T in 'usage.recorded' | 'cost.recorded']: { type: T; data: EventData<T>; meta: EventMeta } }['usage.recorded' | 'cost.recorded'];
 
@@ -87,6 +89,7 @@ const percentile = (sorted: number[], p: number) => sorted[Math.min(sorted.lengt
 export async function run(): Promise<void> {
   const host = new URL(REDIS_URL).hostname;
   if (!['127.0.0.1', 'localhost', '::1', '[::1]'].includes(host)) throw new Error(`bench alerts runs on loopback Redis only, not ${host}`);
+  await build({ only: ['cost-ledger', 'alerting'] });
   const prefix = `bench-alerts-${randomUUID().slice(0, 8)}`;
   const ns = hashTagged(prefix);
   const redis = createRedis(REDIS_URL, { name: 'bench-alerts' });
@@ -96,7 +99,7 @@ export async function run(): Promise<void> {
   const children: ChildProcess[] = [];
   const env = { ...process.env, TOLLGATE_PREFIX: prefix, LOG_LEVEL: 'warn', BUS_MAX_LEN: '50000' };
   const start = (service: string) =>
-    children.push(spawn(join(root, 'node_modules', '.bin', 'tsx'), [`services/${service}/src/index.ts`], { cwd: root, env, stdio: ['ignore', 'inherit', 'inherit'] }));
+    children.push(spawn(process.execPath, [`services/${service}/dist/index.js`], { cwd: root, env, stdio: ['ignore', 'inherit', 'inherit'] }));
 
   try {
     const probes = Math.max(1, Math.round(SECONDS * PROBES_PER_S));

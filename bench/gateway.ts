@@ -51,61 +51,31 @@ async function waitHttp(url: string, timeoutMs = 30_000, init?: RequestInit): Pr
   throw new Error(`${url} did not come up`);
 }
 
-/** A process and its children (tsx runs the service in a child node). */
-function family(pid: number): number[] {
-  const pids = [pid];
+/** A /proc file of a process, or undefined once it is gone. */
+function procFile(pid: number | undefined, file: string): string | undefined {
+  if (!pid) return undefined;
   try {
-    pids.push(...readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number));
+    return readFileSync(`/proc/${pid}/${file}`, 'utf8');
   } catch {
-    // no children file
+    return undefined;
   }
-  return pids;
 }
 
-/** CPU time (user + system, ms) a process and its children have used so far. */
+/** CPU time (user + system, ms) a process has used so far. */
 function cpuMs(pid: number | undefined): number {
-  if (!pid) return 0;
-  let ticks = 0;
-  for (const p of family(pid)) {
-    try {
-      // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
-      const rest = readFileSync(`/proc/${p}/stat`, 'utf8').split(') ')[1]!.split(' ');
-      ticks += Number(rest[11]) + Number(rest[12]);
-    } catch {
-      // gone
-    }
-  }
-  return ticks * 10; // USER_HZ is 100 on Linux
+  // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
+  const rest = procFile(pid, 'stat')?.split(') ')[1]?.split(' ');
+  return rest ? (Number(rest[11]) + Number(rest[12])) * 10 : 0; // USER_HZ is 100 on Linux
 }
 
-/** Write system calls (socket and file writes) a process and its children have made so far. */
+/** Write system calls (socket and file writes) a process has made so far. */
 function writeCalls(pid: number | undefined): number {
-  if (!pid) return 0;
-  let n = 0;
-  for (const p of family(pid)) {
-    try {
-      n += Number(/syscw:\s+(\d+)/.exec(readFileSync(`/proc/${p}/io`, 'utf8'))?.[1] ?? 0);
-    } catch {
-      // gone, or not ours to read
-    }
-  }
-  return n;
+  return Number(/syscw:\s+(\d+)/.exec(procFile(pid, 'io') ?? '')?.[1] ?? 0);
 }
 
-/** Resident memory of the largest process in a family: the tsx launcher is a thin parent. */
+/** Resident memory of a process, MB. */
 function rssMb(pid: number | undefined): number {
-  if (!pid) return 0;
-  let kb = 0;
-  for (const p of family(pid)) {
-    try {
-      const m = readFileSync(`/proc/${p}/status`, 'utf8').match(/VmRSS:\s+(\d+) kB/);
-      // The tsx launcher is a thin parent; count the largest process, which is the service.
-      kb = Math.max(kb, Number(m?.[1] ?? 0));
-    } catch {
-      // gone
-    }
-  }
-  return Math.round(kb / 1024);
+  return Math.round(Number(/VmRSS:\s+(\d+) kB/.exec(procFile(pid, 'status') ?? '')?.[1] ?? 0) / 1024);
 }
 
 /**

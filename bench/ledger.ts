@@ -21,6 +21,8 @@ const EVENTS = Number(process.env.BENCH_LEDGER_EVENTS ?? 100_000);
 const INSTANCES = Number(process.env.BENCH_LEDGER_INSTANCES ?? 2);
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const root = join(__dirname, '..');
+// The services run as deployed: the bundles `pnpm build` writes, on plain node.
+const { build } = require('../scripts/build.js') as { build(options?: { only?: string[] }): Promise<unknown> };
 
 const MODELS: Array<[string, string, (i: number) => UsageUnits]> = [
   ['openai', 'gpt-4o-mini', (i) => ({ input_tokens: 100 + (i % 1000), cached_input_tokens: i % 50, output_tokens: 20 + (i % 300) })],
@@ -30,6 +32,7 @@ const MODELS: Array<[string, string, (i: number) => UsageUnits]> = [
 ];
 
 export async function run(): Promise<void> {
+  await build({ only: ['cost-ledger'] });
   const prefix = `bench-ledger-${randomUUID().slice(0, 8)}`;
   const ns = hashTagged(prefix);
   const redis = createRedis(REDIS_URL, { name: 'bench-ledger' });
@@ -59,7 +62,7 @@ export async function run(): Promise<void> {
     // sharing its two cores; its consumer group starts at the stream's beginning.
     for (let i = 0; i < INSTANCES; i++) {
       children.push(
-        spawn(join(root, 'node_modules', '.bin', 'tsx'), ['services/cost-ledger/src/index.ts'], {
+        spawn(process.execPath, ['services/cost-ledger/dist/index.js'], {
           cwd: root,
           env: { ...process.env, TOLLGATE_PREFIX: prefix, LOG_LEVEL: 'warn', BUS_MAX_LEN: String(EVENTS * 3) },
           stdio: ['ignore', 'inherit', 'inherit'],
