@@ -3,11 +3,11 @@ import helmet from 'helmet';
 import type Redis from 'ioredis';
 import type { PriceTable } from '@tollgate/shared';
 import type { ApiKeyStore } from './auth/api-keys';
+import { admission } from './auth/admission';
 import { authenticate } from './auth/middleware';
 import type { ChatDispatcher } from './chat-dispatch';
 import { ApiError, errorHandler } from './errors';
 import type { GatewayMetrics } from './metrics';
-import { rateLimitPerKey } from './rate-limit';
 import { requestId } from './request-id';
 import { adminRoutes } from './routes/admin';
 import { chatRoutes } from './routes/chat';
@@ -16,12 +16,11 @@ import { healthRoutes } from './routes/health';
 import { openAiRoutes } from './routes/openai-compat';
 import { alertRoutes } from './routes/alerts';
 import { budgetRoutes } from './routes/budgets';
-import { budgetGuard } from './budget-guard';
 import { AlertStore, BudgetStore, WebhookTargets } from '@tollgate/shared';
 import { type VisionRouteOptions, visionRoutes } from './routes/vision';
 import { dashboardRoutes } from './routes/dashboard';
 import { type OpsRouteDeps, opsRoutes } from './routes/ops';
-import { concurrently, type Guards } from './routes/guards';
+import type { Guards } from './routes/guards';
 
 export interface GatewayDeps {
   redis: Redis;
@@ -50,11 +49,11 @@ export function createApp(deps: GatewayDeps): Express {
   app.use(requestId);
   app.use(deps.metrics.middleware);
 
-  const limit = rateLimitPerKey(deps.redis, deps.namespace, deps.rateLimitPerMinute);
+  const admit = { redis: deps.redis, namespace: deps.namespace, keys: deps.keys, adminToken: deps.adminToken, perMinute: deps.rateLimitPerMinute };
   const guards: Guards = {
-    chat: [authenticate(deps.keys, deps.adminToken, 'chat'), concurrently(limit, budgetGuard(deps.redis, deps.namespace))],
-    vision: [authenticate(deps.keys, deps.adminToken, 'vision'), concurrently(limit, budgetGuard(deps.redis, deps.namespace))],
-    costs: [authenticate(deps.keys, deps.adminToken, 'costs'), limit],
+    chat: [admission(admit, 'chat', { budget: true })],
+    vision: [admission(admit, 'vision', { budget: true })],
+    costs: [admission(admit, 'costs', { budget: false })],
     admin: [authenticate(deps.keys, deps.adminToken, 'admin')],
   };
   // Ahead of the global JSON parser: vision reads its own bodies (images far above maxBodyBytes), after authentication.

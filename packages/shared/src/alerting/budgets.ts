@@ -255,9 +255,38 @@ export function splitMember(member: string): [BudgetScope, string] {
 
 const blockValueSchema = z.object({ spent_micros: z.number().optional(), limit_micros: z.number().optional() });
 
+/** A block key's place: one period of one scope a request is checked against. */
+export interface BlockCell {
+  scope: BudgetScope;
+  id: string;
+  period: BudgetPeriod;
+}
+
+/** What a paid request is checked against, in order: the user's, the project's, then the global periods. */
+export function blockCells(who: { user_id: string; project_id: string }): BlockCell[] {
+  const scopes: Array<[BudgetScope, string]> = [
+    ['user', who.user_id],
+    ['project', who.project_id],
+    ['global', GLOBAL_SCOPE_ID],
+  ];
+  return scopes.flatMap(([scope, id]) => PERIODS.map((period) => ({ scope, id, period })));
+}
+
+/** The block a cell's stored value describes. */
+export function toBudgetBlock(cell: BlockCell, raw: string): BudgetBlock {
+  let amounts: z.infer<typeof blockValueSchema> = {};
+  try {
+    amounts = blockValueSchema.parse(JSON.parse(raw));
+  } catch {
+    // The block itself is what counts; amounts are only for the message.
+  }
+  return { scope: cell.scope, scope_id: cell.id, period: cell.period, ...amounts };
+}
+
 /**
  * The first hard budget that blocks this caller (user, then project, then global), or null:
- * one MGET whatever the number of periods, because it runs before every paid request.
+ * one MGET whatever the number of periods. (The gateway checks the same cells inside its
+ * admission script, with the key lookup and the rate limit.)
  */
 export async function findBudgetBlock(
   redis: Redis,
@@ -265,23 +294,10 @@ export async function findBudgetBlock(
   who: { user_id: string; project_id: string },
 ): Promise<BudgetBlock | null> {
   const k = alertingKeys(namespace);
-  const scopes: Array<[BudgetScope, string]> = [
-    ['user', who.user_id],
-    ['project', who.project_id],
-    ['global', GLOBAL_SCOPE_ID],
-  ];
-  const cells = scopes.flatMap(([scope, id]) => PERIODS.map((period) => ({ scope, id, period })));
+  const cells = blockCells(who);
   const values = await redis.mget(cells.map((c) => k.block(c.scope, c.id, c.period)));
   const hit = values.findIndex((v) => v !== null);
-  if (hit < 0) return null;
-  const cell = cells[hit]!;
-  let amounts: z.infer<typeof blockValueSchema> = {};
-  try {
-    amounts = blockValueSchema.parse(JSON.parse(values[hit]!));
-  } catch {
-    // The block itself is what counts; amounts are only for the message.
-  }
-  return { scope: cell.scope, scope_id: cell.id, period: cell.period, ...amounts };
+  return hit < 0 ? null : toBudgetBlock(cells[hit]!, values[hit]!);
 }
 
 export interface NearBudget {

@@ -59,9 +59,19 @@ export class ApiKeyStore {
     return { key, record };
   }
 
+  /** Whether a presented string can be a key at all: others are refused without a lookup. */
+  plausible(key: string): boolean {
+    return key.startsWith('tg_') && key.length <= 200;
+  }
+
+  /** Where the record of a presented key would be (by its hash), for lookups done in a script. */
+  recordKey(key: string): string {
+    return this.byHash(hash(key));
+  }
+
   async verify(key: string): Promise<ApiKeyRecord | null> {
-    if (!key.startsWith('tg_') || key.length > 200) return null;
-    const raw = await this.redis.get(this.byHash(hash(key)));
+    if (!this.plausible(key)) return null;
+    const raw = await this.redis.get(this.recordKey(key));
     return raw ? (JSON.parse(raw) as ApiKeyRecord) : null;
   }
 

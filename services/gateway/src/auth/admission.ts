@@ -1,0 +1,148 @@
+import { timingSafeEqual } from 'node:crypto';
+import type { RequestHandler } from 'express';
+import type Redis from 'ioredis';
+import {
+  alertingKeys,
+  type BudgetPeriod,
+  BudgetExceededError,
+  blockCells,
+  keyspace,
+  LuaScript,
+  PERIODS,
+  toBudgetBlock,
+} from '@tollgate/shared';
+import { ApiError } from '../errors';
+import type { ApiKeyRecord, ApiKeyStore, Scope } from './api-keys';
+import type { Principal } from './middleware';
+
+// Everything a request must pass before it is served, in one round trip: the key (by its hash,
+// or the operator's record passed in), its scope, the per-key rate limit (a fixed one-minute
+// window) and, for paid work, the hard-budget blocks of the key's user, project and the global
+// scope. Block keys are built from templates the gateway computes with alertingKeys(), so the key
+// format has one definition; they share the namespace's hash tag, so a cluster keeps them in one
+// slot with the rest.
+// KEYS: the key record (by hash)
+// ARGV: inline record ('' to read KEYS[1]), scope, rate key prefix, window ms, limit,
+//       periods (n), then n period names, then block templates for user, project, global
+const ADMIT = new LuaScript(`
+local raw = ARGV[1]
+if raw == '' then raw = redis.call('GET', KEYS[1]) end
+if not raw then return {'unknown'} end
+local ok, rec = pcall(cjson.decode, raw)
+if not ok or type(rec) ~= 'table' or type(rec.key_id) ~= 'string' then return {'unknown'} end
+local allowed = false
+for _, s in ipairs(rec.scopes or {}) do
+  if s == ARGV[2] or s == 'admin' then allowed = true end
+end
+if not allowed then return {'forbidden', raw} end
+local rate = ARGV[3] .. rec.key_id
+local count = redis.call('INCR', rate)
+local ttl = redis.call('PTTL', rate)
+if ttl < 0 then
+  redis.call('PEXPIRE', rate, ARGV[4])
+  ttl = tonumber(ARGV[4])
+end
+if count > tonumber(ARGV[5]) then return {'rate_limited', raw, count, ttl} end
+local n = tonumber(ARGV[6])
+local ids = {rec.user_id, rec.project_id, 'global'}
+for s = 1, 3 do
+  local id = string.gsub(tostring(ids[s]), '%%', '%%%%')
+  for p = 1, n do
+    local period = string.gsub(ARGV[6 + p], '%%', '%%%%')
+    local key = string.gsub(string.gsub(ARGV[6 + n + s], '{ID}', id), '{PERIOD}', period)
+    local block = redis.call('GET', key)
+    if block then return {'blocked', raw, count, ttl, (s - 1) * n + p - 1, block} end
+  end
+end
+return {'ok', raw, count, ttl}
+`);
+
+type Verdict =
+  | ['unknown']
+  | ['forbidden', string]
+  | ['rate_limited' | 'ok', string, number, number]
+  | ['blocked', string, number, number, number, string];
+
+const WINDOW_MS = 60_000;
+
+function bearer(header: string | undefined): string | undefined {
+  const m = header?.match(/^Bearer\s+(\S+)\s*$/i);
+  return m?.[1];
+}
+
+function sameSecret(a: string, b: string): boolean {
+  const x = Buffer.from(a);
+  const y = Buffer.from(b);
+  return x.length === y.length && timingSafeEqual(x, y);
+}
+
+export interface AdmissionOptions {
+  redis: Redis;
+  namespace: string;
+  keys: ApiKeyStore;
+  adminToken: string | undefined;
+  /** Requests per API key per minute, shared by every gateway instance. */
+  perMinute: number;
+}
+
+const OPERATOR: ApiKeyRecord = {
+  key_id: 'admin-token',
+  name: 'operator',
+  user_id: 'operator',
+  project_id: 'operator',
+  scopes: ['admin', 'chat', 'vision', 'costs'],
+  created_at: '1970-01-01T00:00:00.000Z',
+};
+
+/**
+ * Authenticates (`Authorization: Bearer <key>` or `x-api-key`; the ADMIN_TOKEN acts as the
+ * operator), checks the scope, counts the request against the key's rate limit and, with
+ * `budget`, refuses paid work while a hard budget of the caller is used up (402 before anything
+ * is enqueued, so a refused request is never billed). One Redis round trip for all of it.
+ */
+export function admission(opts: AdmissionOptions, scope: Scope, { budget }: { budget: boolean }): RequestHandler {
+  const rateKey = `${keyspace(opts.namespace)('rl')}:`;
+  const blocks = alertingKeys(opts.namespace);
+  const periods = budget ? PERIODS : [];
+  const template = (s: 'user' | 'project' | 'global') => blocks.block(s, '{ID}', '{PERIOD}' as BudgetPeriod);
+  const tail = [periods.length, ...periods, template('user'), template('project'), template('global')];
+
+  return async (req, res, next) => {
+    try {
+      const presented = bearer(req.header('authorization')) ?? req.header('x-api-key');
+      if (!presented) throw new ApiError('unauthorized', 'An API key is required: send it as "Authorization: Bearer <key>".');
+      const operator = opts.adminToken !== undefined && sameSecret(presented, opts.adminToken);
+      if (!operator && !opts.keys.plausible(presented)) throw new ApiError('unauthorized', 'The API key is not valid or has been revoked.');
+      const verdict = (await ADMIT.run(
+        opts.redis,
+        [opts.keys.recordKey(operator ? '' : presented)],
+        [operator ? JSON.stringify(OPERATOR) : '', scope, rateKey, WINDOW_MS, opts.perMinute, ...tail],
+      )) as Verdict;
+
+      if (verdict[0] === 'unknown') throw new ApiError('unauthorized', 'The API key is not valid or has been revoked.');
+      if (verdict[0] === 'forbidden') throw new ApiError('forbidden', `This API key lacks the "${scope}" scope.`);
+      const record = JSON.parse(verdict[1]) as ApiKeyRecord;
+      const { created_at: _created, ...rest } = record;
+      const principal: Principal = { ...rest, operator };
+      res.locals.principal = principal;
+      // For long-lived responses (SSE): the key is checked again before more data goes out.
+      if (!operator) res.locals.recheckKey = async () => (await opts.keys.verify(presented)) !== null;
+      const [, , count, ttl] = verdict;
+      res.setHeader('x-ratelimit-limit', String(opts.perMinute));
+      res.setHeader('x-ratelimit-remaining', String(Math.max(0, opts.perMinute - count)));
+      if (verdict[0] === 'rate_limited') {
+        throw new ApiError('rate_limited', `Rate limit of ${opts.perMinute} requests per minute reached for this API key.`, { retry_after_ms: ttl });
+      }
+      if (verdict[0] === 'blocked') {
+        const block = toBudgetBlock(blockCells(principal)[verdict[4]]!, verdict[5]);
+        throw new BudgetExceededError(block.scope, block.scope_id, block.period, {
+          ...(block.spent_micros !== undefined && { spent_micros: block.spent_micros }),
+          ...(block.limit_micros !== undefined && { limit_micros: block.limit_micros }),
+        });
+      }
+      next();
+    } catch (err) {
+      next(err);
+    }
+  };
+}
