@@ -1,4 +1,3 @@
-import { timingSafeEqual } from 'node:crypto';
 import type { RequestHandler } from 'express';
 import type Redis from 'ioredis';
 import {
@@ -13,7 +12,7 @@ import {
 } from '@tollgate/shared';
 import { ApiError } from '../errors';
 import type { ApiKeyRecord, ApiKeyStore, Scope } from './api-keys';
-import type { Principal } from './middleware';
+import { bearer, type Principal, sameSecret } from './middleware';
 
 // Everything a request must pass before it is served, in one round trip: the key (by its hash,
 // or the operator's record passed in), its scope, the per-key rate limit (a fixed one-minute
@@ -64,17 +63,6 @@ type Verdict =
   | ['blocked', string, number, number, number, string];
 
 const WINDOW_MS = 60_000;
-
-function bearer(header: string | undefined): string | undefined {
-  const m = header?.match(/^Bearer\s+(\S+)\s*$/i);
-  return m?.[1];
-}
-
-function sameSecret(a: string, b: string): boolean {
-  const x = Buffer.from(a);
-  const y = Buffer.from(b);
-  return x.length === y.length && timingSafeEqual(x, y);
-}
 
 export interface AdmissionOptions {
   redis: Redis;

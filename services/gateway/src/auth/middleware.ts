@@ -8,12 +8,14 @@ export interface Principal extends Omit<ApiKeyRecord, 'created_at'> {
   operator: boolean;
 }
 
-function bearer(header: string | undefined): string | undefined {
+/** The key presented as `Authorization: Bearer <key>`, if any. */
+export function bearer(header: string | undefined): string | undefined {
   const m = header?.match(/^Bearer\s+(\S+)\s*$/i);
   return m?.[1];
 }
 
-function sameSecret(a: string, b: string): boolean {
+/** Constant-time comparison of two secrets. */
+export function sameSecret(a: string, b: string): boolean {
   const x = Buffer.from(a);
   const y = Buffer.from(b);
   return x.length === y.length && timingSafeEqual(x, y);
