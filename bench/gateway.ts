@@ -75,7 +75,7 @@ function writeCalls(pid: number | undefined): number {
 
 /** Resident memory of a process, MB. */
 function rssMb(pid: number | undefined): number {
-  return Math.round(Number(/VmRSS:\s+(\d+) kB/.exec(procFile(pid, 'status') ?? '')?.[1] ?? 0) / 1024);
+  return Math.round(Number(/VmRSS:\s+(\d+) kB/.exec(procFile(pid, 'status') ?? '')?.[1] ?? 0) / 102.4) / 10;
 }
 
 /**
