@@ -16,7 +16,7 @@
 // does the type-checking (`pnpm typecheck`), esbuild only strips types. `require('./build.js')`
 // gives `build()` to the scripts that start services (scripts/start.ts, bench, reliability suite).
 'use strict';
-const { existsSync, readdirSync, readFileSync } = require('node:fs');
+const { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync } = require('node:fs');
 const { dirname, join, relative, sep } = require('node:path');
 
 const root = join(__dirname, '..');
@@ -29,27 +29,46 @@ const OPTIONAL_NATIVES = [
 ];
 
 /**
- * Pure data modules loaded lazily and rarely: each goes to a file of its own beside the bundle,
- * required only when first used. V8 keeps a bundle's whole source in memory, so bundling the
- * tokenizer's 2.3 MB of ranks would cost every worker that much even when it never counts a token.
+ * Pure data loaded lazily and rarely goes to files of its own beside the bundle, required only when
+ * first used: V8 keeps a bundle's whole source in memory, so bundling the tokenizer's 2.3 MB of
+ * ranks would cost every worker that much even when it never counts a token. Likewise the
+ * gateway's body parser: iconv-lite's CJK code tables (~450 KB of JSON) load only for requests
+ * in those encodings.
  */
 const SEPARATE_DATA = { 'js-tiktoken/ranks/o200k_base': 'o200k_base.js' };
+const ICONV_TABLE = /^\.\/tables\/[\w-]+\.json$/;
+const ICONV_DIR = `${sep}iconv-lite${sep}encodings${sep}`;
 
-function separateDataPlugin() {
+/** `copies` collects, per bundle, the data files to copy next to it: destination -> source. */
+function separateDataPlugin(copies) {
   return {
     name: 'tollgate-separate-data',
     setup(build) {
       const filter = new RegExp(`^(${Object.keys(SEPARATE_DATA).map((m) => m.replace(/[/.]/g, '\\$&')).join('|')})$`);
       build.onResolve({ filter }, (args) => ({ path: `./${SEPARATE_DATA[args.path]}`, external: true }));
+      build.onResolve({ filter: ICONV_TABLE }, (args) => {
+        if (!args.importer.includes(ICONV_DIR)) return undefined;
+        const file = `iconv-tables/${args.path.slice('./tables/'.length)}`;
+        const source = join(dirname(args.importer), args.path);
+        if (copies.has(file) && copies.get(file) !== source) {
+          return { errors: [{ text: `two iconv-lite versions both want dist/${file}: ${copies.get(file)} and ${source}` }] };
+        }
+        copies.set(file, source);
+        return { path: `./${file}`, external: true };
+      });
     },
   };
 }
 
-/** Builds the separate data files a bundle refers to, into the same dist/ (from the bundle's package). */
-async function buildSeparateData(esbuild, t, outDir, metafile) {
+/** Writes the separate data files a bundle refers to into its dist/ (from the bundle's package). */
+async function buildSeparateData(esbuild, t, outDir, metafile, copies) {
   const wanted = Object.entries(SEPARATE_DATA).filter(([, file]) =>
     Object.values(metafile.outputs).some((o) => o.imports.some((i) => i.path === `./${file}` && i.external)),
   );
+  for (const [file, source] of copies) {
+    mkdirSync(dirname(join(outDir, file)), { recursive: true });
+    copyFileSync(source, join(outDir, file));
+  }
   await Promise.all(
     wanted.map(([mod, file]) =>
       esbuild.build({
@@ -124,6 +143,7 @@ async function build(options = {}) {
     selected.map(async (t) => {
       const outDir = join(t.dir, 'dist');
       const outfile = join(outDir, 'index.js');
+      const copies = new Map();
       const built = await esbuild.build({
         entryPoints: [join(t.dir, t.entry)],
         outfile,
@@ -142,7 +162,7 @@ async function build(options = {}) {
         // dist/index.js.map: `node --enable-source-maps` maps stack traces back to the sources.
         sourcemap: 'linked',
         external: OPTIONAL_NATIVES,
-        plugins: [sourcePathsPlugin(t.dir, outDir), separateDataPlugin()],
+        plugins: [sourcePathsPlugin(t.dir, outDir), separateDataPlugin(copies)],
         logLevel: 'warning',
         logOverride: {
           // Third-party code probing for optional modules with require() in a try/catch.
@@ -150,7 +170,7 @@ async function build(options = {}) {
         },
         metafile: true,
       });
-      await buildSeparateData(esbuild, t, outDir, built.metafile);
+      await buildSeparateData(esbuild, t, outDir, built.metafile, copies);
       return { name: t.name, outfile: relative(root, outfile) };
     }),
   );
