@@ -82,7 +82,8 @@ export async function withRecovery<T>(
 ): Promise<RecoveryOutcome<T>> {
   const deadline = Date.now() + opts.deadlineMs;
   const attempts: AttemptRecord[] = [];
-  let last: unknown = new DeadlineExceededError('No provider attempt fitted in the deadline');
+  // Built only when needed: an error captures a stack trace, a cost every successful call would pay.
+  let last: unknown;
 
   for (const [index, target] of chain.entries()) {
     for (let attempt = 1; attempt <= opts.maxAttempts; attempt++) {
@@ -120,5 +121,5 @@ export async function withRecovery<T>(
       }
     }
   }
-  throw new RecoveryFailedError(last, attempts);
+  throw new RecoveryFailedError(last ?? new DeadlineExceededError('No provider attempt fitted in the deadline'), attempts);
 }
