@@ -35,6 +35,8 @@ const PROBES_PER_S = Number(process.env.BENCH_ALERTS_PROBES_PER_S ?? 20);
 const INSTANCES = Number(process.env.BENCH_ALERTS_INSTANCES ?? 2);
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const TARGET_P99_MS = 50;
+import type { SummaryRow } from './summary';
+
 const root = join(__dirname, '..');
 // The services run as deployed: the bundles `pnpm build` writes, on plain node.
 const { build } = require('../scripts/build.js') as { build(options?: { only?: string[] }): Promise<unknown> };
@@ -86,7 +88,7 @@ function cost(i: number, project: string, user: string, spent: number, keys: Per
 
 const percentile = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] ?? NaN;
 
-export async function run(): Promise<void> {
+export async function run(): Promise<SummaryRow[]> {
   const host = new URL(REDIS_URL).hostname;
   if (!['127.0.0.1', 'localhost', '::1', '[::1]'].includes(host)) throw new Error(`bench alerts runs on loopback Redis only, not ${host}`);
   await build({ only: ['cost-ledger', 'alerting'] });
@@ -230,6 +232,16 @@ export async function run(): Promise<void> {
       console.error(`${probe - latencies.length} probe(s) raised no alert within 5 s`);
       process.exitCode = 1;
     }
+    return [
+      {
+        benchmark: 'alerts',
+        measure: `crossing -> alert p50 / p99 (${Math.round(sent / loadSeconds)} events/s background)`,
+        result: `${percentile(sorted, 50).toFixed(1)} / ${p99.toFixed(1)} ms`,
+        target: `p99 < ${TARGET_P99_MS} ms`,
+        met: p99 < TARGET_P99_MS && latencies.length === probe,
+      },
+      { benchmark: 'alerts', measure: 'probes alerted', result: `${latencies.length} of ${probe}`, target: 'all', met: latencies.length === probe },
+    ];
   } finally {
     for (const c of children) c.kill('SIGTERM');
     await Promise.all(children.map((c) => new Promise((r) => (c.exitCode !== null ? r(null) : c.once('exit', r)))));

@@ -14,6 +14,8 @@ import autocannon from 'autocannon';
 import { createRedis, deleteByPrefix, hashTagged, ledgerKeys } from '../packages/shared/src';
 import { ApiKeyStore } from '../services/gateway/src/auth/api-keys';
 
+import type { SummaryRow } from './summary';
+
 const root = join(__dirname, '..');
 const { build } = require('../scripts/build.js') as { build(options?: { only?: string[] }): Promise<unknown> };
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -122,7 +124,7 @@ async function load(target: string, url: string, headers: Record<string, string>
   };
 }
 
-export async function run(): Promise<void> {
+export async function run(): Promise<SummaryRow[]> {
   const prefix = `bench-gw-${randomUUID().slice(0, 8)}`;
   const ns = hashTagged(prefix);
   const redis = createRedis(REDIS_URL, { name: 'bench-gateway' });
@@ -238,6 +240,29 @@ export async function run(): Promise<void> {
     mkdirSync(join(root, 'bench', 'results'), { recursive: true });
     writeFileSync(join(root, 'bench', 'results', 'gateway.json'), JSON.stringify({ at: new Date().toISOString(), duration_s: DURATION, rows, ratios, cpu_us_per_request: cpu, writes_per_request: writes, idle_rss_mb: idle.settled, rss_2s_after_start_mb: idle.early, peak_rss_mb: peak, ledger }, null, 2));
     if (!billed) process.exitCode = 1;
+    const summary: SummaryRow[] = ratios.map((r) => {
+      const t = rows.find((x) => x.target === 'tollgate' && x.concurrency === r.concurrency)!;
+      const p = rows.find((x) => x.target === 'portkey' && x.concurrency === r.concurrency)!;
+      return {
+        benchmark: 'gateway',
+        measure: `concurrency ${r.concurrency}: req/s and p99, Tollgate vs Portkey`,
+        result: `${t['req/s']} vs ${p['req/s']} req/s (${r['tollgate/portkey req/s']}x); p99 ${t['p99 ms']} vs ${p['p99 ms']} ms`,
+        target: '>= 1.5x req/s, p99 no worse',
+        met: r['tollgate/portkey req/s'] >= 1.5 && t['p99 ms'] <= p['p99 ms'],
+      };
+    });
+    const services = procs.filter((p) => !['stub', 'portkey'].includes(p.name));
+    summary.push(
+      {
+        benchmark: 'gateway',
+        measure: 'idle RSS after 30 s, per service',
+        result: services.map((p) => `${p.name} ${idle.settled[p.name]}`).join(', ') + ' MB',
+        target: '< 80 MB each',
+        met: services.every((p) => (idle.settled[p.name] ?? Infinity) < 80),
+      },
+      { benchmark: 'gateway', measure: 'every 2xx in the ledger', result: `${served} answered, ${entries} entries`, target: 'all', met: billed },
+    );
+    return summary;
   } finally {
     for (const p of procs) p.proc.kill('SIGTERM');
     await Promise.all(procs.map((p) => new Promise((r) => (p.proc.exitCode !== null ? r(null) : p.proc.once('exit', r)))));

@@ -20,6 +20,8 @@ import {
 const EVENTS = Number(process.env.BENCH_LEDGER_EVENTS ?? 100_000);
 const INSTANCES = Number(process.env.BENCH_LEDGER_INSTANCES ?? 2);
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+import type { SummaryRow } from './summary';
+
 const root = join(__dirname, '..');
 // The services run as deployed: the bundles `pnpm build` writes, on plain node.
 const { build } = require('../scripts/build.js') as { build(options?: { only?: string[] }): Promise<unknown> };
@@ -31,7 +33,7 @@ const MODELS: Array<[string, string, (i: number) => UsageUnits]> = [
   ['deepseek', 'deepseek-vl2', () => ({ images: 1 })],
 ];
 
-export async function run(): Promise<void> {
+export async function run(): Promise<SummaryRow[]> {
   await build({ only: ['cost-ledger'] });
   const prefix = `bench-ledger-${randomUUID().slice(0, 8)}`;
   const ns = hashTagged(prefix);
@@ -102,6 +104,11 @@ export async function run(): Promise<void> {
       },
     ]);
     if (total !== expected) process.exitCode = 1;
+    const rate = Math.round(EVENTS / seconds);
+    return [
+      { benchmark: 'ledger', measure: `events/s (${EVENTS.toLocaleString()} events, ${INSTANCES} instances)`, result: rate.toLocaleString(), target: '>= 50,000', met: rate >= 50_000 },
+      { benchmark: 'ledger', measure: 'totals exact to the micro-dollar', result: `${total} of ${expected} micros`, target: 'equal', met: total === expected },
+    ];
   } finally {
     for (const c of children) c.kill('SIGTERM');
     await Promise.all(children.map((c) => new Promise((r) => (c.exitCode !== null ? r(null) : c.once('exit', r)))));
