@@ -7,7 +7,7 @@ async function main(): Promise<void> {
   const settings = loadAlertingSettings();
   const logger = createLogger(SERVICE, { level: config.logLevel });
   // Auto-pipelining sends the scripts of concurrently handled events in one round trip.
-  const redis = createRedis(config.redisUrl, { name: SERVICE, enableAutoPipelining: true });
+  const redis = createRedis(config.redisUrl, { logger, name: SERVICE, enableAutoPipelining: true });
   const alerting = await startAlerting({
     redis,
     redisUrl: config.redisUrl,

@@ -72,7 +72,7 @@ export async function startAlerting(deps: AlertingDeps) {
   const targets = new WebhookTargets(redis, namespace);
   // Its own connection: ioredis copies every script BullMQ defines into each pipeline built on a
   // connection, which would tax the auto-pipelined evaluation commands on `redis`.
-  const queueConnection = createRedis(deps.redisUrl, { name: `${SERVICE}-webhook-queue` });
+  const queueConnection = createRedis(deps.redisUrl, { logger, name: `${SERVICE}-webhook-queue` });
   const queue = new Queue<WebhookJob>(WEBHOOK_QUEUE, {
     connection: queueConnection,
     prefix: queuePrefix(namespace),
@@ -84,7 +84,7 @@ export async function startAlerting(deps: AlertingDeps) {
       removeOnFail: { age: 7 * 86_400 },
     },
   });
-  const workerConnection = createRedis(deps.redisUrl, { blocking: true, name: `${SERVICE}-webhooks` });
+  const workerConnection = createRedis(deps.redisUrl, { logger, blocking: true, name: `${SERVICE}-webhooks` });
   const worker = createWebhookWorker({
     redis,
     namespace,

@@ -24,7 +24,7 @@ async function main(): Promise<void> {
   // call the provider already billed must reach the bus however long Redis is away.
   // Auto-pipelining: the events and writes of concurrent jobs share one round trip; on a busy
   // worker, each write to Redis costs more than the command it carries.
-  const redis = createRedis(config.redisUrl, { name: SERVICE, blocking: true, enableAutoPipelining: true });
+  const redis = createRedis(config.redisUrl, { logger, name: SERVICE, blocking: true, enableAutoPipelining: true });
   const bus = new EventBus({ redis, prefix: namespace, service: SERVICE, maxLen: config.bus.maxLen, logger });
 
   const { breakers, stop: stopBreakers } = await startSharedBreakers(bus, redis, namespace, instance);
@@ -41,7 +41,7 @@ async function main(): Promise<void> {
       callTimeoutMs: config.providerTimeoutMs,
       maxAttempts: config.maxProviderAttempts,
     },
-    { connection: createRedis(config.redisUrl, { blocking: true, name: `${SERVICE}-worker` }), concurrency: config.chatWorkerConcurrency },
+    { connection: createRedis(config.redisUrl, { logger, blocking: true, name: `${SERVICE}-worker` }), concurrency: config.chatWorkerConcurrency },
   );
   worker.on('error', (err) => logger.error('worker error', { error: err.message }));
   logger.info('chat-workflow ready', { concurrency: config.chatWorkerConcurrency, instance });

@@ -25,7 +25,7 @@ async function main(): Promise<void> {
   const logger = createLogger(SERVICE, { level: config.logLevel });
   const namespace = hashTagged(config.prefix);
   // Auto-pipelining sends the scripts of concurrently handled events in one round trip.
-  const redis = createRedis(config.redisUrl, { name: SERVICE, enableAutoPipelining: true });
+  const redis = createRedis(config.redisUrl, { logger, name: SERVICE, enableAutoPipelining: true });
   const bus = new EventBus({
     redis,
     prefix: namespace,
@@ -45,10 +45,10 @@ async function main(): Promise<void> {
   // BullMQ defines its scripts on the connection it is given, and ioredis copies every defined
   // script into each pipeline it builds: the queue gets its own connection so the bus's
   // auto-pipelined commands stay cheap.
-  const queueRedis = createRedis(config.redisUrl, { name: `${SERVICE}-report-queue` });
+  const queueRedis = createRedis(config.redisUrl, { logger, name: `${SERVICE}-report-queue` });
   const reports = new Queue<ReportJob, CostReport>(QUEUES.reports, { connection: queueRedis, prefix: queuePrefix(namespace) });
   await scheduleReports(reports);
-  const reportWorker = createReportWorker({ reader, redis, bus, namespace }, createRedis(config.redisUrl, { blocking: true, name: `${SERVICE}-reports` }));
+  const reportWorker = createReportWorker({ reader, redis, bus, namespace }, createRedis(config.redisUrl, { logger, blocking: true, name: `${SERVICE}-reports` }));
   reportWorker.on('failed', (job, err) => logger.error('report failed', { job: job?.id, error: err.message }));
   logger.info('cost-ledger ready', { consumer: bus.consumer });
 

@@ -34,28 +34,28 @@ async function main(): Promise<void> {
   const namespace = hashTagged(config.prefix);
   // Auto-pipelining: the key lookups, rate limits and budget checks of concurrent requests share
   // one round trip. (BullMQ's connections stay without it; it is not made for them.)
-  const redis = createRedis(config.redisUrl, { name: SERVICE, enableAutoPipelining: true });
+  const redis = createRedis(config.redisUrl, { logger, name: SERVICE, enableAutoPipelining: true });
   const prefix = queuePrefix(namespace);
   // The queues get their own connection: ioredis copies every script BullMQ defines on a
   // connection into each pipeline built on it, a cost the request path's commands need not pay.
-  const queueRedis = createRedis(config.redisUrl, { name: `${SERVICE}-queues` });
+  const queueRedis = createRedis(config.redisUrl, { logger, name: `${SERVICE}-queues` });
 
   const chatQueue = new Queue<ChatJob, ChatJobResult>(QUEUES.chat, {
     connection: queueRedis,
     prefix,
     defaultJobOptions: { attempts: 1, removeOnComplete: { age: 3600, count: 10_000 }, removeOnFail: { age: 24 * 3600 } },
   });
-  const chatEvents = new QueueEvents(QUEUES.chat, { connection: createRedis(config.redisUrl, { blocking: true, name: `${SERVICE}-events` }), prefix });
+  const chatEvents = new QueueEvents(QUEUES.chat, { connection: createRedis(config.redisUrl, { logger, blocking: true, name: `${SERVICE}-events` }), prefix });
   await chatEvents.waitUntilReady();
   const visionQueue = new Queue<VisionJob, VisionJobResult>(QUEUES.vision, {
     connection: queueRedis,
     prefix,
     defaultJobOptions: { attempts: 1, removeOnComplete: { age: 3600, count: 10_000 }, removeOnFail: { age: 24 * 3600 } },
   });
-  const visionEvents = new QueueEvents(QUEUES.vision, { connection: createRedis(config.redisUrl, { blocking: true, name: `${SERVICE}-vision-events` }), prefix });
+  const visionEvents = new QueueEvents(QUEUES.vision, { connection: createRedis(config.redisUrl, { logger, blocking: true, name: `${SERVICE}-vision-events` }), prefix });
   await visionEvents.waitUntilReady();
   const reportQueue = new Queue<ReportJob, CostReport>(QUEUES.reports, { connection: queueRedis, prefix });
-  const reportEvents = new QueueEvents(QUEUES.reports, { connection: createRedis(config.redisUrl, { blocking: true, name: `${SERVICE}-report-events` }), prefix });
+  const reportEvents = new QueueEvents(QUEUES.reports, { connection: createRedis(config.redisUrl, { logger, blocking: true, name: `${SERVICE}-report-events` }), prefix });
   await reportEvents.waitUntilReady();
   // Read-only use of the bus: the ledger's dead letters for the cost API.
   const bus = new EventBus({ redis, prefix: namespace, service: SERVICE });

@@ -24,7 +24,7 @@ async function main(): Promise<void> {
   const instance = `${SERVICE}-${process.pid}-${randomUUID().slice(0, 6)}`;
   // Commands wait out a Redis outage instead of failing after ~20 retries: the usage event of a
   // call the provider already billed must reach the bus however long Redis is away.
-  const redis = createRedis(config.redisUrl, { name: SERVICE, blocking: true });
+  const redis = createRedis(config.redisUrl, { logger, name: SERVICE, blocking: true });
   const bus = new EventBus({ redis, prefix: namespace, service: SERVICE, maxLen: config.bus.maxLen, logger });
 
   const { breakers, stop: stopBreakers } = await startSharedBreakers(bus, redis, namespace, instance);
@@ -45,7 +45,7 @@ async function main(): Promise<void> {
       maxAttempts: config.maxProviderAttempts,
       logger,
     },
-    { connection: createRedis(config.redisUrl, { blocking: true, name: `${SERVICE}-worker` }), concurrency: config.visionWorkerConcurrency },
+    { connection: createRedis(config.redisUrl, { logger, blocking: true, name: `${SERVICE}-worker` }), concurrency: config.visionWorkerConcurrency },
   );
   worker.on('error', (err) => logger.error('worker error', { error: err.message }));
   logger.info('vision ready', { concurrency: config.visionWorkerConcurrency, cache_ttl_seconds: config.visionCacheTtlSeconds, instance });
