@@ -58,12 +58,13 @@ export async function openContext(opts: GlobalOptions, follow = false): Promise<
   let connected = false;
   const redis = createRedis(redisUrl, {
     name: 'tollgate-cli',
+    // Errors surface through the failing command (below), as one line of the CLI's own.
+    logger: { warn: () => undefined },
     lazyConnect: true,
     connectTimeout: 5_000,
     maxRetriesPerRequest: follow ? null : 1,
     retryStrategy: (times) => (connected && (follow || times <= 3) ? Math.min(times * 200, 2_000) : null),
   });
-  // Errors surface through the failing command; ioredis would otherwise print each one itself.
   let lastError: NodeJS.ErrnoException | undefined;
   redis.on('error', (err: NodeJS.ErrnoException) => (lastError = err));
   try {
