@@ -6,6 +6,7 @@ import {
   type BreakerRegistry,
   DeadlineExceededError,
   type EventBus,
+  type EventData,
   price,
   type PriceTable,
   type ProviderClient,
@@ -101,7 +102,7 @@ export async function runVisionWorkflow(job: VisionJob, jobId: string, deps: Vis
       // A degraded request that finds a high-quality answer cached got what it asked for.
       const degraded = route.degraded && !meetsQuality(hit.target, job.quality);
       const avoided = avoidedMicros(hit, deps.priceTable);
-      await run.publish('usage.recorded', {
+      await finish(run, job, { provider: hit.provider, model: hit.model, cached: true, imageSha256, degraded }, {
         provider: hit.provider,
         model: hit.model,
         service: SERVICE,
@@ -112,7 +113,6 @@ export async function runVisionWorkflow(job: VisionJob, jobId: string, deps: Vis
         cached: true,
         ...(avoided !== undefined && { avoided_micros: avoided }),
       });
-      await finish(run, job, { provider: hit.provider, model: hit.model, cached: true, imageSha256, degraded });
       await progress('completed');
       return {
         ok: true,
@@ -159,7 +159,8 @@ export async function runVisionWorkflow(job: VisionJob, jobId: string, deps: Vis
     await Promise.all(recorded);
     const result = outcome.value;
 
-    await run.publish('usage.recorded', {
+    // The call is billed: its usage goes out with the end of the run, before anything else can fail.
+    await finish(run, job, { provider: result.provider, model: result.model, cached: false, imageSha256, degraded: route.degraded }, {
       provider: result.provider,
       model: result.model,
       service: SERVICE,
@@ -178,7 +179,6 @@ export async function runVisionWorkflow(job: VisionJob, jobId: string, deps: Vis
         deps.logger?.warn('vision cache write failed', { error: (err as Error).message, request_id: job.request_id });
       }
     }
-    await finish(run, job, { provider: result.provider, model: result.model, cached: false, imageSha256, degraded: route.degraded });
     await progress('completed');
     return {
       ok: true,
@@ -205,13 +205,16 @@ export async function runVisionWorkflow(job: VisionJob, jobId: string, deps: Vis
   }
 }
 
+/** Ends a served run: its usage, the analysis event and `workflow.completed`, in one round trip. */
 async function finish(
   run: WorkflowRun,
   job: VisionJob,
   r: { provider: string; model: string; cached: boolean; imageSha256: string; degraded: boolean },
+  usage: EventData<'usage.recorded'>,
 ): Promise<void> {
   await run.complete(
     { provider: r.provider, model: r.model },
+    { type: 'usage.recorded', data: usage },
     {
       type: 'vision.analysis_completed',
       data: {
