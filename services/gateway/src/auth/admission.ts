@@ -12,7 +12,7 @@ import {
 } from '@tollgate/shared';
 import { ApiError } from '../errors';
 import type { ApiKeyRecord, ApiKeyStore, Scope } from './api-keys';
-import { bearer, type Principal, sameSecret } from './middleware';
+import { bearer, OPERATOR, type Principal, sameSecret } from './middleware';
 
 // Everything a request must pass before it is served, in one round trip: the key (by its hash,
 // or the operator's record passed in), its scope, the per-key rate limit (a fixed one-minute
@@ -73,14 +73,6 @@ export interface AdmissionOptions {
   perMinute: number;
 }
 
-const OPERATOR: ApiKeyRecord = {
-  key_id: 'admin-token',
-  name: 'operator',
-  user_id: 'operator',
-  project_id: 'operator',
-  scopes: ['admin', 'chat', 'vision', 'costs'],
-  created_at: '1970-01-01T00:00:00.000Z',
-};
 
 /**
  * Authenticates (`Authorization: Bearer <key>` or `x-api-key`; the ADMIN_TOKEN acts as the

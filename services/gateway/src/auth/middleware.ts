@@ -3,6 +3,16 @@ import type { RequestHandler } from 'express';
 import { ApiError } from '../errors';
 import type { ApiKeyRecord, ApiKeyStore, Scope } from './api-keys';
 
+/** Who the ADMIN_TOKEN authenticates as: the operator, with every scope. */
+export const OPERATOR: ApiKeyRecord = {
+  key_id: 'admin-token',
+  name: 'operator',
+  user_id: 'operator',
+  project_id: 'operator',
+  scopes: ['admin', 'chat', 'vision', 'costs'],
+  created_at: '1970-01-01T00:00:00.000Z',
+};
+
 export interface Principal extends Omit<ApiKeyRecord, 'created_at'> {
   /** Authenticated with the operator's ADMIN_TOKEN rather than an API key. */
   operator: boolean;
@@ -29,7 +39,8 @@ export function authenticate(keys: ApiKeyStore, adminToken: string | undefined, 
       if (!presented) throw new ApiError('unauthorized', 'An API key is required: send it as "Authorization: Bearer <key>".');
       let principal: Principal | undefined;
       if (adminToken && sameSecret(presented, adminToken)) {
-        principal = { key_id: 'admin-token', name: 'operator', user_id: 'operator', project_id: 'operator', scopes: ['admin', 'chat', 'vision', 'costs'], operator: true };
+        const { created_at: _created, ...operator } = OPERATOR;
+        principal = { ...operator, operator: true };
       } else {
         const record = await keys.verify(presented);
         if (!record) throw new ApiError('unauthorized', 'The API key is not valid or has been revoked.');
