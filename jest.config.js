@@ -3,7 +3,12 @@ module.exports = {
   testEnvironment: '<rootDir>/scripts/jest-environment.js',
   roots: ['<rootDir>/packages', '<rootDir>/services', '<rootDir>/infra'],
   testMatch: ['**/test/**/*.test.ts'],
-  transform: { '^.+\\.ts$': ['@swc/jest', { jsc: { target: 'es2022' } }] },
+  transform: {
+    '^.+\\.ts$': ['@swc/jest', { jsc: { target: 'es2022' } }],
+    // Redis scripts imported from their .lua files.
+    '^.+\\.lua$': '<rootDir>/scripts/jest-lua-transform.js',
+  },
+  moduleFileExtensions: ['js', 'mjs', 'cjs', 'jsx', 'ts', 'mts', 'cts', 'tsx', 'json', 'node', 'lua'],
   testTimeout: 30000,
   maxWorkers: 2,
   reporters: ['default', '<rootDir>/scripts/jest-summary-reporter.js'],

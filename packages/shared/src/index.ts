@@ -1,4 +1,6 @@
 // The public API of @tollgate/shared: import from here, not from deep paths.
+// First: it lets require() load the .lua files the modules below import.
+export * from './lua';
 export * from './errors/tollgate-error';
 export * from './errors/provider-errors';
 export * from './errors/classify';

@@ -1,6 +1,6 @@
 import type Redis from 'ioredis';
 import { type BudgetPeriod, indexMember, type LedgerEntry, ledgerKeys, type PeriodKeys, periodKeys, SHORT_OUTPUT_TOKENS } from '@tollgate/shared';
-import { APPEND_BATCH_LUA } from './ledger-script';
+import APPEND_BATCH_LUA from './append-batch-n.lua';
 
 export interface ScopeTotal {
   scope: 'global' | 'user' | 'project';
@@ -43,7 +43,7 @@ const SCOPES = ['global', 'user', 'project'] as const;
 
 /**
  * The ledger's only write path. Entries written in the same tick go to Redis as one batch
- * (one script call, see ledger-script.ts); each caller still gets its own entry's outcome and
+ * (one script call, see append-batch-n.lua); each caller still gets its own entry's outcome and
  * running totals.
  */
 export class LedgerWriter {

@@ -1,7 +1,9 @@
 import { createHash, randomUUID } from 'node:crypto';
 import type Redis from 'ioredis';
-import type { Target } from '@tollgate/shared';
+import { LuaScript, type Target } from '@tollgate/shared';
 import { z } from 'zod';
+import CLAIM_LOCK_LUA from './claim-lock-1.lua';
+import RELEASE_LOCK_LUA from './release-lock-1.lua';
 
 const cachedSchema = z.object({
   analysis: z.string(),
@@ -17,12 +19,9 @@ export interface CacheHit extends CachedAnalysis {
   target: Target;
 }
 
-// Deletes the lock only if it is still ours: a slow holder whose lock expired must not free a successor's.
-const RELEASE = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end`;
-// Takes the lock when it is free or already this owner's (a re-run of the job that took it).
-const CLAIM = `local cur = redis.call('GET', KEYS[1])
-if cur == false or cur == ARGV[1] then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end
-return 0`;
+// The in-flight lock: taken by its owner (or again by a re-run of its job), freed only by its owner.
+const CLAIM = new LuaScript(CLAIM_LOCK_LUA);
+const RELEASE = new LuaScript(RELEASE_LOCK_LUA);
 
 /**
  * Analyses by what was asked: SHA-256 of the image bytes, the provider/model and the prompt. A
@@ -73,12 +72,12 @@ export class ResultCache {
    * that run takes its own claim back, instead of waiting for it to expire (past its deadline).
    */
   async claim(fingerprint: string, ttlMs: number, owner: string = randomUUID()): Promise<string | undefined> {
-    const ok = await this.redis.eval(CLAIM, 1, this.lockKey(fingerprint), owner, String(Math.max(1, Math.ceil(ttlMs))));
+    const ok = await CLAIM.run(this.redis, [this.lockKey(fingerprint)], [owner, String(Math.max(1, Math.ceil(ttlMs)))]);
     return ok === 1 ? owner : undefined;
   }
 
   async release(fingerprint: string, token: string): Promise<void> {
-    await this.redis.eval(RELEASE, 1, this.lockKey(fingerprint), token);
+    await RELEASE.run(this.redis, [this.lockKey(fingerprint)], [token]);
   }
 
   /**

@@ -11,50 +11,12 @@ import {
   toBudgetBlock,
 } from '@tollgate/shared';
 import { ApiError } from '../errors';
+import ADMIT_LUA from './admit-1.lua';
 import type { ApiKeyRecord, ApiKeyStore, Scope } from './api-keys';
 import { bearer, OPERATOR, type Principal, sameSecret } from './middleware';
 
-// Everything a request must pass before it is served, in one round trip: the key (by its hash,
-// or the operator's record passed in), its scope, the per-key rate limit (a fixed one-minute
-// window) and, for paid work, the hard-budget blocks of the key's user, project and the global
-// scope. Block keys are built from templates the gateway computes with alertingKeys(), so the key
-// format has one definition; they share the namespace's hash tag, so a cluster keeps them in one
-// slot with the rest.
-// KEYS: the key record (by hash)
-// ARGV: inline record ('' to read KEYS[1]), scope, rate key prefix, window ms, limit,
-//       periods (n), then n period names, then block templates for user, project, global
-const ADMIT = new LuaScript(`
-local raw = ARGV[1]
-if raw == '' then raw = redis.call('GET', KEYS[1]) end
-if not raw then return {'unknown'} end
-local ok, rec = pcall(cjson.decode, raw)
-if not ok or type(rec) ~= 'table' or type(rec.key_id) ~= 'string' then return {'unknown'} end
-local allowed = false
-for _, s in ipairs(rec.scopes or {}) do
-  if s == ARGV[2] or s == 'admin' then allowed = true end
-end
-if not allowed then return {'forbidden', raw} end
-local rate = ARGV[3] .. rec.key_id
-local count = redis.call('INCR', rate)
-local ttl = redis.call('PTTL', rate)
-if ttl < 0 then
-  redis.call('PEXPIRE', rate, ARGV[4])
-  ttl = tonumber(ARGV[4])
-end
-if count > tonumber(ARGV[5]) then return {'rate_limited', raw, count, ttl} end
-local n = tonumber(ARGV[6])
-local ids = {rec.user_id, rec.project_id, 'global'}
-for s = 1, 3 do
-  local id = string.gsub(tostring(ids[s]), '%%', '%%%%')
-  for p = 1, n do
-    local period = string.gsub(ARGV[6 + p], '%%', '%%%%')
-    local key = string.gsub(string.gsub(ARGV[6 + n + s], '{ID}', id), '{PERIOD}', period)
-    local block = redis.call('GET', key)
-    if block then return {'blocked', raw, count, ttl, (s - 1) * n + p - 1, block} end
-  end
-end
-return {'ok', raw, count, ttl}
-`);
+// Key, scope, rate limit and hard-budget blocks in one round trip (see the script's header).
+const ADMIT = new LuaScript(ADMIT_LUA);
 
 type Verdict =
   | ['unknown']
