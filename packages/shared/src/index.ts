@@ -35,3 +35,6 @@ export * from './alerting';
 export * from './ledger/ledger-keys';
 export * from './ledger/ledger-entry';
 export * from './ledger/ledger-reader';
+export * from './budget/holds';
+export * from './pricing/worst-case';
+export * from './conversations';

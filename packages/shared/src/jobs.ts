@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { PROVIDER_NAMES } from './config';
 import { ERROR_CATEGORY_VALUES, usageUnitsSchema } from './events/catalog';
 
 /** BullMQ queue names; the queue prefix comes from `queuePrefix`. */
@@ -20,6 +21,19 @@ export const WORKER_RECOVERY = { lockDuration: 15_000, stalledInterval: 5_000 } 
 
 const id = z.string().min(1).max(128);
 
+export const cappedTargetSchema = z.object({
+  provider: z.enum(PROVIDER_NAMES),
+  model: z.string().min(1).max(128),
+  max_output_tokens: z.number().int().min(1).max(100_000),
+});
+
+/** A paid job's budget hold (see budget/holds.ts): the worker ends it when the run ends. */
+export const holdJobFields = {
+  hold_id: z.string().uuid().optional(),
+  /** Stored history the hold counted; the worker sends no more of it than this. */
+  history_max_bytes: z.number().int().nonnegative().optional(),
+};
+
 export const chatMessageSchema = z.object({
   role: z.enum(['system', 'user', 'assistant']),
   content: z.string().max(200_000),
@@ -36,6 +50,12 @@ export const chatJobSchema = z.object({
   /** Requested model; the workflow puts its provider first in the fallback chain. */
   model: z.string().min(1).max(128).optional(),
   max_output_tokens: z.number().int().min(1).max(100_000).optional(),
+  /**
+   * The chain the gateway priced the request's worst case for, each with the output cap the
+   * provider is sent; the worker calls exactly these (absent: its own chain and max_output_tokens).
+   */
+  targets: z.array(cappedTargetSchema).min(1).max(10).optional(),
+  ...holdJobFields,
   /** Stream deltas to the job's output stream as they arrive. */
   stream: z.boolean().default(false),
   /** Epoch ms after which nobody waits for the answer. */

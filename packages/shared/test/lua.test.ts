@@ -17,7 +17,7 @@ const scripts = ['packages', 'services'].flatMap((d) => luaFiles(join(ROOT, d)))
 test('every Redis script is named by what it does and its key count, which matches the KEYS it uses, under a KEYS/ARGV header', () => {
   expect(scripts.length).toBeGreaterThanOrEqual(12);
   const included = new Set(scripts.flatMap((f) => readLuaSource(f).files.slice(1)));
-  expect([...included].map((f) => relative(ROOT, f))).toEqual(['services/alerting/src/notify.lua']);
+  expect([...included].map((f) => relative(ROOT, f))).toEqual(['packages/shared/src/budget/release-hold.lua', 'services/alerting/src/notify.lua']);
   for (const file of scripts) {
     if (included.has(file)) continue; // a piece of other scripts, not run alone
     const name = relative(ROOT, file);

@@ -15,6 +15,8 @@ import {
   countTokens,
   DeadlineExceededError,
   type EventBus,
+  finishHold,
+  messageBytes,
   type ProviderClient,
   type ProviderName,
   type RecoveryDecision,
@@ -62,7 +64,8 @@ export async function runChatWorkflow(job: ChatJob, jobId: string, deps: ChatDep
   const recorded: Array<Promise<unknown>> = [];
 
   try {
-    const history = job.conversation_id ? await deps.conversations.load(job.user_id, job.conversation_id) : [];
+    const stored = job.conversation_id ? await deps.conversations.load(job.user_id, job.conversation_id) : [];
+    const history = job.history_max_bytes === undefined ? stored : newestWithin(stored, job.history_max_bytes);
     const messages = [...history, ...job.messages];
     const lastUser = [...job.messages].reverse().find((m) => m.role === 'user');
     await run.start({
@@ -92,20 +95,23 @@ export async function runChatWorkflow(job: ChatJob, jobId: string, deps: ChatDep
       maxAttempts: deps.maxAttempts,
       backoff: deps.backoff,
     };
-    const chain = chainFor(job.model, deps.fallbackChain);
-    const request = { messages, ...(job.max_output_tokens && { maxOutputTokens: job.max_output_tokens }) };
+    const chain: Array<Target & { max_output_tokens?: number }> = job.targets ?? chainFor(job.model, deps.fallbackChain);
+    const request = (t: (typeof chain)[number], signal: AbortSignal) => {
+      const cap = t.max_output_tokens ?? job.max_output_tokens;
+      return { messages, model: t.model, signal, ...(cap && { maxOutputTokens: cap }) };
+    };
 
     let result: CompletionResult;
     let outcome;
     if (output) {
       outcome = await withRecovery(chain, async (t, signal) => {
-        const it = deps.clients[t.provider].stream({ ...request, model: t.model, signal })[Symbol.asyncIterator]();
+        const it = deps.clients[t.provider].stream(request(t, signal))[Symbol.asyncIterator]();
         // The first chunk proves the provider answered; failures before it can still fall back.
         return { it, first: await it.next() };
       }, recovery);
-      result = await pumpStream(outcome.value.it, outcome.value.first, output, run, outcome.target, messages);
+      result = await pumpStream(outcome.value.it, outcome.value.first, output, run, outcome.target, messages, job.hold_id);
     } else {
-      outcome = await withRecovery(chain, (t, signal) => deps.clients[t.provider].complete({ ...request, model: t.model, signal }), recovery);
+      outcome = await withRecovery(chain, (t, signal) => deps.clients[t.provider].complete(request(t, signal)), recovery);
       result = outcome.value;
     }
     attempts.push(...outcome.attempts);
@@ -157,7 +163,27 @@ export async function runChatWorkflow(job: ChatJob, jobId: string, deps: ChatDep
     };
     await output?.write({ kind: 'done', result: failed });
     return failed;
+  } finally {
+    if (job.hold_id) {
+      await finishHold(deps.redis, deps.namespace, job.hold_id, run.billedCalls).catch((err: unknown) =>
+        // The hold then expires with its deadline: money is held a little longer, never lost.
+        run.recordError(err, 'degraded').catch(() => undefined),
+      );
+    }
   }
+}
+
+/** The newest messages whose JSON fits `maxBytes`: what the budget hold counted at admission. */
+function newestWithin(history: ChatMessage[], maxBytes: number): ChatMessage[] {
+  let bytes = 0;
+  let i = history.length;
+  while (i > 0) {
+    const next = bytes + messageBytes([history[i - 1]!]);
+    if (next > maxBytes) break;
+    bytes = next;
+    i--;
+  }
+  return history.slice(i);
 }
 
 /** What was asked, as a hash: the ledger counts identical requests a cache would have absorbed. */
@@ -178,6 +204,7 @@ function usageEvent(job: ChatJob, result: CompletionResult, messages: ChatMessag
       request_id: job.request_id,
       cached: false,
       request_fingerprint: fingerprint(result.model, messages),
+      ...(job.hold_id && { hold_id: job.hold_id }),
     },
   };
 }
@@ -194,6 +221,7 @@ async function pumpStream(
   run: WorkflowRun,
   target: Target,
   messages: ChatMessage[],
+  holdId: string | undefined,
 ): Promise<CompletionResult> {
   let partial = '';
   try {
@@ -214,6 +242,7 @@ async function pumpStream(
       usage_source: 'tokenizer',
       request_id: run.meta().correlation_id,
       cached: false,
+      ...(holdId && { hold_id: holdId }),
     });
     throw error;
   }

@@ -1,4 +1,5 @@
 import {
+  CONVERSATION_MAX_MESSAGES,
   createLogger,
   createProviderClients,
   createRedis,
@@ -34,7 +35,7 @@ async function main(): Promise<void> {
       bus,
       redis,
       namespace,
-      conversations: new ConversationStore(redis, namespace, { maxMessages: 50, ttlSeconds: 24 * 3600 }),
+      conversations: new ConversationStore(redis, namespace, { maxMessages: CONVERSATION_MAX_MESSAGES, ttlSeconds: 24 * 3600 }),
       clients: createProviderClients(config.providers, config.providerTimeoutMs),
       breakers,
       fallbackChain: config.chatFallbackChain,

@@ -11,8 +11,12 @@
 --
 -- KEYS: 1..n the entry keys, then every other key the batch touches.
 -- ARGV: 1 n, 2..n+1 entry JSON, n+2..2n+1 index member of each entry,
---       2n+2 JSON { z: [[key, entry positions...]], i: [[key, field, amount]], r: [[key, field]], p: [[key, fingerprint]] }
+--       2n+2 JSON { z: [[key, entry positions...]], i: [[key, field, amount]], r: [[key, field]], p: [[key, fingerprint]],
+--                   h: [[hold key, amount, hold id]], x: hold expiry key (0 without holds) }
+-- Each h settles a request's budget hold with the entry's cost in the same step that adds the
+-- cost to the totals, so held + spent never counts a call twice or not at all.
 -- Returns: {'dup', positions...} and no write, or {'ok', value of each r field before the batch...}.
+-- @include "../../../packages/shared/src/budget/release-hold.lua"
 local n = tonumber(ARGV[1])
 local dups = {}
 for e = 1, n do
@@ -36,4 +40,5 @@ for _, z in ipairs(plan.z) do
 end
 for _, inc in ipairs(plan.i) do redis.call('HINCRBY', KEYS[inc[1]], inc[2], string.format('%.0f', inc[3])) end
 for _, p in ipairs(plan.p) do redis.call('PFADD', KEYS[p[1]], p[2]) end
+for _, h in ipairs(plan.h) do settle_hold(KEYS[h[1]], KEYS[plan.x], h[3], h[2]) end
 return out

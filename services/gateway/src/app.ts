@@ -1,7 +1,7 @@
 import express, { type Express } from 'express';
 import helmet from 'helmet';
 import type Redis from 'ioredis';
-import type { PriceTable } from '@tollgate/shared';
+import { DEFAULT_CHAT_CHAIN, type PriceTable, type Target } from '@tollgate/shared';
 import type { ApiKeyStore } from './auth/api-keys';
 import { admission } from './auth/admission';
 import { authenticate } from './auth/middleware';
@@ -21,6 +21,7 @@ import { type VisionRouteOptions, visionRoutes } from './routes/vision';
 import { dashboardRoutes } from './routes/dashboard';
 import { type OpsRouteDeps, opsRoutes } from './routes/ops';
 import type { Guards } from './routes/guards';
+import { DEFAULT_MAX_OUTPUT_TOKENS, type SpendOptions, visionWork } from './spend';
 
 export interface GatewayDeps {
   redis: Redis;
@@ -32,6 +33,15 @@ export interface GatewayDeps {
   adminToken: string | undefined;
   maxBodyBytes: number;
   rateLimitPerMinute: number;
+  /** The request deadline, which bounds how long a dead request's budget hold lasts. */
+  requestDeadlineMs?: number;
+  /** How long past the deadline a dead request's hold lasts. */
+  holdMarginMs?: number;
+  /** The chat chain the worst case is priced over (the workers call exactly what the job names). */
+  chatFallbackChain?: readonly Target[];
+  /** Output cap sent to the provider when a client sets none (per model, else the default). */
+  defaultMaxOutputTokens?: number;
+  maxOutputTokensByModel?: Readonly<Record<string, number>>;
   /** `POST /v1/vision`; absent in setups that exercise other paths only. */
   vision?: VisionRouteOptions;
   /** The cost API (`/v1/costs/...`); absent in setups that exercise other paths only. */
@@ -49,10 +59,25 @@ export function createApp(deps: GatewayDeps): Express {
   app.use(requestId);
   app.use(deps.metrics.middleware);
 
-  const admit = { redis: deps.redis, namespace: deps.namespace, keys: deps.keys, adminToken: deps.adminToken, perMinute: deps.rateLimitPerMinute };
+  const admit = {
+    redis: deps.redis,
+    namespace: deps.namespace,
+    keys: deps.keys,
+    adminToken: deps.adminToken,
+    perMinute: deps.rateLimitPerMinute,
+    deadlineMs: deps.requestDeadlineMs,
+    ...(deps.holdMarginMs !== undefined && { holdMarginMs: deps.holdMarginMs }),
+    onHoldsExpired: (n: number) => deps.metrics.holdsExpired.inc(n),
+  };
+  const spend: SpendOptions = {
+    priceTable: deps.priceTable,
+    fallbackChain: deps.chatFallbackChain ?? DEFAULT_CHAT_CHAIN,
+    defaultMaxOutputTokens: deps.defaultMaxOutputTokens ?? DEFAULT_MAX_OUTPUT_TOKENS,
+    ...(deps.maxOutputTokensByModel && { maxOutputTokensByModel: deps.maxOutputTokensByModel }),
+  };
   const guards: Guards = {
-    chat: [admission(admit, 'chat', { budget: true })],
-    vision: [admission(admit, 'vision', { budget: true })],
+    chat: (estimate) => [admission(admit, 'chat', { budget: estimate })],
+    vision: [admission(admit, 'vision', { budget: () => visionWork(deps.priceTable) })],
     costs: [admission(admit, 'costs', { budget: false })],
     admin: [authenticate(deps.keys, deps.adminToken, 'admin')],
   };
@@ -63,8 +88,8 @@ export function createApp(deps: GatewayDeps): Express {
   app.use(healthRoutes(deps.redis, deps.metrics.registry));
   app.use(dashboardRoutes());
   if (deps.ops) app.use(opsRoutes(guards.admin, { redis: deps.redis, namespace: deps.namespace, metrics: deps.metrics, ...deps.ops }));
-  app.use(chatRoutes(guards, deps.dispatcher, deps.priceTable));
-  app.use(openAiRoutes(guards, deps.dispatcher, deps.priceTable));
+  app.use(chatRoutes(guards, deps.dispatcher, spend));
+  app.use(openAiRoutes(guards, deps.dispatcher, spend));
   app.use(adminRoutes(guards, deps.keys));
   if (deps.costs) app.use(costRoutes(guards, deps.costs));
   app.use(budgetRoutes(guards, new BudgetStore(deps.redis, deps.namespace)));

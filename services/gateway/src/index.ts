@@ -14,6 +14,7 @@ import {
   loadPriceTable,
   onShutdown,
   QUEUES,
+  sweepHolds,
   queuePrefix,
   type ReportJob,
   type VisionJob,
@@ -27,6 +28,7 @@ import { ReportDispatcher } from './report-dispatch';
 import { VisionDispatcher } from './vision-dispatch';
 
 const SERVICE = 'gateway';
+const HOLD_SWEEP_INTERVAL_MS = 2_000;
 
 async function main(): Promise<void> {
   const config = loadConfig();
@@ -76,6 +78,10 @@ async function main(): Promise<void> {
     adminToken: config.adminToken,
     maxBodyBytes: config.maxBodyBytes,
     rateLimitPerMinute: config.rateLimitPerMinute,
+    requestDeadlineMs: config.requestDeadlineMs,
+    chatFallbackChain: config.chatFallbackChain,
+    defaultMaxOutputTokens: config.chatMaxOutputTokens,
+    maxOutputTokensByModel: config.chatMaxOutputTokensByModel,
     vision: { dispatcher: new VisionDispatcher(visionQueue, visionEvents, redis, namespace, config.requestDeadlineMs), maxImageBytes: config.visionMaxBytes },
     ops: { errorRates, queues: [chatQueue, visionQueue] },
     costs: {
@@ -85,6 +91,14 @@ async function main(): Promise<void> {
       deadLetters: async (count) => (await bus.deadLetters(count * 5)).filter((d) => d.group === 'cost-ledger').slice(0, count),
     },
   });
+  // Holds of requests that died are also given back when no paid request comes to sweep them.
+  const sweeper = setInterval(() => {
+    sweepHolds(redis, namespace)
+      .then((n) => n > 0 && metrics.holdsExpired.inc(n))
+      .catch((err: unknown) => logger.warn('budget hold sweep failed', { error: (err as Error).message }));
+  }, HOLD_SWEEP_INTERVAL_MS);
+  sweeper.unref();
+
   const server = app.listen(config.gateway.port, config.gateway.host, () => {
     logger.info(`gateway listening on http://${config.gateway.host}:${config.gateway.port}`);
     logger.info(describeProviders(config));
@@ -96,6 +110,7 @@ async function main(): Promise<void> {
 
   onShutdown(logger, [
     ['http', () => new Promise((resolve) => server.close(resolve))],
+    ['hold sweeper', async () => clearInterval(sweeper)],
     ['live events', () => live.stop()],
     ['queue events', () => chatEvents.close()],
     ['queue', () => chatQueue.close()],

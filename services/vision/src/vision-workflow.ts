@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import type Redis from 'ioredis';
 import {
+  finishHold,
   type AttemptRecord,
   type BackoffOptions,
   type BreakerRegistry,
@@ -111,6 +112,7 @@ export async function runVisionWorkflow(job: VisionJob, jobId: string, deps: Vis
         usage_source: 'cache',
         request_id: job.request_id,
         cached: true,
+        ...(job.hold_id && { hold_id: job.hold_id }),
         ...(avoided !== undefined && { avoided_micros: avoided }),
       });
       await progress('completed');
@@ -169,6 +171,7 @@ export async function runVisionWorkflow(job: VisionJob, jobId: string, deps: Vis
       usage_source: 'provider',
       request_id: job.request_id,
       cached: false,
+      ...(job.hold_id && { hold_id: job.hold_id }),
     });
     // An empty answer is paid for but not worth repeating for an hour.
     if (result.text) {
@@ -202,6 +205,8 @@ export async function runVisionWorkflow(job: VisionJob, jobId: string, deps: Vis
     };
   } finally {
     if (lock) await deps.cache.release(lock.fingerprint, lock.token).catch(() => undefined);
+    // A hold that cannot be ended here expires with its deadline: held a little longer, never lost.
+    if (job.hold_id) await finishHold(deps.redis, deps.namespace, job.hold_id, run.billedCalls).catch(() => undefined);
   }
 }
 

@@ -2,6 +2,7 @@ import type Redis from 'ioredis';
 import { z } from 'zod';
 import type { BudgetPeriod, BudgetScope } from '../errors/tollgate-error';
 import { PERIODS, periodBounds, periodKeys } from '../time/periods';
+import { holdKeys, scopeField } from '../budget/holds';
 import { alertingKeys, GLOBAL_SCOPE_ID } from './keys';
 import { LuaScript } from '../lua';
 import WRITE_BUDGET_LUA from './write-budget-10.lua';
@@ -60,6 +61,8 @@ export interface PeriodStatus {
   period: BudgetPeriod;
   period_key: string;
   spent_micros: number;
+  /** Worst-case cost held for requests in flight on this scope's hard budgets (see budget/holds.ts). */
+  reserved_micros: number;
   limit_micros: number | null;
   mode: BudgetMode | null;
   /** Percent of the limit used, rounded down; null without a limit. */
@@ -121,7 +124,7 @@ export class BudgetStore {
 
   constructor(
     private readonly redis: Redis,
-    namespace: string,
+    private readonly namespace: string,
   ) {
     this.keys = alertingKeys(namespace);
   }
@@ -172,22 +175,25 @@ export class BudgetStore {
     const keys = periodKeys(now);
     const [budget, defaults] = await Promise.all([this.get(scope, scopeId), scope === 'global' ? this.defaults() : null]);
     const pipe = this.redis.pipeline();
+    const held = holdKeys(this.namespace);
     for (const p of PERIODS) {
       pipe.get(this.keys.spent(scope, scopeId, p, keys[p]));
       pipe.exists(this.keys.block(scope, scopeId, p));
+      pipe.hget(held.held(p, keys[p]), scopeField(scope, scopeId));
     }
     const res = (await pipe.exec()) ?? [];
     return PERIODS.map((period, i) => {
-      const spent = Number(res[2 * i]?.[1] ?? 0);
+      const spent = Number(res[3 * i]?.[1] ?? 0);
       const b = effectivePeriodBudget(scope, budget, defaults, period);
       return {
         period,
         period_key: keys[period],
         spent_micros: spent,
+        reserved_micros: Math.max(0, Number(res[3 * i + 2]?.[1] ?? 0)),
         limit_micros: b?.limit_micros ?? null,
         mode: b?.mode ?? null,
         used_pct: b ? usedPct(spent, b.limit_micros) : null,
-        blocked: Number(res[2 * i + 1]?.[1] ?? 0) === 1,
+        blocked: Number(res[3 * i + 1]?.[1] ?? 0) === 1,
         resets_at: periodBounds(period, keys[period]).end.toISOString(),
       };
     });

@@ -123,6 +123,8 @@ export const EVENT_CATALOG = {
       avoided_micros: micros.optional(),
       /** SHA-256 of what was asked (model + input): identical requests a cache could have absorbed. */
       request_fingerprint: z.string().regex(/^[a-f0-9]{64}$/).optional(),
+      /** The budget hold admission made for the request: the ledger settles it with this call's cost. */
+      hold_id: z.string().uuid().optional(),
     }),
   },
   'cost.recorded': {

@@ -1,11 +1,13 @@
 import { randomUUID } from 'node:crypto';
-import { Router } from 'express';
+import { type Response, Router } from 'express';
 import { formatUsd, price, type PriceTable, type UsageUnits } from '@tollgate/shared';
 import { z } from 'zod';
+import { type Estimator, holdOf } from '../auth/admission';
 import { principalOf } from '../auth/middleware';
-import type { ChatDispatcher } from '../chat-dispatch';
+import type { ChatDispatcher, ChatJobInput } from '../chat-dispatch';
 import { sendJobError } from '../errors';
 import { checkModel } from '../models';
+import { chatPlan, type SpendOptions } from '../spend';
 import type { Guards } from './guards';
 
 const chatBody = z.strictObject({
@@ -24,21 +26,38 @@ export function costOf(provider: string, model: string, units: UsageUnits, table
   }
 }
 
-export function chatRoutes(guards: Guards, dispatcher: ChatDispatcher, priceTable: PriceTable): Router {
+export function chatRoutes(guards: Guards, dispatcher: ChatDispatcher, spend: SpendOptions): Router {
   const router = Router();
+  const priceTable = spend.priceTable;
 
-  router.post('/v1/chat', ...guards.chat, async (req, res) => {
+  // The body is read once, here, for the worst case that admission holds; the route reuses it.
+  const estimate: Estimator = (req, res) => {
     const body = chatBody.parse(req.body);
     checkModel(body.model, priceTable, 'chat');
-    const who = principalOf(res);
     const conversationId = body.conversation_id ?? randomUUID();
+    const messages = [{ role: 'user' as const, content: body.message }];
+    const plan = chatPlan(spend, { messages, ...(body.model && { model: body.model }), conversation_id: conversationId });
+    res.locals.chat = { body, conversationId, messages, targets: plan.targets };
+    return plan.work;
+  };
+
+  router.post('/v1/chat', ...guards.chat(estimate), async (_req, res) => {
+    const { body, conversationId, messages, targets } = res.locals.chat as {
+      body: z.infer<typeof chatBody>;
+      conversationId: string;
+      messages: ChatJobInput['messages'];
+      targets: ChatJobInput['targets'];
+    };
+    const who = principalOf(res);
     const result = await dispatcher.run({
       request_id: res.locals.requestId as string,
       user_id: who.user_id,
       project_id: who.project_id,
-      messages: [{ role: 'user', content: body.message }],
+      messages,
       conversation_id: conversationId,
       ...(body.model && { model: body.model }),
+      targets,
+      ...holdFields(res),
     });
     if (!result.ok) return sendJobError(res, result.error);
     res.setHeader('x-tollgate-provider', result.provider);
@@ -56,4 +75,11 @@ export function chatRoutes(guards: Guards, dispatcher: ChatDispatcher, priceTabl
   });
 
   return router;
+}
+
+/** The hold admission made, for the job: the worker ends it and sends no more history than it counted. */
+export function holdFields(res: Response): { hold_id?: string; history_max_bytes?: number } {
+  const hold = holdOf(res);
+  if (!hold?.hold_id) return {};
+  return { hold_id: hold.hold_id, history_max_bytes: hold.history_bytes };
 }

@@ -1,11 +1,13 @@
 import { Router, type Response } from 'express';
 import type { ChatJobResult, ChatMessage, ChatStreamItem, PriceTable, UsageUnits } from '@tollgate/shared';
 import { z } from 'zod';
+import type { Estimator } from '../auth/admission';
 import { principalOf } from '../auth/middleware';
 import type { ChatDispatcher, ChatJobInput } from '../chat-dispatch';
 import { ApiError, sendJobError } from '../errors';
 import { checkModel } from '../models';
-import { costOf } from './chat';
+import { chatPlan, type SpendOptions } from '../spend';
+import { costOf, holdFields } from './chat';
 import type { Guards } from './guards';
 
 const textPart = z.object({ type: z.literal('text'), text: z.string().max(200_000) });
@@ -51,22 +53,32 @@ function openAiUsage(units: UsageUnits) {
 
 type Ok = Extract<ChatJobResult, { ok: true }>;
 
-export function openAiRoutes(guards: Guards, dispatcher: ChatDispatcher, priceTable: PriceTable): Router {
+export function openAiRoutes(guards: Guards, dispatcher: ChatDispatcher, spend: SpendOptions): Router {
   const router = Router();
+  const priceTable = spend.priceTable;
 
-  router.post('/v1/chat/completions', ...guards.chat, async (req, res) => {
+  const estimate: Estimator = (req, res) => {
     const body = completionBody.parse(req.body);
     checkModel(body.model, priceTable, 'chat');
+    const maxTokens = body.max_completion_tokens ?? body.max_tokens ?? undefined;
+    const messages = toMessages(body);
+    const plan = chatPlan(spend, { messages, model: body.model, ...(maxTokens && { max_output_tokens: maxTokens }) });
+    res.locals.completion = { body, messages, targets: plan.targets };
+    return plan.work;
+  };
+
+  router.post('/v1/chat/completions', ...guards.chat(estimate), async (_req, res) => {
+    const { body, messages, targets } = res.locals.completion as { body: z.infer<typeof completionBody>; messages: ChatMessage[]; targets: ChatJobInput['targets'] };
     const who = principalOf(res);
     const requestId = res.locals.requestId as string;
-    const maxTokens = body.max_completion_tokens ?? body.max_tokens;
     const input: ChatJobInput = {
       request_id: requestId,
       user_id: who.user_id,
       project_id: who.project_id,
-      messages: toMessages(body),
+      messages,
       model: body.model,
-      ...(maxTokens && { max_output_tokens: maxTokens }),
+      targets,
+      ...holdFields(res),
     };
     const id = `chatcmpl-${requestId}`;
     const created = Math.floor(Date.now() / 1000);

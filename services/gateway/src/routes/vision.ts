@@ -2,6 +2,7 @@ import express, { type RequestHandler, Router } from 'express';
 import multer, { MulterError } from 'multer';
 import { formatUsd, type PriceTable, VISION_PROMPT_MAX_CHARS, VISION_QUALITIES } from '@tollgate/shared';
 import { z } from 'zod';
+import { holdOf } from '../auth/admission';
 import { principalOf } from '../auth/middleware';
 import { ApiError, sendJobError } from '../errors';
 import { sniffImage } from '../image-type';
@@ -118,6 +119,7 @@ export function visionRoutes(guards: Guards, opts: VisionRouteOptions, priceTabl
       mime_type: sniffed.mimeType,
       prompt,
       quality,
+      ...(holdOf(res)?.hold_id && { hold_id: holdOf(res)!.hold_id }),
     });
     if (!result.ok) return sendJobError(res, result.error);
 
