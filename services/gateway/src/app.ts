@@ -1,8 +1,7 @@
 import express, { type Express } from 'express';
 import helmet from 'helmet';
 import type Redis from 'ioredis';
-import type { PriceTable } from '@tollgate/shared';
-import type { ApiKeyStore } from './auth/api-keys';
+import type { ApiKeyStore, PriceTable } from '@tollgate/shared';
 import { admission } from './auth/admission';
 import { authenticate } from './auth/middleware';
 import type { ChatDispatcher } from './chat-dispatch';

@@ -1,10 +1,9 @@
 import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
 import express from 'express';
-import { alertingKeys, type BudgetPeriod, type BudgetScope } from '@tollgate/shared';
+import { alertingKeys, ApiKeyStore, type BudgetPeriod, type BudgetScope } from '@tollgate/shared';
 import { testRedis } from '@tollgate/shared/src/testing';
 import { admission } from '../src/auth/admission';
-import { ApiKeyStore } from '../src/auth/api-keys';
 import { errorHandler } from '../src/errors';
 
 const { redis, prefix, cleanup } = testRedis('admission');

@@ -2,17 +2,19 @@ import type { RequestHandler } from 'express';
 import type Redis from 'ioredis';
 import {
   alertingKeys,
+  type ApiKeyRecord,
+  type ApiKeyStore,
   type BudgetPeriod,
   BudgetExceededError,
   blockCells,
   keyspace,
+  type KeyScope,
   LuaScript,
   PERIODS,
   toBudgetBlock,
 } from '@tollgate/shared';
 import { ApiError } from '../errors';
 import ADMIT_LUA from './admit-1.lua';
-import type { ApiKeyRecord, ApiKeyStore, Scope } from './api-keys';
 import { bearer, OPERATOR, type Principal, sameSecret } from './middleware';
 
 // Key, scope, rate limit and hard-budget blocks in one round trip (see the script's header).
@@ -42,7 +44,7 @@ export interface AdmissionOptions {
  * `budget`, refuses paid work while a hard budget of the caller is used up (402 before anything
  * is enqueued, so a refused request is never billed). One Redis round trip for all of it.
  */
-export function admission(opts: AdmissionOptions, scope: Scope, { budget }: { budget: boolean }): RequestHandler {
+export function admission(opts: AdmissionOptions, scope: KeyScope, { budget }: { budget: boolean }): RequestHandler {
   const rateKey = `${keyspace(opts.namespace)('rl')}:`;
   const blocks = alertingKeys(opts.namespace);
   const periods = budget ? PERIODS : [];
