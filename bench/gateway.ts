@@ -11,8 +11,7 @@ import { randomUUID } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import autocannon from 'autocannon';
-import { createRedis, deleteByPrefix, hashTagged, ledgerKeys } from '../packages/shared/src';
-import { ApiKeyStore } from '../services/gateway/src/auth/api-keys';
+import { ApiKeyStore, createRedis, deleteByPrefix, hashTagged, ledgerKeys } from '../packages/shared/src';
 
 import type { SummaryRow } from './summary';
 

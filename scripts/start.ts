@@ -8,8 +8,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createRedis, describeProviders, hashTagged, loadConfig } from '../packages/shared/src';
-import { ApiKeyStore } from '../services/gateway/src/auth/api-keys';
+import { ApiKeyStore, createRedis, describeProviders, hashTagged, loadConfig } from '../packages/shared/src';
 
 const root = join(__dirname, '..');
 const stateDir = join(root, '.tollgate');

@@ -14,6 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
   alertingKeys,
+  ApiKeyStore,
   type AnyEvent,
   createRedis,
   EventBus,
@@ -25,8 +26,6 @@ import {
   QUEUES,
 } from '../../packages/shared/src';
 import type { BilledCall, StubStats } from '../../packages/stub-llm/src';
-import { ApiKeyStore } from '../../services/gateway/src/auth/api-keys';
-import { WEBHOOK_QUEUE } from '../../services/alerting/src/webhooks';
 import {
   type AlertNotice,
   type BudgetSpec,
@@ -392,7 +391,7 @@ async function main(): Promise<number> {
   let settled = false;
   while (Date.now() - settleStart < SETTLE_TIMEOUT_MS) {
     const reasons: string[] = [];
-    for (const name of [QUEUES.chat, QUEUES.vision, WEBHOOK_QUEUE]) {
+    for (const name of [QUEUES.chat, QUEUES.vision, QUEUES.webhooks]) {
       const c = await queueOpen(name);
       if (Object.values(c).some((n) => n > 0)) reasons.push(`${name} queue: ${JSON.stringify(c)}`);
     }

@@ -28,5 +28,5 @@ export {
   type PeriodBudget,
   type PeriodStatus,
 } from '@tollgate/shared/src/alerting';
-// API keys are the gateway's store (hashing included); the CLI writes through the same code.
-export { ApiKeyStore, type ApiKeyRecord, newKeySchema, SCOPES, type Scope as KeyScope } from '../../../services/gateway/src/auth/api-keys';
+// API keys: the store the gateway authenticates with (hashing included); the CLI writes through the same code.
+export { ApiKeyStore, type ApiKeyRecord, KEY_SCOPES, type KeyScope, newKeySchema } from '@tollgate/shared/src/api-keys';

@@ -20,6 +20,7 @@ export * from './time/periods';
 export * from './config';
 export { createLogger, isSecretKey, REDACTED, redact, redactString } from './logger';
 export * from './keys';
+export * from './api-keys';
 export * from './redis';
 export * from './jobs';
 export * from './vision-jobs';

@@ -3,7 +3,7 @@ import { PROVIDER_NAMES } from './config';
 import { ERROR_CATEGORY_VALUES, usageUnitsSchema } from './events/catalog';
 
 /** BullMQ queue names; the queue prefix comes from `queuePrefix`. */
-export const QUEUES = { chat: 'chat', vision: 'vision', reports: 'ledger-reports' } as const;
+export const QUEUES = { chat: 'chat', vision: 'vision', reports: 'ledger-reports', webhooks: 'webhooks' } as const;
 
 /** BullMQ keys live under the app namespace so one prefix (and one hash tag) covers everything. */
 export function queuePrefix(namespace: string): string {

@@ -1,8 +1,7 @@
 import express, { type Express } from 'express';
 import helmet from 'helmet';
 import type Redis from 'ioredis';
-import { DEFAULT_CHAT_CHAIN, type PriceTable, type Target } from '@tollgate/shared';
-import type { ApiKeyStore } from './auth/api-keys';
+import { type ApiKeyStore, DEFAULT_CHAT_CHAIN, type PriceTable, type Target } from '@tollgate/shared';
 import { admission } from './auth/admission';
 import { authenticate } from './auth/middleware';
 import type { ChatDispatcher } from './chat-dispatch';

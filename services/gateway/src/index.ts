@@ -1,5 +1,6 @@
 import { Queue, QueueEvents } from 'bullmq';
 import {
+  ApiKeyStore,
   type ChatJob,
   type ChatJobResult,
   type CostReport,
@@ -21,7 +22,6 @@ import {
   type VisionJobResult,
 } from '@tollgate/shared';
 import { createApp } from './app';
-import { ApiKeyStore } from './auth/api-keys';
 import { ChatDispatcher } from './chat-dispatch';
 import { createMetrics, followServiceHealth } from './metrics';
 import { ReportDispatcher } from './report-dispatch';

@@ -1,10 +1,9 @@
 import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
 import express from 'express';
-import { BudgetStore, finishHold, heldMicros, holdKeys, ledgerKeys, periodKeys } from '@tollgate/shared';
+import { ApiKeyStore, BudgetStore, finishHold, heldMicros, holdKeys, ledgerKeys, periodKeys } from '@tollgate/shared';
 import { testRedis } from '@tollgate/shared/src/testing';
 import { admission, type Estimator } from '../src/auth/admission';
-import { ApiKeyStore } from '../src/auth/api-keys';
 import { ApiError, errorHandler } from '../src/errors';
 
 const { redis, prefix, cleanup } = testRedis('admission');

@@ -3,6 +3,7 @@ import { Writable } from 'node:stream';
 import { Queue, QueueEvents } from 'bullmq';
 import type Redis from 'ioredis';
 import {
+  ApiKeyStore,
   BreakerRegistry,
   type ChatJob,
   type ChatJobResult,
@@ -33,7 +34,6 @@ import { ResultCache } from '@tollgate/vision/src/result-cache';
 import { neverNearBudget } from '@tollgate/vision/src/routing';
 import { createVisionWorker } from '@tollgate/vision/src/worker';
 import { createApp } from '../src/app';
-import { ApiKeyStore } from '../src/auth/api-keys';
 import { ChatDispatcher } from '../src/chat-dispatch';
 import { createMetrics, followServiceHealth } from '../src/metrics';
 import { ReportDispatcher } from '../src/report-dispatch';

@@ -27,7 +27,7 @@ import { ResultCache } from '@tollgate/vision/src/result-cache';
 import { neverNearBudget } from '@tollgate/vision/src/routing';
 import { createVisionWorker } from '@tollgate/vision/src/worker';
 import { createApp } from '../src/app';
-import { ApiKeyStore } from '../src/auth/api-keys';
+import { ApiKeyStore } from '@tollgate/shared';
 import { ChatDispatcher } from '../src/chat-dispatch';
 import { createMetrics, type GatewayMetrics } from '../src/metrics';
 import { VisionDispatcher } from '../src/vision-dispatch';

@@ -1,6 +1,7 @@
 import type { AddressInfo } from 'node:net';
 import { Queue, QueueEvents } from 'bullmq';
 import {
+  ApiKeyStore,
   BreakerRegistry,
   type ChatJob,
   type ChatJobResult,
@@ -20,7 +21,6 @@ import { ResultCache } from '@tollgate/vision/src/result-cache';
 import { type NearHardBudget, neverNearBudget } from '@tollgate/vision/src/routing';
 import { createVisionWorker } from '@tollgate/vision/src/worker';
 import { createApp } from '../src/app';
-import { ApiKeyStore } from '../src/auth/api-keys';
 import { ChatDispatcher } from '../src/chat-dispatch';
 import { createMetrics } from '../src/metrics';
 import { VisionDispatcher } from '../src/vision-dispatch';

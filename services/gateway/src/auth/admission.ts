@@ -3,6 +3,8 @@ import type { Request, RequestHandler, Response } from 'express';
 import type Redis from 'ioredis';
 import {
   alertingKeys,
+  type ApiKeyRecord,
+  type ApiKeyStore,
   type BudgetPeriod,
   BudgetExceededError,
   type BudgetScope,
@@ -11,6 +13,7 @@ import {
   holdKeys,
   HOLD_MARGIN_MS,
   keyspace,
+  type KeyScope,
   ledgerKeys,
   LuaScript,
   PERIODS,
@@ -20,7 +23,6 @@ import {
   type TargetBound,
 } from '@tollgate/shared';
 import { ApiError } from '../errors';
-import type { ApiKeyRecord, ApiKeyStore, Scope } from './api-keys';
 import { bearer, OPERATOR, type Principal, sameSecret } from './middleware';
 import ADMIT_SOURCE from './admit-9.lua';
 
@@ -97,7 +99,7 @@ function currentPeriods(now: number) {
  * anything is enqueued when it does not fit. One Redis round trip for all of it. An invalid body
  * is reported after the key checks, so a caller without a valid key learns nothing from it.
  */
-export function admission(opts: AdmissionOptions, scope: Scope, { budget }: { budget: Estimator | false }): RequestHandler {
+export function admission(opts: AdmissionOptions, scope: KeyScope, { budget }: { budget: Estimator | false }): RequestHandler {
   const rateKey = `${keyspace(opts.namespace)('rl')}:`;
   const ledger = ledgerKeys(opts.namespace);
   const holds = holdKeys(opts.namespace);
