@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { jobCacheSchema } from './cache/cache-job';
 import { usageUnitsSchema } from './events/catalog';
 import { attemptSchema, jobErrorSchema } from './jobs';
 
@@ -26,6 +27,8 @@ export const visionJobSchema = z.object({
   mime_type: z.enum(VISION_MIME_TYPES),
   prompt: z.string().min(1).max(VISION_PROMPT_MAX_CHARS),
   quality: z.enum(VISION_QUALITIES),
+  /** The client's Cache-Control and cache namespace; absent: the project's defaults. */
+  cache: jobCacheSchema.optional(),
   /** Epoch ms after which nobody waits for the answer. */
   deadline_at: z.number().int().positive(),
 });
