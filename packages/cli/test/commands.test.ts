@@ -138,3 +138,33 @@ test('usage errors and an unreachable Redis: non-zero exit, one line on stderr',
   ];
   results.forEach((r, i) => expectOneLineError(r, expected[i]!));
 });
+
+test('cache: stats show hit ratio and savings per kind; purge removes one project only', async () => {
+  const { ResponseCache, cacheKey } = await import('@tollgate/shared');
+  const cache = new ResponseCache(redis, namespace);
+  const web = cacheKey(namespace, { project: 'web', user: 'alice' }, 'chat', 'default', { q: 1 });
+  const mobile = cacheKey(namespace, { project: 'mobile', user: 'carol' }, 'chat', 'default', { q: 1 });
+  await cache.put(web, { a: 1 }, 60);
+  await cache.put(mobile, { a: 1 }, 60);
+  await cache.record(web, 'MISS');
+  await cache.record(web, 'HIT', 1_500);
+  await cache.record(web, 'HIT', 1_500);
+  await cache.record(mobile, 'HIT', 250_000);
+
+  const json = await run('cache', 'stats', '--project', 'web', '--json');
+  expect(json.code).toBe(0);
+  const doc = JSON.parse(json.stdout) as { hit_ratio: number; saved_micros: number; kinds: Array<{ kind: string; hits: number; misses: number }> };
+  expect(doc).toMatchObject({ hits: 2, misses: 1, saved_micros: 3_000, saved_usd: '0.003000' });
+  expect(doc.hit_ratio).toBeCloseTo(2 / 3);
+  expect(doc.kinds.find((k) => k.kind === 'chat')).toMatchObject({ hits: 2, misses: 1 });
+  const all = await run('cache', 'stats');
+  expect(all.stdout).toMatch(/^Cache for all projects: hit ratio 75\.0%, saved \$0\.253/);
+  expect(lines(all.stdout)[1]).toMatch(/^KIND\s+HITS\s+MISSES/);
+
+  const purged = await run('cache', 'purge', '--project', 'web');
+  expect(purged).toMatchObject({ code: 0, stdout: 'Purged 1 cache key of project web.\n' });
+  expect(await redis.exists(web.key)).toBe(0);
+  expect(await redis.exists(mobile.key)).toBe(1);
+  expectOneLineError(await run('cache', 'purge'), /--project/);
+  expectOneLineError(await run('cache', 'purge', '--project', 'a b'), /^error: --project: letters/);
+});

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import type { Target } from './providers/types';
+import { jobCacheSchema } from './cache/cache-job';
 import { usageUnitsSchema } from './events/catalog';
 import { attemptSchema, holdJobFields, jobErrorSchema } from './jobs';
 
@@ -34,6 +35,8 @@ export const visionJobSchema = z.object({
   prompt: z.string().min(1).max(VISION_PROMPT_MAX_CHARS),
   quality: z.enum(VISION_QUALITIES),
   hold_id: holdJobFields.hold_id,
+  /** The client's Cache-Control and cache namespace; absent: the project's defaults. */
+  cache: jobCacheSchema.optional(),
   /** Epoch ms after which nobody waits for the answer. */
   deadline_at: z.number().int().positive(),
 });

@@ -49,6 +49,8 @@ describe('scripted faults', () => {
       completionTokens: ok.usage?.completion_tokens,
       totalTokens: ok.usage?.total_tokens,
       images: 0,
+      searchQueries: 0,
+      groundedPrompts: 0,
     });
   });
 

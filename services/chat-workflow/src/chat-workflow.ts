@@ -3,6 +3,7 @@ import type Redis from 'ioredis';
 import {
   type BackoffOptions,
   type BreakerRegistry,
+  type CacheSettingsStore,
   type ChatJob,
   type ChatJobResult,
   type ChatMessage,
@@ -17,16 +18,20 @@ import {
   type EventBus,
   finishHold,
   messageBytes,
+  type GroundingOutcome,
+  type PriceTable,
   type ProviderClient,
   type ProviderName,
   type RecoveryDecision,
   type RunEvent,
   RecoveryFailedError,
+  type ResponseCache,
   type Target,
   withRecovery,
   WorkflowRun,
 } from '@tollgate/shared';
 import type { ConversationStore } from './conversation-store';
+import { contextMessage, type Retrieval, retrieveContext } from './grounding';
 
 export const SERVICE = 'chat-workflow';
 
@@ -41,7 +46,15 @@ export interface ChatDeps {
   callTimeoutMs: number;
   maxAttempts: number;
   backoff?: BackoffOptions;
+  /** The caching service (grounded chat's RAG context); the worker builds one when absent. */
+  cache?: ResponseCache;
+  cacheSettings?: CacheSettingsStore;
+  /** Prices the retrieval for rag.context_retrieved (the ledger prices it again, authoritatively). */
+  priceTable?: PriceTable;
 }
+
+/** ChatDeps with the caching parts filled in (createChatWorker does it once per process). */
+export type ChatRunDeps = ChatDeps & Required<Pick<ChatDeps, 'cache' | 'cacheSettings' | 'priceTable'>>;
 
 const OUTPUT_TTL_SECONDS = 300;
 
@@ -49,7 +62,7 @@ const OUTPUT_TTL_SECONDS = 300;
  * One chat turn: history in, provider call with recovery, usage out. Never throws for a provider
  * or input failure; the result says what went wrong in the client's terms.
  */
-export async function runChatWorkflow(job: ChatJob, jobId: string, deps: ChatDeps): Promise<ChatJobResult> {
+export async function runChatWorkflow(job: ChatJob, jobId: string, deps: ChatRunDeps): Promise<ChatJobResult> {
   const run = new WorkflowRun({
     bus: deps.bus,
     workflow: 'chat',
@@ -95,10 +108,18 @@ export async function runChatWorkflow(job: ChatJob, jobId: string, deps: ChatDep
       maxAttempts: deps.maxAttempts,
       backoff: deps.backoff,
     };
+    let retrieval: Retrieval | undefined;
+    if (job.grounding) {
+      retrieval = await retrieveContext(job, jobId, run, { gemini: deps.clients.gemini, cache: deps.cache, cacheSettings: deps.cacheSettings, priceTable: deps.priceTable, namespace: deps.namespace }, recovery);
+      // The search took part of the deadline; the answer gets what is left.
+      recovery.deadlineMs = job.deadline_at - Date.now();
+      if (recovery.deadlineMs <= 0) throw new DeadlineExceededError('The request deadline passed while the context was retrieved');
+    }
+    const asked = retrieval ? [contextMessage(retrieval.context), ...messages] : messages;
     const chain: Array<Target & { max_output_tokens?: number }> = job.targets ?? chainFor(job.model, deps.fallbackChain);
     const request = (t: (typeof chain)[number], signal: AbortSignal) => {
       const cap = t.max_output_tokens ?? job.max_output_tokens;
-      return { messages, model: t.model, signal, ...(cap && { maxOutputTokens: cap }) };
+      return { messages: asked, model: t.model, signal, ...(cap && { maxOutputTokens: cap }) };
     };
 
     let result: CompletionResult;
@@ -109,7 +130,7 @@ export async function runChatWorkflow(job: ChatJob, jobId: string, deps: ChatDep
         // The first chunk proves the provider answered; failures before it can still fall back.
         return { it, first: await it.next() };
       }, recovery);
-      result = await pumpStream(outcome.value.it, outcome.value.first, output, run, outcome.target, messages, job.hold_id);
+      result = await pumpStream(outcome.value.it, outcome.value.first, output, run, outcome.target, asked, job.hold_id);
     } else {
       outcome = await withRecovery(chain, (t, signal) => deps.clients[t.provider].complete(request(t, signal)), recovery);
       result = outcome.value;
@@ -118,7 +139,7 @@ export async function runChatWorkflow(job: ChatJob, jobId: string, deps: ChatDep
     await Promise.all(recorded);
 
     // The call is billed: its usage goes out first, with the rest of the run's end, in one round trip.
-    await run.complete({ provider: result.provider, model: result.model }, usageEvent(job, result, messages), {
+    await run.complete({ provider: result.provider, model: result.model }, usageEvent(job, result, asked), {
       type: 'chat.response_generated',
       data: {
         conversation_id: job.conversation_id ?? job.request_id,
@@ -150,6 +171,7 @@ export async function runChatWorkflow(job: ChatJob, jobId: string, deps: ChatDep
       usage_source: result.usageSource,
       attempts: outcome.attempts,
       fallback_used: outcome.fallbackUsed,
+      ...(retrieval && { grounding: groundingOutcome(retrieval) }),
     };
     await output?.write({ kind: 'done', result: done });
     return done;
@@ -186,6 +208,21 @@ function newestWithin(history: ChatMessage[], maxBytes: number): ChatMessage[] {
   return history.slice(i);
 }
 
+function groundingOutcome(r: Retrieval): GroundingOutcome {
+  const c = r.context;
+  return {
+    queries: c.queries,
+    sources: c.sources,
+    ...(c.entry_point_html && { search_entry_point_html: c.entry_point_html }),
+    provider: c.provider,
+    model: c.model,
+    cached: r.cached,
+    cost_micros: r.cached ? 0 : c.cost_micros,
+    search_micros: r.cached ? 0 : c.search_micros,
+    ...(r.avoided_micros !== undefined && { avoided_micros: r.avoided_micros }),
+  };
+}
+
 /** What was asked, as a hash: the ledger counts identical requests a cache would have absorbed. */
 function fingerprint(model: string, messages: ChatMessage[]): string {
   return createHash('sha256').update(JSON.stringify([model, messages])).digest('hex');
@@ -203,7 +240,8 @@ function usageEvent(job: ChatJob, result: CompletionResult, messages: ChatMessag
       usage_source: result.usageSource,
       request_id: job.request_id,
       cached: false,
-      request_fingerprint: fingerprint(result.model, messages),
+      // Where the answer cache is on, its repeats are not evidence that a cache would help.
+      ...(!job.answer_cached && { request_fingerprint: fingerprint(result.model, messages) }),
       ...(job.hold_id && { hold_id: job.hold_id }),
     },
   };

@@ -7,6 +7,7 @@ import {
   EventBus,
   hashTagged,
   loadConfig,
+  loadPriceTable,
   onShutdown,
   startHealthServer,
   startSharedBreakers,
@@ -41,6 +42,7 @@ async function main(): Promise<void> {
       fallbackChain: config.chatFallbackChain,
       callTimeoutMs: config.providerTimeoutMs,
       maxAttempts: config.maxProviderAttempts,
+      priceTable: loadPriceTable({ file: config.priceTableFile }),
     },
     { connection: createRedis(config.redisUrl, { logger, blocking: true, name: `${SERVICE}-worker` }), concurrency: config.chatWorkerConcurrency },
   );

@@ -1,7 +1,8 @@
 import express, { type Express } from 'express';
 import helmet from 'helmet';
 import type Redis from 'ioredis';
-import { type ApiKeyStore, DEFAULT_CHAT_CHAIN, type PriceTable, type Target } from '@tollgate/shared';
+import { type ApiKeyStore, type CacheSettingsStore, DEFAULT_CHAT_CHAIN, type EventBus, type PriceTable, type ResponseCache, type Target } from '@tollgate/shared';
+import { AnswerCache } from './answer-cache';
 import { admission } from './auth/admission';
 import { authenticate } from './auth/middleware';
 import type { ChatDispatcher } from './chat-dispatch';
@@ -15,6 +16,7 @@ import { healthRoutes } from './routes/health';
 import { openAiRoutes } from './routes/openai-compat';
 import { alertRoutes } from './routes/alerts';
 import { budgetRoutes } from './routes/budgets';
+import { cacheRoutes } from './routes/cache';
 import { AlertStore, BudgetStore, WebhookTargets } from '@tollgate/shared';
 import { type VisionRouteOptions, visionRoutes } from './routes/vision';
 import { dashboardRoutes } from './routes/dashboard';
@@ -47,6 +49,8 @@ export interface GatewayDeps {
   costs?: CostRouteOptions;
   /** Operator status and the live event stream (`/v1/ops/status`, `/v1/events/stream`). */
   ops?: Omit<OpsRouteDeps, 'redis' | 'namespace' | 'metrics'>;
+  /** The caching service: chat answers served by the gateway, stats, settings, purge. Absent: every request BYPASSes. */
+  cache?: { cache: ResponseCache; settings: CacheSettingsStore; bus: EventBus };
 }
 
 /** The HTTP API: every body validated at the door, every error in one shape. */
@@ -87,8 +91,10 @@ export function createApp(deps: GatewayDeps): Express {
   app.use(healthRoutes(deps.redis, deps.metrics.registry));
   app.use(dashboardRoutes());
   if (deps.ops) app.use(opsRoutes(guards.admin, { redis: deps.redis, namespace: deps.namespace, metrics: deps.metrics, ...deps.ops }));
-  app.use(chatRoutes(guards, deps.dispatcher, spend));
-  app.use(openAiRoutes(guards, deps.dispatcher, spend));
+  const answers = deps.cache && new AnswerCache({ ...deps.cache, priceTable: deps.priceTable, namespace: deps.namespace });
+  app.use(chatRoutes(guards, deps.dispatcher, spend, answers));
+  app.use(openAiRoutes(guards, deps.dispatcher, spend, answers));
+  if (deps.cache) app.use(cacheRoutes(guards, deps.cache.cache, deps.cache.settings));
   app.use(adminRoutes(guards, deps.keys));
   if (deps.costs) app.use(costRoutes(guards, deps.costs));
   app.use(budgetRoutes(guards, new BudgetStore(deps.redis, deps.namespace)));

@@ -7,6 +7,7 @@ import {
   createLogger,
   createRedis,
   describeProviders,
+  CacheSettingsStore,
   ErrorRateTracker,
   EventBus,
   hashTagged,
@@ -18,6 +19,7 @@ import {
   sweepHolds,
   queuePrefix,
   type ReportJob,
+  ResponseCache,
   type VisionJob,
   type VisionJobResult,
 } from '@tollgate/shared';
@@ -59,7 +61,7 @@ async function main(): Promise<void> {
   const reportQueue = new Queue<ReportJob, CostReport>(QUEUES.reports, { connection: queueRedis, prefix });
   const reportEvents = new QueueEvents(QUEUES.reports, { connection: createRedis(config.redisUrl, { logger, blocking: true, name: `${SERVICE}-report-events` }), prefix });
   await reportEvents.waitUntilReady();
-  // Read-only use of the bus: the ledger's dead letters for the cost API.
+  // The ledger's dead letters for the cost API; and cache hits' zero-cost usage events.
   const bus = new EventBus({ redis, prefix: namespace, service: SERVICE });
   const priceTable = loadPriceTable({ file: config.priceTableFile });
 
@@ -84,6 +86,7 @@ async function main(): Promise<void> {
     maxOutputTokensByModel: config.chatMaxOutputTokensByModel,
     vision: { dispatcher: new VisionDispatcher(visionQueue, visionEvents, redis, namespace, config.requestDeadlineMs), maxImageBytes: config.visionMaxBytes },
     ops: { errorRates, queues: [chatQueue, visionQueue] },
+    cache: { cache: new ResponseCache(redis, namespace), settings: new CacheSettingsStore(redis, namespace), bus },
     costs: {
       reader: new LedgerReader(redis, namespace),
       reports: new ReportDispatcher(reportQueue, reportEvents, redis, namespace),

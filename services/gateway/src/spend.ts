@@ -1,6 +1,8 @@
 import {
   type CappedTarget,
   CHAT_INPUT_OVERHEAD_TOKENS,
+  GROUNDING_CONTEXT_MAX_BYTES,
+  groundingWorstCase,
   chainFor,
   chatTargetBounds,
   type ChatMessage,
@@ -12,6 +14,7 @@ import {
 } from '@tollgate/shared';
 import type { PaidWork } from './auth/admission';
 import { ApiError } from './errors';
+import { DEFAULT_GROUNDING_MODEL } from './grounding';
 
 /** How the gateway bounds what a chat may cost: the chain it may reach and each model's output cap. */
 export interface SpendOptions {
@@ -31,7 +34,7 @@ export const DEFAULT_MAX_OUTPUT_TOKENS = 4096;
  */
 export function chatPlan(
   opts: SpendOptions,
-  req: { messages: readonly ChatMessage[]; model?: string; max_output_tokens?: number; conversation_id?: string },
+  req: { messages: readonly ChatMessage[]; model?: string; max_output_tokens?: number; conversation_id?: string; grounding?: { model?: string } },
 ): { work: PaidWork; targets: CappedTarget[] } {
   const capped = chainFor(req.model, opts.fallbackChain).map((t) => ({
     ...t,
@@ -39,11 +42,20 @@ export function chatPlan(
   }));
   const priced = chatTargetBounds(opts.priceTable, capped);
   if (priced.length === 0) throw new ApiError('provider_unavailable', 'No priced provider can serve this chat.');
+  // A grounded chat also pays its search call, and the context it returns is part of the answer's input.
+  let search = 0;
+  if (req.grounding) {
+    const question = [...req.messages].reverse().find((m) => m.role === 'user')?.content ?? '';
+    const model = req.grounding.model ?? DEFAULT_GROUNDING_MODEL;
+    const worst = groundingWorstCase(opts.priceTable, model, Buffer.byteLength(question));
+    if (worst === undefined) throw new ApiError('invalid_request', `Grounding model "${model}" has no Google Search price, so it cannot ground.`);
+    search = worst;
+  }
   return {
     targets: priced.map((p) => p.target),
     work: {
-      input_tokens: messageBytes(req.messages) + CHAT_INPUT_OVERHEAD_TOKENS,
-      bounds: priced.map((p) => p.bound),
+      input_tokens: messageBytes(req.messages) + CHAT_INPUT_OVERHEAD_TOKENS + (req.grounding ? GROUNDING_CONTEXT_MAX_BYTES : 0),
+      bounds: priced.map((p) => ({ ...p.bound, fixed_micros: p.bound.fixed_micros + search })),
       ...(req.conversation_id && { conversation_id: req.conversation_id }),
     },
   };

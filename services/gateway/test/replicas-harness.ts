@@ -4,6 +4,8 @@ import { Queue, QueueEvents, type Worker } from 'bullmq';
 import type Redis from 'ioredis';
 import {
   BreakerRegistry,
+  CacheSettingsStore,
+  ResponseCache,
   type ChatJob,
   type ChatJobResult,
   createProviderClients,
@@ -23,7 +25,6 @@ import { createChatWorker } from '@tollgate/chat-workflow/src/worker';
 import { consumeUsage } from '@tollgate/cost-ledger/src/ledger-consumer';
 import { LedgerWriter } from '@tollgate/cost-ledger/src/ledger-writer';
 import { type FaultConfig, startStub, stubEndpoints } from '@tollgate/stub-llm';
-import { ResultCache } from '@tollgate/vision/src/result-cache';
 import { neverNearBudget } from '@tollgate/vision/src/routing';
 import { createVisionWorker } from '@tollgate/vision/src/worker';
 import { createApp } from '../src/app';
@@ -90,6 +91,9 @@ export async function startReplicas(label: string, o: ReplicaOptions = {}) {
           conversations: new ConversationStore(r, namespace, { maxMessages: 50, ttlSeconds: 600 }),
           clients,
           breakers: breakerFor(bus),
+          priceTable,
+          cache: new ResponseCache(r, namespace),
+          cacheSettings: new CacheSettingsStore(r, namespace, undefined, 0),
           fallbackChain: CHAIN,
           callTimeoutMs: 2_000,
           maxAttempts: 2,
@@ -110,7 +114,8 @@ export async function startReplicas(label: string, o: ReplicaOptions = {}) {
           namespace,
           clients,
           breakers: breakerFor(bus),
-          cache: new ResultCache(r, namespace, 3600),
+          cache: new ResponseCache(r, namespace),
+          cacheSettings: new CacheSettingsStore(r, namespace, undefined, 0),
           priceTable,
           nearHardBudget: neverNearBudget,
           callTimeoutMs: 2_000,

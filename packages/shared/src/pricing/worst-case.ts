@@ -73,3 +73,26 @@ export function perImageWorstCase(table: PriceTable, targets: readonly Target[],
   }
   return worst;
 }
+
+/** Output cap of the grounding search call (sent to Gemini), and the most context it adds to the answer's input. */
+export const GROUNDING_OUTPUT_CAP = 1024;
+export const GROUNDING_CONTEXT_MAX_BYTES = 16_384;
+/**
+ * Search queries a per-query model (Gemini 3) is held for. Google decides how many it runs; a
+ * search that runs more is billed in full like a re-run, so this is the one soft edge of the bound.
+ */
+export const GROUNDING_HELD_QUERIES = 8;
+
+/**
+ * Worst case of a grounded chat's search call: the question at the input rate, its capped output,
+ * and the search fee (one per grounded prompt, or per query for per-query models). Undefined when
+ * the model cannot be priced for search (the route refuses those).
+ */
+export function groundingWorstCase(table: PriceTable, model: string, questionBytes: number, at = new Date()): number | undefined {
+  const p = ratesOf(table, { provider: 'gemini', model }, at);
+  if (!p || p.input_per_mtok === undefined || p.output_per_mtok === undefined) return undefined;
+  const fee = p.per_grounded_prompt ?? (p.per_search_query !== undefined ? p.per_search_query * GROUNDING_HELD_QUERIES : undefined);
+  if (fee === undefined) return undefined;
+  const outRate = Math.max(p.output_per_mtok, p.reasoning_per_mtok ?? 0);
+  return ceilDiv((questionBytes + CHAT_INPUT_OVERHEAD_TOKENS) * p.input_per_mtok, 1_000_000) + ceilDiv(GROUNDING_OUTPUT_CAP * outRate, 1_000_000) + fee;
+}

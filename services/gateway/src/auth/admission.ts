@@ -10,6 +10,7 @@ import {
   type BudgetScope,
   CONVERSATION_MAX_MESSAGES,
   conversationKey,
+  finishHold,
   holdKeys,
   HOLD_MARGIN_MS,
   keyspace,
@@ -75,6 +76,8 @@ export interface Hold {
   worst_micros: number;
   /** Bytes of stored history counted into the worst case: the worker sends no more than that. */
   history_bytes: number;
+  /** Set when a job took the hold over (see holdFields); otherwise it is given back with the answer. */
+  handed_off?: boolean;
 }
 
 export function holdOf(res: Response): Hold | undefined {
@@ -183,7 +186,15 @@ export function admission(opts: AdmissionOptions, scope: KeyScope, { budget }: {
         if (expired > 0) opts.onHoldsExpired?.(expired);
         const hold: Hold = { worst_micros: worst, history_bytes: history, ...(id !== '' && { hold_id: id }) };
         res.locals.hold = hold;
-        if (id !== '') res.setHeader('x-tollgate-budget-hold-micros', String(worst));
+        if (id !== '') {
+          res.setHeader('x-tollgate-budget-hold-micros', String(worst));
+          // A request answered without a job (a cache hit, a 4xx after admission) gives its hold
+          // back with the answer. Not on a dropped connection: the route may still enqueue the job,
+          // so that hold waits for its expiry.
+          res.once('finish', () => {
+            if (!hold.handed_off) finishHold(opts.redis, opts.namespace, id, 0).catch(() => undefined);
+          });
+        }
       }
       next();
     } catch (err) {

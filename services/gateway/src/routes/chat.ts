@@ -2,10 +2,12 @@ import { randomUUID } from 'node:crypto';
 import { type Response, Router } from 'express';
 import { formatUsd, price, type PriceTable, type UsageUnits } from '@tollgate/shared';
 import { z } from 'zod';
+import { type AnswerCache, cacheDirectiveOf, cacheInfo, jobCacheOf, type OkResult, setCacheHeaders, type StoredAnswer } from '../answer-cache';
 import { type Estimator, holdOf } from '../auth/admission';
 import { principalOf } from '../auth/middleware';
 import type { ChatDispatcher, ChatJobInput } from '../chat-dispatch';
 import { sendJobError } from '../errors';
+import { decideGrounding, groundingBody, groundingField } from '../grounding';
 import { checkModel } from '../models';
 import { chatPlan, type SpendOptions } from '../spend';
 import type { Guards } from './guards';
@@ -14,6 +16,7 @@ const chatBody = z.strictObject({
   message: z.string().min(1).max(32_000),
   conversation_id: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'letters, digits, dot, dash or underscore (1-64)').optional(),
   model: z.string().min(1).max(128).optional(),
+  grounding: groundingField.optional(),
 });
 
 /** What the call cost at today's prices; the ledger's entry is the record, this is the receipt. */
@@ -26,22 +29,27 @@ export function costOf(provider: string, model: string, units: UsageUnits, table
   }
 }
 
-export function chatRoutes(guards: Guards, dispatcher: ChatDispatcher, spend: SpendOptions): Router {
+export function chatRoutes(guards: Guards, dispatcher: ChatDispatcher, spend: SpendOptions, answers?: AnswerCache): Router {
   const router = Router();
   const priceTable = spend.priceTable;
 
-  // The body is read once, here, for the worst case that admission holds; the route reuses it.
+  // The body is read once, here, for the worst case admission holds; the route reuses it.
   const estimate: Estimator = (req, res) => {
     const body = chatBody.parse(req.body);
     checkModel(body.model, priceTable, 'chat');
     const conversationId = body.conversation_id ?? randomUUID();
     const messages = [{ role: 'user' as const, content: body.message }];
-    const plan = chatPlan(spend, { messages, ...(body.model && { model: body.model }), conversation_id: conversationId });
+    const plan = chatPlan(spend, {
+      messages,
+      ...(body.model && { model: body.model }),
+      conversation_id: conversationId,
+      ...(body.grounding && { grounding: typeof body.grounding === 'object' ? body.grounding : {} }),
+    });
     res.locals.chat = { body, conversationId, messages, targets: plan.targets };
     return plan.work;
   };
 
-  router.post('/v1/chat', ...guards.chat(estimate), async (_req, res) => {
+  router.post('/v1/chat', ...guards.chat(estimate), async (req, res) => {
     const { body, conversationId, messages, targets } = res.locals.chat as {
       body: z.infer<typeof chatBody>;
       conversationId: string;
@@ -49,37 +57,83 @@ export function chatRoutes(guards: Guards, dispatcher: ChatDispatcher, spend: Sp
       targets: ChatJobInput['targets'];
     };
     const who = principalOf(res);
-    const result = await dispatcher.run({
-      request_id: res.locals.requestId as string,
-      user_id: who.user_id,
-      project_id: who.project_id,
-      messages,
-      conversation_id: conversationId,
-      ...(body.model && { model: body.model }),
-      targets,
-      ...holdFields(res),
-    });
-    if (!result.ok) return sendJobError(res, result.error);
-    res.setHeader('x-tollgate-provider', result.provider);
-    res.json({
-      reply: result.reply,
-      conversation_id: conversationId,
-      provider: result.provider,
-      model: result.model,
-      usage: { ...result.units, source: result.usage_source },
-      cost: costOf(result.provider, result.model, result.units, priceTable),
-      attempts: result.attempts.length,
-      fallback_used: result.fallback_used,
-      request_id: res.locals.requestId,
-    });
+    const requestId = res.locals.requestId as string;
+    const directive = cacheDirectiveOf(req);
+    const grounding = decideGrounding(body.grounding, who, priceTable);
+    // Everything that shapes the answer; a conversation's stored history does too, and only the worker sees it.
+    const shape = { api: 'chat', model: body.model ?? null, message: body.message, grounding: grounding ?? null };
+    const lookup = answers
+      ? await answers.lookup(who, directive, shape, body.conversation_id === undefined || 'a conversation turn depends on its stored history')
+      : ({ status: 'BYPASS', reason: 'no cache configured' } as const);
+
+    const send = (result: OkResult, hit?: { value: StoredAnswer; age_seconds: number; stored_at: string }) => {
+      setCacheHeaders(res, lookup.status === 'HIT' || hit ? 'HIT' : lookup.status, hit);
+      res.setHeader('x-tollgate-provider', result.provider);
+      const cost = costOf(result.provider, result.model, result.units, priceTable);
+      res.json({
+        reply: result.reply,
+        conversation_id: conversationId,
+        provider: result.provider,
+        model: result.model,
+        usage: { ...result.units, source: hit ? 'cache' : result.usage_source },
+        // A hit is free; what the answer cost when it was paid for is what it saved.
+        cost: hit ? { micros: 0, usd: formatUsd(0), ...(cost && { price_version: cost.price_version }) } : cost,
+        attempts: hit ? 0 : result.attempts.length,
+        fallback_used: result.fallback_used,
+        ...(result.grounding && { grounding: groundingBody(result.grounding) }),
+        cache: cacheInfo(hit ? 'HIT' : lookup.status, hit, lookup.status === 'BYPASS' ? lookup.reason : undefined),
+        request_id: requestId,
+      });
+    };
+
+    const run = () =>
+      dispatcher.run({
+        request_id: requestId,
+        user_id: who.user_id,
+        project_id: who.project_id,
+        messages,
+        conversation_id: conversationId,
+        ...(body.model && { model: body.model }),
+        targets,
+        ...holdFields(res),
+        ...(grounding && { grounding }),
+        cache: jobCacheOf(directive),
+        ...(lookup.status !== 'BYPASS' && { answer_cached: true }),
+      });
+    if (lookup.status === 'BYPASS' || !answers) {
+      const result = await run();
+      if (!result.ok) return sendJobError(res, result.error);
+      return send(result);
+    }
+    if (lookup.status === 'HIT') {
+      await answers.recordHit(lookup.key, lookup.hit, requestId, who);
+      return send(lookup.hit.value.result, lookup.hit);
+    }
+    const outcome = await answers.compute(lookup, requestId, Date.now() + dispatcher.deadlineMs, run);
+    if ('reused' in outcome) {
+      await answers.recordHit(lookup.key, outcome.reused, requestId, who);
+      return send(outcome.reused.value.result, outcome.reused);
+    }
+    if (!outcome.result.ok) return sendJobError(res, outcome.result.error);
+    send(outcome.result);
   });
 
   return router;
 }
 
-/** The hold admission made, for the job: the worker ends it and sends no more history than it counted. */
+/**
+ * The hold admission made, for the job, which from then on ends it (the worker does, or its
+ * expiry); a request that never hands it to a job gives it back when it is answered.
+ */
 export function holdFields(res: Response): { hold_id?: string; history_max_bytes?: number } {
   const hold = holdOf(res);
   if (!hold?.hold_id) return {};
+  hold.handed_off = true;
   return { hold_id: hold.hold_id, history_max_bytes: hold.history_bytes };
+}
+
+/** holdFields for a job that sends no history (vision). */
+export function holdId(res: Response): { hold_id?: string } {
+  const { hold_id } = holdFields(res);
+  return hold_id ? { hold_id } : {};
 }
