@@ -1,7 +1,7 @@
 /** Every package's tests in one run; each test file isolates itself in Redis with its own key prefix. */
 module.exports = {
   testEnvironment: '<rootDir>/scripts/jest-environment.js',
-  roots: ['<rootDir>/packages', '<rootDir>/services', '<rootDir>/infra'],
+  roots: ['<rootDir>/packages', '<rootDir>/services', '<rootDir>/infra', '<rootDir>/scripts'],
   testMatch: ['**/test/**/*.test.ts'],
   transform: {
     '^.+\\.ts$': ['@swc/jest', { jsc: { target: 'es2022' } }],

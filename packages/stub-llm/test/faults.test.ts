@@ -225,7 +225,7 @@ describe('per-request header x-stub-fault', () => {
 
 describe('admin routes', () => {
   it('health, faults, stats and reset over HTTP', async () => {
-    expect(await (await fetch(`${stub.url}/healthz`)).json()).toEqual({ ok: true });
+    expect(await (await fetch(`${stub.url}/healthz`)).json()).toEqual({ ok: true, service: 'stub-llm', pid: process.pid });
 
     const set = await postJson(`${stub.url}/_stub/faults`, { script: [{ fault: '503', times: 1 }] });
     expect(set.status).toBe(200);
