@@ -3,7 +3,7 @@ import type { Server } from 'node:http';
 import express from 'express';
 import { ApiKeyStore, BudgetStore, finishHold, heldMicros, holdKeys, ledgerKeys, periodKeys } from '@tollgate/shared';
 import { testRedis } from '@tollgate/shared/src/testing';
-import { admission, type Estimator } from '../src/auth/admission';
+import { admission, type Estimator, holdOf } from '../src/auth/admission';
 import { ApiError, errorHandler } from '../src/errors';
 
 const { redis, prefix, cleanup } = testRedis('admission');
@@ -27,7 +27,14 @@ beforeAll(async () => {
   app.use(express.json());
   app.post('/paid', admission(opts, 'chat', { budget: estimate }), echo);
   // The budget tests send more than the rate limit above allows.
-  app.post('/wide', admission({ ...opts, perMinute: 1_000_000 }, 'chat', { budget: estimate }), echo);
+  // `/wide` hands the hold to a job, as the chat routes do; `/answered` answers without one.
+  const handOff: express.RequestHandler = (_req, res, next) => {
+    const hold = holdOf(res);
+    if (hold) hold.handed_off = true;
+    next();
+  };
+  app.post('/wide', admission({ ...opts, perMinute: 1_000_000 }, 'chat', { budget: estimate }), handOff, echo);
+  app.post('/answered', admission({ ...opts, perMinute: 1_000_000 }, 'chat', { budget: estimate }), echo);
   app.get('/free', admission(opts, 'costs', { budget: false }), echo);
   // What the admission refused with, before the handler turns it into the client's error body.
   app.use(((err, _req, _res, next) => {
@@ -138,6 +145,20 @@ test('each admitted request holds its worst case until it ends; what is held cou
   for (const id of holds) await finishHold(redis, prefix, String(id), 0);
   expect((await heldMicros(redis, prefix, 'project', 'hold', periodKeys(Date.now()))).day).toBe(0);
   expect((await call('/wide', key)).status).toBe(200);
+});
+
+test('a request answered without handing its hold to a job gives it back with the answer', async () => {
+  const { key } = await keys.create({ name: 'a', user_id: 'ada', project_id: 'answered', scopes: ['chat'] });
+  await budgets.put('project', 'answered', { periods: [{ period: 'day', limit_micros: 10 * WORST, mode: 'hard' }] });
+  const res = await call('/answered', key);
+  expect(res.status).toBe(200);
+  expect(res.headers.get('x-tollgate-budget-hold-micros')).toBe(String(WORST));
+  let held = -1;
+  for (let i = 0; i < 50 && held !== 0; i++) {
+    held = (await heldMicros(redis, prefix, 'project', 'answered', periodKeys(Date.now()))).day;
+    if (held !== 0) await new Promise((r) => setTimeout(r, 20));
+  }
+  expect(held).toBe(0);
 });
 
 test('an invalid body is reported only after the key checks pass', async () => {
