@@ -24,12 +24,12 @@ const CONCURRENCIES = (process.env.BENCH_CONCURRENCY ?? '20,100').split(',').map
 const PORTS = { stub: 4110, portkey: 8797, gateway: 8190 };
 const BODY = JSON.stringify({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'Summarise the benefits of circuit breakers.' }] });
 
-interface Proc {
+export interface Proc {
   name: string;
   proc: ChildProcess;
 }
 
-function start(name: string, command: string, args: string[], env: NodeJS.ProcessEnv = {}): Proc {
+export function start(name: string, command: string, args: string[], env: NodeJS.ProcessEnv = {}): Proc {
   const childNodeOptions = process.env.BENCH_CHILD_NODE_OPTIONS ? { NODE_OPTIONS: process.env.BENCH_CHILD_NODE_OPTIONS } : {};
   const proc = spawn(command, args, { cwd: root, env: { ...process.env, ...env, ...childNodeOptions }, stdio: ['ignore', 'ignore', 'pipe'] });
   proc.stderr?.on('data', (d: Buffer) => {
@@ -39,7 +39,7 @@ function start(name: string, command: string, args: string[], env: NodeJS.Proces
   return { name, proc };
 }
 
-async function waitHttp(url: string, timeoutMs = 30_000, init?: RequestInit): Promise<void> {
+export async function waitHttp(url: string, timeoutMs = 30_000, init?: RequestInit): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     try {
@@ -64,7 +64,7 @@ function procFile(pid: number | undefined, file: string): string | undefined {
 }
 
 /** CPU time (user + system, ms) a process has used so far. */
-function cpuMs(pid: number | undefined): number {
+export function cpuMs(pid: number | undefined): number {
   // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
   const rest = procFile(pid, 'stat')?.split(') ')[1]?.split(' ');
   return rest ? (Number(rest[11]) + Number(rest[12])) * 10 : 0; // USER_HZ is 100 on Linux
@@ -76,7 +76,7 @@ function writeCalls(pid: number | undefined): number {
 }
 
 /** Resident memory of a process, MB. */
-function rssMb(pid: number | undefined): number {
+export function rssMb(pid: number | undefined): number {
   return Math.round(Number(/VmRSS:\s+(\d+) kB/.exec(procFile(pid, 'status') ?? '')?.[1] ?? 0) / 102.4) / 10;
 }
 
