@@ -260,3 +260,43 @@ test('requests the answer cache covers are not counted as repeats a cache would 
   expect((cachedUsage?.data as { request_fingerprint?: string }).request_fingerprint).toBeUndefined();
   expect((plainUsage?.data as { request_fingerprint?: string }).request_fingerprint).toMatch(/^[a-f0-9]{64}$/);
 });
+
+test('a grounded stream ends with the usage chunk carrying the sources; only an admin changes cache settings', async () => {
+  const client = new OpenAI({ apiKey: keys.bob, baseURL: `${sys.url}/v1`, maxRetries: 0 });
+  const stream = await client.chat.completions.create({
+    model: 'gpt-4o-mini',
+    messages: [{ role: 'user', content: 'Streaming grounded question about rail strikes' }],
+    web_search_options: {},
+    stream: true,
+    stream_options: { include_usage: true },
+  });
+  let last: unknown;
+  let text = '';
+  for await (const chunk of stream) {
+    text += chunk.choices[0]?.delta.content ?? '';
+    if (chunk.usage) last = chunk;
+  }
+  expect(text).toMatch(/^Stub reply \(openai\/gpt-4o-mini\)/);
+  const extras = (last as { tollgate: { grounding: { sources: unknown[]; search_fee: { micros: number } }; cache: { status: string } } }).tollgate;
+  expect(extras.grounding.sources).toHaveLength(3);
+  expect(extras.grounding.search_fee.micros).toBe(35_000);
+  expect(extras.cache.status).toBe('BYPASS');
+
+  const denied = await fetch(`${sys.url}/v1/cache/settings/web`, { method: 'PUT', headers: { ...as('alice'), 'content-type': 'application/json' }, body: JSON.stringify({ chat_ttl_seconds: 60 }) });
+  expect(denied.status).toBe(403);
+  const invalid = await fetch(`${sys.url}/v1/cache/settings/web`, { method: 'PUT', headers: { ...admin(), 'content-type': 'application/json' }, body: JSON.stringify({ chat_ttl_seconds: -5 }) });
+  expect(invalid.status).toBe(400);
+});
+
+test('a project default turns chat caching on without any header', async () => {
+  const put = await fetch(`${sys.url}/v1/cache/settings/mobile`, { method: 'PUT', headers: { ...admin(), 'content-type': 'application/json' }, body: JSON.stringify({ chat_ttl_seconds: 120 }) });
+  expect(((await put.json()) as { settings: { chat_ttl_seconds: number } }).settings.chat_ttl_seconds).toBe(120);
+  const message = 'Project default cached question';
+  const first = await post(sys, '/v1/chat', { message }, as('carol'));
+  const second = await post(sys, '/v1/chat', { message }, as('carol'));
+  expect([first.headers.get('x-tollgate-cache'), second.headers.get('x-tollgate-cache')]).toEqual(['MISS', 'HIT']);
+  // A conversation turn never comes from the answer cache: its history shapes the answer.
+  const turn = await post(sys, '/v1/chat', { message, conversation_id: 'conv-x' }, as('carol'));
+  expect(turn.headers.get('x-tollgate-cache')).toBe('BYPASS');
+  expect(turn.json.cache.reason).toMatch(/history/);
+});
