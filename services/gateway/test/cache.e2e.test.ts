@@ -2,6 +2,7 @@ import OpenAI from 'openai';
 import type { EventEnvelope, LedgerEntry } from '@tollgate/shared';
 import { waitFor } from '@tollgate/shared/src/testing';
 import { startFullSystem, type FullSystem } from './full-harness';
+import { png1x1 } from '../../vision/test/images';
 import { post } from './harness';
 
 /**
@@ -16,9 +17,9 @@ const keys: Record<'alice' | 'bob' | 'carol' | 'dave', string> = { alice: '', bo
 beforeAll(async () => {
   sys = await startFullSystem('gw-cache');
   // alice and bob share a project, carol has her own; dave's project has a 1 s RAG TTL.
-  keys.alice = (await sys.keys.create({ name: 'a', user_id: 'alice', project_id: 'web', scopes: ['chat', 'costs'] })).key;
+  keys.alice = (await sys.keys.create({ name: 'a', user_id: 'alice', project_id: 'web', scopes: ['chat', 'costs', 'vision'] })).key;
   keys.bob = (await sys.keys.create({ name: 'b', user_id: 'bob', project_id: 'web', scopes: ['chat'] })).key;
-  keys.carol = (await sys.keys.create({ name: 'c', user_id: 'carol', project_id: 'mobile', scopes: ['chat'] })).key;
+  keys.carol = (await sys.keys.create({ name: 'c', user_id: 'carol', project_id: 'mobile', scopes: ['chat', 'vision'] })).key;
   keys.dave = (await sys.keys.create({ name: 'd', user_id: 'dave', project_id: 'short-ttl', scopes: ['chat'] })).key;
 });
 afterAll(async () => {
@@ -299,4 +300,27 @@ test('a project default turns chat caching on without any header', async () => {
   const turn = await post(sys, '/v1/chat', { message, conversation_id: 'conv-x' }, as('carol'));
   expect(turn.headers.get('x-tollgate-cache')).toBe('BYPASS');
   expect(turn.json.cache.reason).toMatch(/history/);
+});
+
+test('a vision hit is answered by the gateway without the queue, per tenant, and recorded as saved', async () => {
+  const image = png1x1([9, 99, 199]).toString('base64');
+  const ask = (who: keyof typeof keys, id: string, extra: Record<string, string> = {}) =>
+    post(sys, '/v1/vision', { image_base64: image, prompt: 'What colour is it?', quality: 'standard' }, as(who, { 'x-request-id': id, ...extra }));
+  const first = await ask('alice', rid('vis-1'));
+  expect(first.json).toMatchObject({ cached: false, provider: 'deepseek' });
+  const jobs = (await sys.jobCounts()).vision;
+  const id = rid('vis-2');
+  const hit = await ask('alice', id);
+  expect(hit.headers.get('x-tollgate-cache')).toBe('HIT');
+  expect(hit.json).toMatchObject({ cached: true, analysis: first.json.analysis, cost: { micros: 0, avoided: { micros: 30_000 } } });
+  expect((await sys.jobCounts()).vision).toBe(jobs);
+  const [entry] = await entriesFor(id);
+  expect(entry).toMatchObject({ service: 'gateway', operation: 'vision', amount_micros: 0, avoided_micros: 30_000, cached: true });
+  // Another tenant's identical image and prompt is analysed, and paid for, on its own.
+  const carol = await ask('carol', rid('vis-3'));
+  expect(carol.json.cached).toBe(false);
+  // no-store goes to the worker and pays.
+  const bypass = await ask('alice', rid('vis-4'), { 'cache-control': 'no-store' });
+  expect(bypass.headers.get('x-tollgate-cache')).toBe('BYPASS');
+  expect(bypass.json.cached).toBe(false);
 });
