@@ -112,6 +112,12 @@ test('after the RAG TTL the question is searched again', async () => {
 test('Cache-Control: no-store bypasses the context and the answer cache', async () => {
   const message = 'Who leads the league table?';
   await post(sys, '/v1/chat', { message, grounding: true }, as('alice', { 'cache-control': 'max-age=600' }));
+  // The answer itself is cached too: the hit pays nothing, the context's cost shows as saved.
+  const answerHit = await post(sys, '/v1/chat', { message, grounding: true }, as('alice', { 'cache-control': 'max-age=600' }));
+  expect(answerHit.headers.get('x-tollgate-cache')).toBe('HIT');
+  expect(answerHit.json.grounding).toMatchObject({ cached: true, cost: { micros: 0 }, search_fee: { micros: 0 } });
+  expect(answerHit.json.grounding.saved.micros).toBeGreaterThan(35_000);
+  expect(answerHit.json.grounding.sources).toHaveLength(3);
   const before = searches();
   const res = await post(sys, '/v1/chat', { message, grounding: true }, as('alice', { 'cache-control': 'no-store' }));
   expect(res.headers.get('x-tollgate-cache')).toBe('BYPASS');
