@@ -31,3 +31,4 @@ export {
 // API keys are the gateway's store (hashing included); the CLI writes through the same code.
 export { ApiKeyStore, type ApiKeyRecord, newKeySchema, SCOPES, type Scope as KeyScope } from '../../../services/gateway/src/auth/api-keys';
 export { ResponseCache } from '@tollgate/shared/src/cache/response-cache';
+export { CacheSettingsStore, type CacheSettings } from '@tollgate/shared/src/cache/cache-settings';
