@@ -192,6 +192,22 @@ test('a failed provider call is never cached', async () => {
   expect(next.json.cost.micros).toBeGreaterThan(0);
 });
 
+test('a failed search is never cached: the next identical grounded request searches', async () => {
+  const message = 'Failed search question';
+  sys.stub.setFaults({ providers: { gemini: { rate503: 1 } } });
+  try {
+    const failed = await post(sys, '/v1/chat', { message, grounding: true }, as('alice'));
+    expect(failed.status).toBeGreaterThanOrEqual(500);
+  } finally {
+    sys.stub.setFaults({});
+  }
+  const before = searches();
+  const next = await post(sys, '/v1/chat', { message, grounding: true }, as('alice'));
+  expect(next.status).toBe(200);
+  expect(next.json.grounding.cached).toBe(false);
+  expect(searches()).toBe(before + 2);
+});
+
 test('identical requests in flight together pay once', async () => {
   const calls = geminiCalls();
   const message = `Concurrent identical question ${Date.now()}`;
