@@ -1,4 +1,5 @@
 import {
+  CacheSettingsStore,
   createLogger,
   createProviderClients,
   createRedis,
@@ -42,6 +43,7 @@ async function main(): Promise<void> {
       callTimeoutMs: config.providerTimeoutMs,
       maxAttempts: config.maxProviderAttempts,
       priceTable: loadPriceTable({ file: config.priceTableFile }),
+      cacheSettings: new CacheSettingsStore(redis, namespace, config.cache),
     },
     { connection: createRedis(config.redisUrl, { logger, blocking: true, name: `${SERVICE}-worker` }), concurrency: config.chatWorkerConcurrency },
   );
