@@ -63,7 +63,7 @@ function procFile(pid: number | undefined, file: string): string | undefined {
 }
 
 /** CPU time (user + system, ms) a process has used so far. */
-function cpuMs(pid: number | undefined): number {
+export function cpuMs(pid: number | undefined): number {
   // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
   const rest = procFile(pid, 'stat')?.split(') ')[1]?.split(' ');
   return rest ? (Number(rest[11]) + Number(rest[12])) * 10 : 0; // USER_HZ is 100 on Linux
@@ -75,7 +75,7 @@ function writeCalls(pid: number | undefined): number {
 }
 
 /** Resident memory of a process, MB. */
-function rssMb(pid: number | undefined): number {
+export function rssMb(pid: number | undefined): number {
   return Math.round(Number(/VmRSS:\s+(\d+) kB/.exec(procFile(pid, 'status') ?? '')?.[1] ?? 0) / 102.4) / 10;
 }
 

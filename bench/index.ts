@@ -11,6 +11,7 @@ const BENCHES: Record<string, () => Promise<{ run: () => Promise<SummaryRow[]> }
   alerts: () => import('./alerts'),
   gateway: () => import('./gateway'),
   budget: () => import('./budget'),
+  cache: () => import('./cache'),
 };
 
 async function main(): Promise<void> {

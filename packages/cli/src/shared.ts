@@ -31,3 +31,4 @@ export {
 // API keys: the store the gateway authenticates with (hashing included); the CLI writes through the same code.
 export { ApiKeyStore, type ApiKeyRecord, KEY_SCOPES, type KeyScope, newKeySchema } from '@tollgate/shared/src/api-keys';
 export { ResponseCache } from '@tollgate/shared/src/cache/response-cache';
+export { CacheSettingsStore, type CacheSettings } from '@tollgate/shared/src/cache/cache-settings';

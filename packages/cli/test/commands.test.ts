@@ -165,6 +165,13 @@ test('cache: stats show hit ratio and savings per kind; purge removes one projec
   expect(purged).toMatchObject({ code: 0, stdout: 'Purged 1 cache key of project web.\n' });
   expect(await redis.exists(web.key)).toBe(0);
   expect(await redis.exists(mobile.key)).toBe(1);
+  const set = await run('cache', 'settings', '--project', 'web', '--chat-ttl', '120', '--json');
+  expect(JSON.parse(set.stdout)).toEqual({ project_id: 'web', settings: { chat_ttl_seconds: 120, rag_ttl_seconds: 300, vision_ttl_seconds: 3600, max_ttl_seconds: 86400 } });
+  const { CacheSettingsStore } = await import('@tollgate/shared');
+  expect((await new CacheSettingsStore(redis, namespace, undefined, 0).get('web')).chat_ttl_seconds).toBe(120);
+  const shown = await run('cache', 'settings', '--project', 'web');
+  expect(shown.stdout).toMatch(/^Cache settings of project web:\nKIND\s+TTL\nchat\s+120 s/);
+  expectOneLineError(await run('cache', 'settings', '--project', 'web', '--rag-ttl', 'soon'), /^error: option '--rag-ttl <seconds>' argument 'soon' is invalid/);
   expectOneLineError(await run('cache', 'purge'), /--project/);
   expectOneLineError(await run('cache', 'purge', '--project', 'a b'), /^error: --project: letters/);
 });

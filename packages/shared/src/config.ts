@@ -54,6 +54,8 @@ export interface Config {
   maxBodyBytes: number;
   visionMaxBytes: number;
   visionCacheTtlSeconds: number;
+  /** Cache TTL defaults for every project (per-project settings override them); 0 = off unless a request asks. */
+  cache: { chat_ttl_seconds: number; rag_ttl_seconds: number; vision_ttl_seconds: number; max_ttl_seconds: number };
   budgets: { dailyMicros: number; weeklyMicros: number; monthlyMicros: number; thresholdsPercent: number[] };
   priceTableFile: string | undefined;
   /** A worker's health/metrics server (containers' probes); undefined when HEALTH_PORT is unset. */
@@ -234,6 +236,9 @@ const EnvSchema = z.object({
   MAX_BODY_BYTES: int(1_048_576, 1),
   VISION_MAX_BYTES: int(8_388_608, 1),
   VISION_CACHE_TTL_SECONDS: int(3600, 1),
+  CACHE_CHAT_TTL_SECONDS: int(0, 0, 30 * 86_400),
+  CACHE_RAG_TTL_SECONDS: int(300, 0, 30 * 86_400),
+  CACHE_MAX_TTL_SECONDS: int(86_400, 0, 30 * 86_400),
   BUDGET_DAILY_MICROS: int(50_000_000, 0),
   BUDGET_WEEKLY_MICROS: int(300_000_000, 0),
   BUDGET_MONTHLY_MICROS: int(1_000_000_000, 0),
@@ -315,6 +320,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     maxBodyBytes: e.MAX_BODY_BYTES,
     visionMaxBytes: e.VISION_MAX_BYTES,
     visionCacheTtlSeconds: e.VISION_CACHE_TTL_SECONDS,
+    cache: {
+      chat_ttl_seconds: e.CACHE_CHAT_TTL_SECONDS,
+      rag_ttl_seconds: e.CACHE_RAG_TTL_SECONDS,
+      vision_ttl_seconds: e.VISION_CACHE_TTL_SECONDS,
+      max_ttl_seconds: e.CACHE_MAX_TTL_SECONDS,
+    },
     budgets: {
       dailyMicros: e.BUDGET_DAILY_MICROS,
       weeklyMicros: e.BUDGET_WEEKLY_MICROS,

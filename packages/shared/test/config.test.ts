@@ -44,6 +44,7 @@ describe('loadConfig defaults', () => {
       maxBodyBytes: 1_048_576,
       visionMaxBytes: 8_388_608,
       visionCacheTtlSeconds: 3600,
+      cache: { chat_ttl_seconds: 0, rag_ttl_seconds: 300, vision_ttl_seconds: 3600, max_ttl_seconds: 86_400 },
       budgets: { dailyMicros: 50_000_000, weeklyMicros: 300_000_000, monthlyMicros: 1_000_000_000, thresholdsPercent: [50, 80, 100] },
       priceTableFile: undefined,
     });

@@ -1,5 +1,6 @@
 import {
   CONVERSATION_MAX_MESSAGES,
+  CacheSettingsStore,
   createLogger,
   createProviderClients,
   createRedis,
@@ -43,6 +44,7 @@ async function main(): Promise<void> {
       callTimeoutMs: config.providerTimeoutMs,
       maxAttempts: config.maxProviderAttempts,
       priceTable: loadPriceTable({ file: config.priceTableFile }),
+      cacheSettings: new CacheSettingsStore(redis, namespace, config.cache),
     },
     { connection: createRedis(config.redisUrl, { logger, blocking: true, name: `${SERVICE}-worker` }), concurrency: config.chatWorkerConcurrency },
   );

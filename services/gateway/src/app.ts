@@ -85,7 +85,7 @@ export function createApp(deps: GatewayDeps): Express {
     admin: [authenticate(deps.keys, deps.adminToken, 'admin')],
   };
   // Ahead of the global JSON parser: vision reads its own bodies (images far above maxBodyBytes), after authentication.
-  if (deps.vision) app.use(visionRoutes(guards, deps.vision, deps.priceTable));
+  if (deps.vision) app.use(visionRoutes(guards, { ...deps.vision, ...(deps.cache && { cache: { ...deps.cache, namespace: deps.namespace } }) }, deps.priceTable));
   app.use(express.json({ limit: deps.maxBodyBytes }));
 
   app.use(healthRoutes(deps.redis, deps.metrics.registry));

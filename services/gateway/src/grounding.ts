@@ -54,8 +54,12 @@ export function decideGrounding(ask: GroundingAsk, _who: Principal, table: Price
   return { ...(options.model && { model }), ...(options.time_range && { time_range: options.time_range }) };
 }
 
-/** The `grounding` block of a response: the sources to show and the HTML Google requires beside the answer. */
-export function groundingBody(g: GroundingOutcome) {
+/**
+ * The `grounding` block of a response: the sources to show and the HTML Google requires beside
+ * the answer. For an answer served from the cache (`reused`), nothing was retrieved or paid now.
+ */
+export function groundingBody(outcome: GroundingOutcome, reused = false) {
+  const g: GroundingOutcome = reused ? { ...outcome, cached: true, cost_micros: 0, search_micros: 0, avoided_micros: outcome.cost_micros + (outcome.avoided_micros ?? 0) } : outcome;
   return {
     sources: g.sources,
     search_entry_point: g.search_entry_point_html ? { rendered_content: g.search_entry_point_html } : null,

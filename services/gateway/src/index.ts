@@ -86,7 +86,7 @@ async function main(): Promise<void> {
     maxOutputTokensByModel: config.chatMaxOutputTokensByModel,
     vision: { dispatcher: new VisionDispatcher(visionQueue, visionEvents, redis, namespace, config.requestDeadlineMs), maxImageBytes: config.visionMaxBytes },
     ops: { errorRates, queues: [chatQueue, visionQueue] },
-    cache: { cache: new ResponseCache(redis, namespace), settings: new CacheSettingsStore(redis, namespace), bus },
+    cache: { cache: new ResponseCache(redis, namespace), settings: new CacheSettingsStore(redis, namespace, config.cache), bus },
     costs: {
       reader: new LedgerReader(redis, namespace),
       reports: new ReportDispatcher(reportQueue, reportEvents, redis, namespace),

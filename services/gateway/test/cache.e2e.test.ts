@@ -2,6 +2,7 @@ import OpenAI from 'openai';
 import type { EventEnvelope, LedgerEntry } from '@tollgate/shared';
 import { waitFor } from '@tollgate/shared/src/testing';
 import { startFullSystem, type FullSystem } from './full-harness';
+import { png1x1 } from '../../vision/test/images';
 import { post } from './harness';
 
 /**
@@ -16,9 +17,9 @@ const keys: Record<'alice' | 'bob' | 'carol' | 'dave', string> = { alice: '', bo
 beforeAll(async () => {
   sys = await startFullSystem('gw-cache');
   // alice and bob share a project, carol has her own; dave's project has a 1 s RAG TTL.
-  keys.alice = (await sys.keys.create({ name: 'a', user_id: 'alice', project_id: 'web', scopes: ['chat', 'costs'] })).key;
+  keys.alice = (await sys.keys.create({ name: 'a', user_id: 'alice', project_id: 'web', scopes: ['chat', 'costs', 'vision'] })).key;
   keys.bob = (await sys.keys.create({ name: 'b', user_id: 'bob', project_id: 'web', scopes: ['chat'] })).key;
-  keys.carol = (await sys.keys.create({ name: 'c', user_id: 'carol', project_id: 'mobile', scopes: ['chat'] })).key;
+  keys.carol = (await sys.keys.create({ name: 'c', user_id: 'carol', project_id: 'mobile', scopes: ['chat', 'vision'] })).key;
   keys.dave = (await sys.keys.create({ name: 'd', user_id: 'dave', project_id: 'short-ttl', scopes: ['chat'] })).key;
 });
 afterAll(async () => {
@@ -111,6 +112,12 @@ test('after the RAG TTL the question is searched again', async () => {
 test('Cache-Control: no-store bypasses the context and the answer cache', async () => {
   const message = 'Who leads the league table?';
   await post(sys, '/v1/chat', { message, grounding: true }, as('alice', { 'cache-control': 'max-age=600' }));
+  // The answer itself is cached too: the hit pays nothing, the context's cost shows as saved.
+  const answerHit = await post(sys, '/v1/chat', { message, grounding: true }, as('alice', { 'cache-control': 'max-age=600' }));
+  expect(answerHit.headers.get('x-tollgate-cache')).toBe('HIT');
+  expect(answerHit.json.grounding).toMatchObject({ cached: true, cost: { micros: 0 }, search_fee: { micros: 0 } });
+  expect(answerHit.json.grounding.saved.micros).toBeGreaterThan(35_000);
+  expect(answerHit.json.grounding.sources).toHaveLength(3);
   const before = searches();
   const res = await post(sys, '/v1/chat', { message, grounding: true }, as('alice', { 'cache-control': 'no-store' }));
   expect(res.headers.get('x-tollgate-cache')).toBe('BYPASS');
@@ -183,6 +190,22 @@ test('a failed provider call is never cached', async () => {
   expect(next.status).toBe(200);
   expect(next.headers.get('x-tollgate-cache')).toBe('MISS');
   expect(next.json.cost.micros).toBeGreaterThan(0);
+});
+
+test('a failed search is never cached: the next identical grounded request searches', async () => {
+  const message = 'Failed search question';
+  sys.stub.setFaults({ providers: { gemini: { rate503: 1 } } });
+  try {
+    const failed = await post(sys, '/v1/chat', { message, grounding: true }, as('alice'));
+    expect(failed.status).toBeGreaterThanOrEqual(500);
+  } finally {
+    sys.stub.setFaults({});
+  }
+  const before = searches();
+  const next = await post(sys, '/v1/chat', { message, grounding: true }, as('alice'));
+  expect(next.status).toBe(200);
+  expect(next.json.grounding.cached).toBe(false);
+  expect(searches()).toBe(before + 2);
 });
 
 test('identical requests in flight together pay once', async () => {
@@ -259,4 +282,67 @@ test('requests the answer cache covers are not counted as repeats a cache would 
   const [plainUsage] = await events(plainId, 'usage.recorded');
   expect((cachedUsage?.data as { request_fingerprint?: string }).request_fingerprint).toBeUndefined();
   expect((plainUsage?.data as { request_fingerprint?: string }).request_fingerprint).toMatch(/^[a-f0-9]{64}$/);
+});
+
+test('a grounded stream ends with the usage chunk carrying the sources; only an admin changes cache settings', async () => {
+  const client = new OpenAI({ apiKey: keys.bob, baseURL: `${sys.url}/v1`, maxRetries: 0 });
+  const stream = await client.chat.completions.create({
+    model: 'gpt-4o-mini',
+    messages: [{ role: 'user', content: 'Streaming grounded question about rail strikes' }],
+    web_search_options: {},
+    stream: true,
+    stream_options: { include_usage: true },
+  });
+  let last: unknown;
+  let text = '';
+  for await (const chunk of stream) {
+    text += chunk.choices[0]?.delta.content ?? '';
+    if (chunk.usage) last = chunk;
+  }
+  expect(text).toMatch(/^Stub reply \(openai\/gpt-4o-mini\)/);
+  const extras = (last as { tollgate: { grounding: { sources: unknown[]; search_fee: { micros: number } }; cache: { status: string } } }).tollgate;
+  expect(extras.grounding.sources).toHaveLength(3);
+  expect(extras.grounding.search_fee.micros).toBe(35_000);
+  expect(extras.cache.status).toBe('BYPASS');
+
+  const denied = await fetch(`${sys.url}/v1/cache/settings/web`, { method: 'PUT', headers: { ...as('alice'), 'content-type': 'application/json' }, body: JSON.stringify({ chat_ttl_seconds: 60 }) });
+  expect(denied.status).toBe(403);
+  const invalid = await fetch(`${sys.url}/v1/cache/settings/web`, { method: 'PUT', headers: { ...admin(), 'content-type': 'application/json' }, body: JSON.stringify({ chat_ttl_seconds: -5 }) });
+  expect(invalid.status).toBe(400);
+});
+
+test('a project default turns chat caching on without any header', async () => {
+  const put = await fetch(`${sys.url}/v1/cache/settings/mobile`, { method: 'PUT', headers: { ...admin(), 'content-type': 'application/json' }, body: JSON.stringify({ chat_ttl_seconds: 120 }) });
+  expect(((await put.json()) as { settings: { chat_ttl_seconds: number } }).settings.chat_ttl_seconds).toBe(120);
+  const message = 'Project default cached question';
+  const first = await post(sys, '/v1/chat', { message }, as('carol'));
+  const second = await post(sys, '/v1/chat', { message }, as('carol'));
+  expect([first.headers.get('x-tollgate-cache'), second.headers.get('x-tollgate-cache')]).toEqual(['MISS', 'HIT']);
+  // A conversation turn never comes from the answer cache: its history shapes the answer.
+  const turn = await post(sys, '/v1/chat', { message, conversation_id: 'conv-x' }, as('carol'));
+  expect(turn.headers.get('x-tollgate-cache')).toBe('BYPASS');
+  expect(turn.json.cache.reason).toMatch(/history/);
+});
+
+test('a vision hit is answered by the gateway without the queue, per tenant, and recorded as saved', async () => {
+  const image = png1x1([9, 99, 199]).toString('base64');
+  const ask = (who: keyof typeof keys, id: string, extra: Record<string, string> = {}) =>
+    post(sys, '/v1/vision', { image_base64: image, prompt: 'What colour is it?', quality: 'standard' }, as(who, { 'x-request-id': id, ...extra }));
+  const first = await ask('alice', rid('vis-1'));
+  expect(first.json).toMatchObject({ cached: false, provider: 'deepseek' });
+  const jobs = (await sys.jobCounts()).vision;
+  const id = rid('vis-2');
+  const hit = await ask('alice', id);
+  expect(hit.headers.get('x-tollgate-cache')).toBe('HIT');
+  expect(hit.json).toMatchObject({ cached: true, analysis: first.json.analysis, cost: { micros: 0, avoided: { micros: 30_000 } } });
+  expect((await sys.jobCounts()).vision).toBe(jobs);
+  const [entry] = await entriesFor(id);
+  expect(entry).toMatchObject({ service: 'gateway', operation: 'vision', amount_micros: 0, avoided_micros: 30_000, cached: true });
+  // Another tenant's identical image and prompt is analysed, and paid for, on its own.
+  const carol = await ask('carol', rid('vis-3'));
+  expect(carol.json.cached).toBe(false);
+  // no-store goes to the worker and pays.
+  const bypass = await ask('alice', rid('vis-4'), { 'cache-control': 'no-store' });
+  expect(bypass.headers.get('x-tollgate-cache')).toBe('BYPASS');
+  expect(bypass.json.cached).toBe(false);
 });

@@ -103,6 +103,9 @@ test('gauges, chart data and alerts appear live as usage flows through the syste
   expect(await waitFor(async () => (await dash((s) => s.events.filter((e) => e.type === 'cost.recorded').length)) >= 2)).toBe(true);
   expect(await dash((s) => s.status !== null)).toBe(true);
   expect(await page.locator('#breakers tbody tr').count()).toBeGreaterThan(0);
+  // The cache panel: one row per kind, from /v1/cache/stats.
+  await page.waitForFunction(() => (globalThis as unknown as PageGlobals).document.querySelectorAll('#cache tbody tr').length === 3, undefined, { timeout: 15_000 });
+  expect(await page.textContent('#cache tbody')).toMatch(/^chat.*rag.*vision/);
 
   mkdirSync(ARTIFACTS, { recursive: true });
   await page.screenshot({ path: join(ARTIFACTS, 'dashboard.png'), fullPage: true });

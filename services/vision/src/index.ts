@@ -7,7 +7,6 @@ import {
   hashTagged,
   loadConfig,
   CacheSettingsStore,
-  DEFAULT_CACHE_SETTINGS,
   loadPriceTable,
   ResponseCache,
   nearHardBudget,
@@ -39,7 +38,7 @@ async function main(): Promise<void> {
       clients: createProviderClients(config.providers, config.providerTimeoutMs),
       breakers,
       cache: new ResponseCache(redis, namespace),
-      cacheSettings: new CacheSettingsStore(redis, namespace, { ...DEFAULT_CACHE_SETTINGS, vision_ttl_seconds: config.visionCacheTtlSeconds }),
+      cacheSettings: new CacheSettingsStore(redis, namespace, config.cache),
       priceTable: loadPriceTable({ file: config.priceTableFile }),
       // The alerting service will supply the real budget check.
       // High quality steps down to standard once a hard budget of the caller is 80% used.

@@ -1,11 +1,11 @@
 import { createHash } from 'node:crypto';
 import type Redis from 'ioredis';
-import { z } from 'zod';
 import {
   finishHold,
   type AttemptRecord,
+  type CachedAnalysis,
+  cachedAnalysisSchema,
   type CacheKey,
-  cacheKey,
   type CacheSettingsStore,
   type Cached,
   type ResponseCache,
@@ -25,6 +25,7 @@ import {
   type UsageUnits,
   type VisionJob,
   type VisionJobResult,
+  visionCacheKey,
   visionImageKey,
   withRecovery,
   WorkflowRun,
@@ -66,24 +67,9 @@ export type ReportProgress = (step: VisionStep) => Promise<void>;
 
 const sha256 = (data: Buffer) => createHash('sha256').update(data).digest('hex');
 
-const cachedSchema = z.object({
-  analysis: z.string(),
-  /** Who answered and the model name the provider reported, which is what was billed. */
-  provider: z.enum(['openai', 'gemini', 'deepseek']),
-  model: z.string().min(1).max(128),
-});
-type CachedAnalysis = z.infer<typeof cachedSchema>;
 type CacheHit = Cached<CachedAnalysis> & { target: Target };
-
-/** The answer-shaping fields of an image question to one model, under the asking tenant. */
-export function visionCacheKey(namespace: string, job: Pick<VisionJob, 'user_id' | 'project_id' | 'prompt' | 'cache'>, imageSha256: string, target: Target): CacheKey {
-  return cacheKey(namespace, { project: job.project_id, user: job.user_id }, 'vision', job.cache?.partition ?? 'default', {
-    image_sha256: imageSha256,
-    prompt: job.prompt,
-    provider: target.provider,
-    model: target.model,
-  });
-}
+const cachedSchema = cachedAnalysisSchema;
+export { visionCacheKey };
 
 /**
  * One image question: the cheapest provider that meets the requested quality, unless the same

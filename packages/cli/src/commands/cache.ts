@@ -1,10 +1,23 @@
-import type { Command } from 'commander';
+import { type Command, InvalidArgumentError } from 'commander';
 import { type GlobalOptions, withContext } from '../context';
 import { CliError, table, usd } from '../format';
-import { formatUsd, ResponseCache } from '../shared';
+import { type CacheSettings, CacheSettingsStore, formatUsd, ResponseCache } from '../shared';
 
 interface StatsOptions extends GlobalOptions {
   project?: string;
+}
+
+interface SettingsOptions extends GlobalOptions {
+  project: string;
+  chatTtl?: number;
+  ragTtl?: number;
+  visionTtl?: number;
+  maxTtl?: number;
+}
+
+function seconds(raw: string): number {
+  if (!/^\d{1,7}$/.test(raw.trim()) || Number(raw) > 30 * 86_400) throw new InvalidArgumentError(`Expected whole seconds from 0 to ${30 * 86_400}.`);
+  return Number(raw);
 }
 
 function projectOption(raw: string | undefined): string | undefined {
@@ -49,6 +62,33 @@ export function cacheCommands(cache: Command, globals: (cmd: Command) => GlobalO
         const purged = await new ResponseCache(redis, namespace).purge(project);
         if (out.json) return out.document({ project_id: project, purged_keys: purged });
         out.line(`Purged ${purged} cache ${purged === 1 ? 'key' : 'keys'} of project ${project}.`);
+      });
+    });
+
+  cache
+    .command('settings')
+    .description("show or change a project's cache TTLs (0 = off unless a request asks with max-age) and the cap")
+    .requiredOption('--project <id>', 'the project')
+    .option('--chat-ttl <seconds>', 'chat answers (default 0: off)', seconds)
+    .option('--rag-ttl <seconds>', 'grounded chat context (default 300)', seconds)
+    .option('--vision-ttl <seconds>', 'vision analyses (default 3600)', seconds)
+    .option('--max-ttl <seconds>', "cap on any request's max-age (default 86400)", seconds)
+    .option('--json', 'print JSON')
+    .action(async (_o, cmd: Command) => {
+      const o = globals(cmd) as SettingsOptions;
+      const project = projectOption(o.project)!;
+      const patch: Partial<CacheSettings> = {
+        ...(o.chatTtl !== undefined && { chat_ttl_seconds: o.chatTtl }),
+        ...(o.ragTtl !== undefined && { rag_ttl_seconds: o.ragTtl }),
+        ...(o.visionTtl !== undefined && { vision_ttl_seconds: o.visionTtl }),
+        ...(o.maxTtl !== undefined && { max_ttl_seconds: o.maxTtl }),
+      };
+      await withContext(o, async ({ redis, namespace, out }) => {
+        const store = new CacheSettingsStore(redis, namespace, undefined, 0);
+        const s = Object.keys(patch).length ? await store.set(project, patch) : await store.get(project);
+        if (out.json) return out.document({ project_id: project, settings: s });
+        out.line(`Cache settings of project ${project}${Object.keys(patch).length ? ' (updated; in force within 2 s)' : ''}:`);
+        for (const l of table(['KIND', 'TTL'], [['chat', `${s.chat_ttl_seconds} s`], ['rag', `${s.rag_ttl_seconds} s`], ['vision', `${s.vision_ttl_seconds} s`], ['cap (max)', `${s.max_ttl_seconds} s`]], [1])) out.line(l);
       });
     });
 }

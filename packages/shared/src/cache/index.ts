@@ -3,3 +3,4 @@ export * from './cache-control';
 export * from './cache-settings';
 export * from './response-cache';
 export * from './cache-job';
+export * from './vision-cache';

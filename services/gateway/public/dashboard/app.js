@@ -198,6 +198,21 @@
     );
   }
 
+  /** Hit ratio and money saved per kind (chat answers, RAG context, vision), for every project. */
+  async function refreshCache() {
+    const c = await api('/v1/cache/stats');
+    state.cache = c;
+    const ratio = (r) => (r === null ? '-' : `${(r * 100).toFixed(1)}%`);
+    $('cache-summary').textContent = `(hit ratio ${ratio(c.hit_ratio)}, saved ${usd(c.saved.micros)})`;
+    $('cache').tBodies[0].replaceChildren(
+      ...c.kinds.map((k) => {
+        const tr = el('tr');
+        tr.append(el('td', {}, k.kind), el('td', {}, String(k.hits)), el('td', {}, String(k.misses)), el('td', {}, ratio(k.hit_ratio)), el('td', {}, usd(k.saved_micros)));
+        return tr;
+      }),
+    );
+  }
+
   // ---- wiring ----
   let live;
   let eventsLive;
@@ -217,7 +232,7 @@
     $('login').hidden = true;
     $('app').hidden = false;
     $('status').textContent = 'connected';
-    await Promise.all([refreshGauges(), refreshStatus()]).catch(() => undefined);
+    await Promise.all([refreshGauges(), refreshStatus(), refreshCache()].map((p) => p.catch(() => undefined)));
     try {
       const { alerts } = await api('/v1/alerts');
       for (const a of [...alerts].reverse()) addAlert(a);
@@ -236,7 +251,10 @@
       gaugeTimer = setTimeout(() => void refreshGauges().catch(() => undefined), 250);
     }, signal);
     followEvents();
-    const poll = setInterval(() => void refreshStatus().catch(() => undefined), 3_000);
+    const poll = setInterval(() => {
+      void refreshStatus().catch(() => undefined);
+      void refreshCache().catch(() => undefined);
+    }, 3_000);
     signal.addEventListener('abort', () => clearInterval(poll));
   }
 

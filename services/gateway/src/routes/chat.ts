@@ -80,7 +80,7 @@ export function chatRoutes(guards: Guards, dispatcher: ChatDispatcher, spend: Sp
         cost: hit ? { micros: 0, usd: formatUsd(0), ...(cost && { price_version: cost.price_version }) } : cost,
         attempts: hit ? 0 : result.attempts.length,
         fallback_used: result.fallback_used,
-        ...(result.grounding && { grounding: groundingBody(result.grounding) }),
+        ...(result.grounding && { grounding: groundingBody(result.grounding, hit !== undefined) }),
         cache: cacheInfo(hit ? 'HIT' : lookup.status, hit, lookup.status === 'BYPASS' ? lookup.reason : undefined),
         request_id: requestId,
       });

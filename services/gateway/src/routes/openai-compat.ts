@@ -158,7 +158,7 @@ function tollgateExtras(result: Ok, requestId: string, table: PriceTable, status
     attempts: hit ? 0 : result.attempts.length,
     usage_source: hit ? 'cache' : result.usage_source,
     cost: hit ? { micros: 0, usd: formatUsd(0), ...(cost && { price_version: cost.price_version }) } : cost,
-    ...(result.grounding && { grounding: groundingBody(result.grounding) }),
+    ...(result.grounding && { grounding: groundingBody(result.grounding, hit !== undefined) }),
     cache: cacheInfo(status, hit, reason),
   };
 }

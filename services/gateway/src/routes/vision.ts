@@ -1,6 +1,20 @@
 import express, { type RequestHandler, Router } from 'express';
 import multer, { MulterError } from 'multer';
-import { formatUsd, type PriceTable, VISION_PROMPT_MAX_CHARS, VISION_QUALITIES } from '@tollgate/shared';
+import { createHash } from 'node:crypto';
+import {
+  cachedAnalysisSchema,
+  type CacheSettingsStore,
+  type EventBus,
+  formatUsd,
+  price,
+  type PriceTable,
+  type ResponseCache,
+  ttlFor,
+  visionCacheableTargets,
+  visionCacheKey,
+  VISION_PROMPT_MAX_CHARS,
+  VISION_QUALITIES,
+} from '@tollgate/shared';
 import { z } from 'zod';
 import { principalOf } from '../auth/middleware';
 import { ApiError, sendJobError } from '../errors';
@@ -14,6 +28,8 @@ export interface VisionRouteOptions {
   dispatcher: VisionDispatcher;
   /** Largest image accepted, in bytes (decoded, for base64). */
   maxImageBytes: number;
+  /** The caching service: hits are answered here, without the queue. */
+  cache?: { cache: ResponseCache; settings: CacheSettingsStore; bus: EventBus; namespace: string };
 }
 
 const fields = {
@@ -112,6 +128,10 @@ export function visionRoutes(guards: Guards, opts: VisionRouteOptions, priceTabl
 
     const who = principalOf(res);
     const directive = cacheDirectiveOf(req);
+    if (opts.cache && directive.mode === 'default') {
+      const served = await serveCachedAnalysis(opts.cache, priceTable, res, { who, image, prompt, quality, directive });
+      if (served) return;
+    }
     const result = await opts.dispatcher.run({
       request_id: res.locals.requestId as string,
       user_id: who.user_id,
@@ -150,4 +170,63 @@ export function visionRoutes(guards: Guards, opts: VisionRouteOptions, priceTabl
   });
 
   return router;
+}
+
+/**
+ * A vision hit answered here, without the queue: the image's digest and the prompt under the
+ * caller's tenant, from a model that meets the quality asked for whatever the budget. It is
+ * recorded like the worker records one (zero-cost usage with what it saved, and the analysis
+ * event) and is otherwise the worker's answer shape.
+ */
+async function serveCachedAnalysis(
+  c: NonNullable<VisionRouteOptions['cache']>,
+  table: PriceTable,
+  res: express.Response,
+  r: { who: ReturnType<typeof principalOf>; image: Buffer; prompt: string; quality: (typeof VISION_QUALITIES)[number]; directive: ReturnType<typeof cacheDirectiveOf> },
+): Promise<boolean> {
+  const settings = await c.settings.get(r.who.project_id);
+  if (ttlFor('vision', settings, r.directive.maxAgeSeconds) <= 0) return false;
+  const sha = createHash('sha256').update(r.image).digest('hex');
+  const job = { user_id: r.who.user_id, project_id: r.who.project_id, prompt: r.prompt, cache: { mode: 'default' as const, partition: r.directive.partition } };
+  const targets = visionCacheableTargets(r.quality);
+  const keys = targets.map((t) => visionCacheKey(c.namespace, job, sha, t));
+  const hit = await c.cache.first(keys, cachedAnalysisSchema, r.directive.maxAgeSeconds);
+  if (!hit) return false;
+  const { analysis, provider, model } = hit.value;
+  let avoided = 0;
+  try {
+    avoided = price({ provider, model, units: { images: 1 } }, { table }).amount_micros;
+  } catch {
+    avoided = 0;
+  }
+  const requestId = res.locals.requestId as string;
+  const meta = { correlation_id: requestId, user_id: r.who.user_id, project_id: r.who.project_id };
+  await Promise.all([
+    c.bus.publishMany([
+      {
+        type: 'usage.recorded',
+        data: { provider, model, service: 'gateway', operation: 'vision', units: { images: 1 }, usage_source: 'cache', request_id: requestId, cached: true, ...(avoided > 0 && { avoided_micros: avoided }) },
+        meta,
+      },
+      { type: 'vision.analysis_completed', data: { provider, model, cached: true, latency_ms: 0, image_sha256: sha, quality: r.quality, degraded: false }, meta },
+    ]),
+    c.cache.record(keys[0]!, 'HIT', avoided).catch(() => undefined),
+  ]);
+  res.setHeader('x-tollgate-provider', provider);
+  res.setHeader('x-tollgate-cache', 'HIT');
+  res.setHeader('age', String(hit.age_seconds));
+  res.setHeader('x-tollgate-cache-saved-micros', String(avoided));
+  res.json({
+    analysis,
+    provider,
+    model,
+    cached: true,
+    degraded: false,
+    quality: r.quality,
+    cost: { micros: 0, usd: formatUsd(0), avoided: { micros: avoided, usd: formatUsd(avoided) } },
+    fallback_used: false,
+    image_sha256: sha,
+    request_id: requestId,
+  });
+  return true;
 }
