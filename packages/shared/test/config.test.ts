@@ -44,6 +44,7 @@ describe('loadConfig defaults', () => {
       visionCacheTtlSeconds: 3600,
       budgets: { dailyMicros: 50_000_000, weeklyMicros: 300_000_000, monthlyMicros: 1_000_000_000, thresholdsPercent: [50, 80, 100] },
       priceTableFile: undefined,
+      flags: { pollMs: 2_000, maxAgeMs: 30_000, environment: 'default' },
     });
   });
 
