@@ -8,6 +8,7 @@ import {
   type ChatMessage,
   type ChatStreamItem,
   chainFor,
+  chatExperiment,
   chatOutputKey,
   type CompletionChunk,
   type CompletionResult,
@@ -15,11 +16,14 @@ import {
   countTokens,
   DeadlineExceededError,
   type EventBus,
+  type ExposureLog,
+  type FlagReader,
   type ProviderClient,
   type ProviderName,
   type RecoveryDecision,
   type RunEvent,
   RecoveryFailedError,
+  requestFlagContext,
   type Target,
   withRecovery,
   WorkflowRun,
@@ -39,6 +43,10 @@ export interface ChatDeps {
   callTimeoutMs: number;
   maxAttempts: number;
   backoff?: BackoffOptions;
+  /** The service's flag snapshot: the chat provider experiment. Absent: no experiment. */
+  flags?: FlagReader;
+  /** Publishes the experiment's `flag.exposed` once per user and day. */
+  exposures?: ExposureLog;
 }
 
 const OUTPUT_TTL_SECONDS = 300;
@@ -92,7 +100,14 @@ export async function runChatWorkflow(job: ChatJob, jobId: string, deps: ChatDep
       maxAttempts: deps.maxAttempts,
       backoff: deps.backoff,
     };
-    const chain = chainFor(job.model, deps.fallbackChain);
+    // A model the client named wins over the experiment; everyone else is split by its variants.
+    const assignment = job.model || !deps.flags ? undefined : chatExperiment(deps.flags, requestFlagContext(job, job.conversation_id ? { sessionId: job.conversation_id } : {}));
+    if (assignment && deps.exposures) {
+      const meta = { correlation_id: job.request_id, user_id: job.user_id, project_id: job.project_id };
+      // Beside the provider call, not before it; a lost exposure must not fail the chat.
+      recorded.push(deps.exposures.record(assignment.flag, assignment.variant, job.user_id, true, meta).catch(() => undefined));
+    }
+    const chain = assignment?.chain ?? chainFor(assignment?.model ?? job.model, deps.fallbackChain);
     const request = { messages, ...(job.max_output_tokens && { maxOutputTokens: job.max_output_tokens }) };
 
     let result: CompletionResult;

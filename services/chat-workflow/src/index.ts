@@ -4,6 +4,8 @@ import {
   createRedis,
   describeProviders,
   EventBus,
+  ExposureLog,
+  FlagSnapshot,
   hashTagged,
   loadConfig,
   onShutdown,
@@ -28,6 +30,9 @@ async function main(): Promise<void> {
   const bus = new EventBus({ redis, prefix: namespace, service: SERVICE, maxLen: config.bus.maxLen, logger });
 
   const { breakers, stop: stopBreakers } = await startSharedBreakers(bus, redis, namespace, instance);
+  // Evaluated in memory per job; kept current by flags.changed on the bus, polled as a fallback.
+  const flags = new FlagSnapshot({ redis, namespace, appName: SERVICE, logger, ...config.flags });
+  await flags.start();
 
   const worker = createChatWorker(
     {
@@ -40,6 +45,8 @@ async function main(): Promise<void> {
       fallbackChain: config.chatFallbackChain,
       callTimeoutMs: config.providerTimeoutMs,
       maxAttempts: config.maxProviderAttempts,
+      flags,
+      exposures: new ExposureLog(redis, namespace, bus),
     },
     { connection: createRedis(config.redisUrl, { logger, blocking: true, name: `${SERVICE}-worker` }), concurrency: config.chatWorkerConcurrency },
   );
@@ -54,6 +61,7 @@ async function main(): Promise<void> {
     ['health server', () => health?.close()],
     ['worker', () => worker.close()],
     ['breakers', () => stopBreakers()],
+    ['flags', () => flags.stop()],
     ['redis', () => redis.quit()],
   ]);
 }

@@ -21,6 +21,7 @@ import { type VisionRouteOptions, visionRoutes } from './routes/vision';
 import { dashboardRoutes } from './routes/dashboard';
 import { type OpsRouteDeps, opsRoutes } from './routes/ops';
 import type { Guards } from './routes/guards';
+import { type FlagRouteDeps, flagRoutes } from './routes/flags';
 
 export interface GatewayDeps {
   redis: Redis;
@@ -38,6 +39,8 @@ export interface GatewayDeps {
   costs?: CostRouteOptions;
   /** Operator status and the live event stream (`/v1/ops/status`, `/v1/events/stream`). */
   ops?: Omit<OpsRouteDeps, 'redis' | 'namespace' | 'metrics'>;
+  /** The flags admin API (`/v1/flags/...`). */
+  flags?: FlagRouteDeps;
 }
 
 /** The HTTP API: every body validated at the door, every error in one shape. */
@@ -66,6 +69,7 @@ export function createApp(deps: GatewayDeps): Express {
   app.use(chatRoutes(guards, deps.dispatcher, deps.priceTable));
   app.use(openAiRoutes(guards, deps.dispatcher, deps.priceTable));
   app.use(adminRoutes(guards, deps.keys));
+  if (deps.flags) app.use(flagRoutes(guards, deps.flags));
   if (deps.costs) app.use(costRoutes(guards, deps.costs));
   app.use(budgetRoutes(guards, new BudgetStore(deps.redis, deps.namespace)));
   app.use(

@@ -8,6 +8,8 @@ import {
   describeProviders,
   ErrorRateTracker,
   EventBus,
+  FlagSnapshot,
+  FlagStore,
   hashTagged,
   LedgerReader,
   loadConfig,
@@ -61,6 +63,9 @@ async function main(): Promise<void> {
   const bus = new EventBus({ redis, prefix: namespace, service: SERVICE });
   const priceTable = loadPriceTable({ file: config.priceTableFile });
 
+  const flags = new FlagSnapshot({ redis, namespace, appName: SERVICE, logger, ...config.flags });
+  await flags.start();
+
   const errorRates = new ErrorRateTracker();
   const metrics = createMetrics([chatQueue, visionQueue], errorRates);
   const live = followServiceHealth(redis, namespace, metrics, errorRates);
@@ -78,6 +83,7 @@ async function main(): Promise<void> {
     rateLimitPerMinute: config.rateLimitPerMinute,
     vision: { dispatcher: new VisionDispatcher(visionQueue, visionEvents, redis, namespace, config.requestDeadlineMs), maxImageBytes: config.visionMaxBytes },
     ops: { errorRates, queues: [chatQueue, visionQueue] },
+    flags: { store: new FlagStore(redis, namespace), snapshot: flags, bus },
     costs: {
       reader: new LedgerReader(redis, namespace),
       reports: new ReportDispatcher(reportQueue, reportEvents, redis, namespace),
@@ -97,6 +103,7 @@ async function main(): Promise<void> {
   onShutdown(logger, [
     ['http', () => new Promise((resolve) => server.close(resolve))],
     ['live events', () => live.stop()],
+    ['flags', () => flags.stop()],
     ['queue events', () => chatEvents.close()],
     ['queue', () => chatQueue.close()],
     ['vision queue events', () => visionEvents.close()],

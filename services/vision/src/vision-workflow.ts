@@ -7,16 +7,19 @@ import {
   DeadlineExceededError,
   type EventBus,
   type EventData,
+  type FlagReader,
   price,
   type PriceTable,
   type ProviderClient,
   type ProviderName,
   type RecoveryDecision,
   RecoveryFailedError,
+  requestFlagContext,
   type Target,
   type UsageUnits,
   type VisionJob,
   type VisionJobResult,
+  visionHighKilled,
   visionImageKey,
   withRecovery,
   WorkflowRun,
@@ -47,6 +50,8 @@ export interface VisionDeps {
   maxAttempts: number;
   backoff?: BackoffOptions;
   logger?: VisionLogger;
+  /** The service's flag snapshot: the `high` quality kill switch. Absent: never killed. */
+  flags?: FlagReader;
 }
 
 /** Milestones reported as job progress, so a dashboard can tell a queued job from a slow provider. */
@@ -88,7 +93,9 @@ export async function runVisionWorkflow(job: VisionJob, jobId: string, deps: Vis
     const imageSha256 = sha256(image);
     await progress('image_loaded');
 
-    const route = routeVision(job.quality, job.quality === 'high' && (await isNearBudget(deps, job)));
+    // The kill switch serves `high` as `standard`, marked degraded, exactly as a budget step-down does.
+    const killed = job.quality === 'high' && deps.flags !== undefined && visionHighKilled(deps.flags, requestFlagContext(job));
+    const route = routeVision(job.quality, job.quality === 'high' && (killed || (await isNearBudget(deps, job))));
     let hit = await deps.cache.find(imageSha256, job.prompt, route.cacheable);
     if (!hit) {
       const fingerprint = ResultCache.fingerprint(imageSha256, job.prompt, route.chain[0]!);
