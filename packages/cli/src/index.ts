@@ -3,6 +3,7 @@ import { alertsCommands } from './commands/alerts';
 import { budgetsCommands } from './commands/budgets';
 import { costsCommands } from './commands/costs';
 import { eventsCommands } from './commands/events';
+import { flagsCommands } from './commands/flags';
 import { keysCommands } from './commands/keys';
 import { version } from '../package.json';
 import type { GlobalOptions } from './context';
@@ -30,7 +31,7 @@ function group(parent: Command, name: string, description: string): Command {
 
 export function buildProgram(): Command {
   const program = new Command('tollgate')
-    .description('Operate Tollgate from a terminal: API keys, budgets, costs, alerts and events, straight from Redis.')
+    .description('Operate Tollgate from a terminal: API keys, budgets, costs, alerts, events and feature flags, straight from Redis.')
     .usage('<command> [options]')
     .version(version, '-V, --version')
     .option('--redis-url <url>', 'Redis to use (default $REDIS_URL, else redis://127.0.0.1:6379)')
@@ -45,6 +46,7 @@ export function buildProgram(): Command {
   costsCommands(group(program, 'costs', 'spend from the ledger: summary'), globals);
   alertsCommands(group(program, 'alerts', 'budget and ops alerts: tail'), globals);
   eventsCommands(group(program, 'events', 'the event bus: tail, replay'), globals);
+  flagsCommands(group(program, 'flags', 'feature flags: list, get, set, enable, disable, import, history'), globals);
 
   return program;
 }

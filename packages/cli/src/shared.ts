@@ -30,3 +30,7 @@ export {
 } from '@tollgate/shared/src/alerting';
 // API keys are the gateway's store (hashing included); the CLI writes through the same code.
 export { ApiKeyStore, type ApiKeyRecord, newKeySchema, SCOPES, type Scope as KeyScope } from '../../../services/gateway/src/auth/api-keys';
+// Flags: the store and the admin helpers only (not the evaluator or the OpenFeature SDK).
+export { clientFeaturesSchema, featureSchema, FLAG_TYPE_NAMES, flagNameSchema, type FlagType, type StoredFlag } from '@tollgate/shared/src/flags/model';
+export { FlagStore, importEdit, publishFlagChanges } from '@tollgate/shared/src/flags/store';
+export { FlagInputError, flagView, flagWarnings, prepareFeature } from '@tollgate/shared/src/flags/admin';

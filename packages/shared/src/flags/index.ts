@@ -5,3 +5,4 @@ export * from './snapshot';
 export * from './exposure';
 export * from './openfeature';
 export * from './product';
+export * from './admin';

@@ -1,22 +1,22 @@
 import { Router } from 'express';
 import {
   type ApplyResult,
-  CONSTRAINT_OPERATORS,
   clientFeaturesSchema,
   type EventBus,
-  type Feature,
   FLAG_TYPES,
   FlagConflictError,
   flagContextSchema,
+  FlagInputError,
   flagNameSchema,
   type FlagSnapshot,
-  type FlagState,
   type FlagStore,
+  flagView as view,
+  flagWarnings,
   featureSchema,
   importEdit,
-  isStale,
+  prepareFeature,
   publishFlagChanges,
-  type StoredFlag,
+  RESERVED_FLAG_NAMES,
 } from '@tollgate/shared';
 import { z } from 'zod';
 import { principalOf } from '../auth/middleware';
@@ -30,14 +30,6 @@ export interface FlagRouteDeps {
   bus: EventBus;
 }
 
-/** Path words of this API; a flag cannot be named like them. */
-const RESERVED = new Set(['import', 'evaluate', 'history']);
-const KNOWN_STRATEGIES = new Set(['default', 'userWithId', 'gradualRolloutUserId', 'gradualRolloutSessionId', 'gradualRolloutRandom', 'flexibleRollout', 'remoteAddress', 'applicationHostname']);
-const OPERATORS = new Set<string>(CONSTRAINT_OPERATORS);
-// Unleash's server fills these with the flag's name; bucketing hashes `groupId:id`, so a rollout
-// without one would share its buckets with every other flag that lacks one.
-const GROUPED = new Set(['flexibleRollout', 'gradualRolloutUserId', 'gradualRolloutSessionId']);
-
 const evaluateBody = z.strictObject({ flag: flagNameSchema, context: flagContextSchema.default({}) });
 const putBody = featureSchema.extend({ name: flagNameSchema.optional() });
 const listQuery = z.object({ stale: z.enum(['true', 'false']).optional(), type: z.enum(Object.keys(FLAG_TYPES) as [keyof typeof FLAG_TYPES]).optional() });
@@ -48,31 +40,6 @@ const actorOf = (res: { locals: Record<string, unknown> }) => {
   const p = principalOf(res);
   return p.operator ? 'operator' : `${p.user_id} (key ${p.key_id})`;
 };
-
-function withGroupIds(f: Feature): Feature {
-  return {
-    ...f,
-    strategies: f.strategies.map((s) => (GROUPED.has(s.name) && s.parameters.groupId === undefined ? { ...s, parameters: { ...s.parameters, groupId: f.name } } : s)),
-  };
-}
-
-/** What will not behave as the author may think: Unleash evaluates these as "no match". */
-function warningsFor(features: readonly Feature[], state: Pick<FlagState, 'flags' | 'segments'>, extraSegments: readonly number[] = []): string[] {
-  const out: string[] = [];
-  const flags = new Set([...state.flags.map((f) => f.name), ...features.map((f) => f.name)]);
-  const segments = new Set([...state.segments.map((s) => s.id), ...extraSegments]);
-  for (const f of features) {
-    for (const s of f.strategies) {
-      if (!KNOWN_STRATEGIES.has(s.name)) out.push(`${f.name}: strategy "${s.name}" is unknown here and never matches.`);
-      for (const c of s.constraints) if (!OPERATORS.has(c.operator)) out.push(`${f.name}: operator "${c.operator}" is unknown and never matches.`);
-      for (const id of s.segments ?? []) if (!segments.has(id)) out.push(`${f.name}: segment ${id} does not exist, so the strategy never matches.`);
-    }
-    for (const d of f.dependencies ?? []) if (!flags.has(d.feature)) out.push(`${f.name}: depends on "${d.feature}", which does not exist, so it evaluates off.`);
-  }
-  return out;
-}
-
-const view = (f: StoredFlag, now = Date.now()) => ({ ...f, stale: isStale(f, now), expected_lifetime_days: FLAG_TYPES[f.type] });
 
 export function flagRoutes(guards: Guards, deps: FlagRouteDeps): Router {
   const router = Router();
@@ -115,11 +82,12 @@ export function flagRoutes(guards: Guards, deps: FlagRouteDeps): Router {
     const names = new Set<string>();
     for (const f of doc.features) {
       if (names.has(f.name)) throw new ApiError('invalid_request', `The document names the flag "${f.name}" twice.`);
-      if (RESERVED.has(f.name)) throw new ApiError('invalid_request', `"${f.name}" is a reserved word of the flags API; rename the flag.`);
+      if (RESERVED_FLAG_NAMES.has(f.name)) throw new ApiError('invalid_request', `"${f.name}" is a reserved word of the flags API; rename the flag.`);
       names.add(f.name);
     }
     const state = await deps.store.load();
-    const warnings = warningsFor(doc.features, q.replace === 'true' ? { flags: [], segments: [] } : state, doc.segments.map((s) => s.id));
+    const known = q.replace === 'true' ? { flags: [], segments: doc.segments } : { flags: state.flags, segments: [...state.segments, ...doc.segments] };
+    const warnings = flagWarnings(doc.features, known);
     const result = await write(actorOf(res), importEdit(doc, q.replace === 'true'));
     const count = (action: string) => result.changes.filter((c) => c.kind === 'flag' && c.action === action).length;
     res.json({
@@ -154,12 +122,15 @@ export function flagRoutes(guards: Guards, deps: FlagRouteDeps): Router {
 
   router.put('/v1/flags/:name', ...guards.admin, async (req, res) => {
     const name = flagNameSchema.parse(String(req.params.name));
-    if (RESERVED.has(name)) throw new ApiError('invalid_request', `"${name}" is a reserved word of the flags API; choose another name.`);
     const body = putBody.parse(req.body ?? {});
-    if (body.name !== undefined && body.name !== name) throw new ApiError('invalid_request', `The body names "${body.name}" but the path names "${name}".`);
-    const feature = withGroupIds({ ...body, name });
-    if (feature.dependencies?.some((d) => d.feature === name)) throw new ApiError('invalid_request', 'A flag cannot depend on itself.');
-    const warnings = warningsFor([feature], await deps.store.load());
+    let feature;
+    try {
+      feature = prepareFeature(name, body);
+    } catch (err) {
+      if (err instanceof FlagInputError) throw new ApiError('invalid_request', err.message);
+      throw err;
+    }
+    const warnings = flagWarnings([feature], await deps.store.load());
     const result = await write(actorOf(res), () => ({ put: [feature] }));
     const stored = await deps.store.get(name);
     const created = result.changes[0]?.action === 'created';
