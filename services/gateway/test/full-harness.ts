@@ -12,6 +12,8 @@ import {
   createRedis,
   ErrorRateTracker,
   EventBus,
+  FlagSnapshot,
+  FlagStore,
   LedgerReader,
   loadPriceTable,
   QUEUES,
@@ -193,6 +195,9 @@ export async function startFullSystem(label: string, opts: FullSystemOptions = {
   const live = followServiceHealth(redis, namespace, metrics, errorRates);
   await live.start();
   const keys = new ApiKeyStore(redis, namespace);
+  const flags = new FlagSnapshot({ redis, namespace, appName: 'gateway', maxAgeMs: 120_000, pollMs: 60_000 });
+  await flags.start();
+  closers.push(() => flags.stop());
   const app = createApp({
     redis,
     namespace,
@@ -205,6 +210,7 @@ export async function startFullSystem(label: string, opts: FullSystemOptions = {
     rateLimitPerMinute: opts.rateLimitPerMinute ?? 1_000_000,
     vision: { dispatcher: new VisionDispatcher(visionQueue, visionEvents, redis, namespace, 10_000), maxImageBytes: opts.maxImageBytes ?? 8 * 1024 * 1024 },
     ops: { errorRates, queues: [chatQueue, visionQueue] },
+    flags: { store: new FlagStore(redis, namespace), snapshot: flags, bus: gatewayBus },
     costs: {
       reader,
       reports: new ReportDispatcher(reportQueue, reportEvents, redis, namespace),
