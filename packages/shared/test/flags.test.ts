@@ -200,3 +200,17 @@ describe('chat experiment', () => {
     expect(chatExperiment(engine({ type: 'string', value: 'x' }), { userId: 'u' })).toBeUndefined();
   });
 });
+
+test('flags that are off or plain on/off evaluate without loading the Unleash SDK', () => {
+  jest.isolateModules(() => {
+    jest.doMock('unleash-client/lib/client', () => {
+      throw new Error('SDK loaded');
+    });
+    const { FlagEngine: Engine, featureSchema: schema } = require('../src/flags') as typeof import('../src/flags');
+    const engine = new Engine({ features: [schema.parse({ name: 'kill', type: 'kill-switch', enabled: true }), schema.parse({ name: 'off', enabled: false, strategies: [{ name: 'userWithId', parameters: { userIds: 'a' } }] })], segments: [] });
+    expect(engine.evaluate('kill', { userId: 'u' })).toMatchObject({ enabled: true, reason: 'STATIC' });
+    expect(engine.evaluate('off', { userId: 'a' })).toMatchObject({ enabled: false, reason: 'DISABLED' });
+    expect(() => new Engine({ features: [schema.parse({ name: 't', enabled: true, strategies: [{ name: 'userWithId', parameters: { userIds: 'a' } }] })], segments: [] })).toThrow('SDK loaded');
+  });
+  jest.dontMock('unleash-client/lib/client');
+});

@@ -1,13 +1,24 @@
 import { EventEmitter } from 'node:events';
 // Unleash's own evaluator (its Node SDK), used offline: strategies, constraints, segments,
 // dependencies, variants and murmurhash3 bucketing exactly as every Unleash SDK must implement
-// them. Deep imports keep the SDK's HTTP client, metrics and polling out of the bundle.
-import UnleashClient from 'unleash-client/lib/client';
+// them. Deep paths keep the SDK's HTTP client, metrics and polling out of the bundle.
+import type UnleashClient from 'unleash-client/lib/client';
 import type { Context } from 'unleash-client/lib/context';
 import type { FeatureInterface } from 'unleash-client/lib/feature';
 import type { RepositoryInterface } from 'unleash-client/lib/repository';
-import { defaultStrategies } from 'unleash-client/lib/strategy';
 import type { Segment as UnleashSegment } from 'unleash-client/lib/strategy/strategy';
+
+/**
+ * Loaded on first need: a service whose flags are all off or plain on/off (kill switches) never
+ * loads the SDK and its semver, ip-address and re2js (a few MB of memory per process).
+ */
+function loadSdk(): { Client: typeof UnleashClient; strategies: ConstructorParameters<typeof UnleashClient>[1] } {
+  /* eslint-disable @typescript-eslint/no-require-imports */
+  const Client = (require('unleash-client/lib/client') as { default: typeof UnleashClient }).default;
+  const { defaultStrategies } = require('unleash-client/lib/strategy') as { defaultStrategies: ConstructorParameters<typeof UnleashClient>[1] };
+  /* eslint-enable @typescript-eslint/no-require-imports */
+  return { Client, strategies: defaultStrategies };
+}
 import type { Feature, FlagContextInput, Segment } from './model';
 
 /** OpenFeature's resolution reasons, as far as a local evaluation can give them. */
@@ -84,7 +95,8 @@ const ON_NO_VARIANT: FlagVariant = Object.freeze({ name: 'disabled', enabled: fa
  */
 export class FlagEngine {
   private readonly entries = new Map<string, Entry>();
-  private readonly client: UnleashClient;
+  private readonly repository: FixedRepository;
+  private sdkClient?: UnleashClient;
   private readonly staticContext: { appName?: string; environment: string };
 
   constructor(doc: FlagDocument, opts: { appName?: string; environment?: string } = {}) {
@@ -102,10 +114,20 @@ export class FlagEngine {
       this.entries.set(f.name, { feature, static: isStatic, hasVariants, ...(fixed && { fixed }) });
     }
     const segments = new Map<number, UnleashSegment>(doc.segments.map((s) => [s.id, s as unknown as UnleashSegment]));
-    this.client = new UnleashClient(new FixedRepository(features, segments), defaultStrategies);
-    // A malformed feature is reported as an 'error' event, which would throw with no listener.
-    this.client.on('error', () => undefined);
+    this.repository = new FixedRepository(features, segments);
+    // Built now when some flag needs it, so the first request does not pay for loading the SDK.
+    if ([...this.entries.values()].some((e) => !e.fixed)) void this.client;
     this.staticContext = { environment: opts.environment ?? 'default', ...(opts.appName && { appName: opts.appName }) };
+  }
+
+  private get client(): UnleashClient {
+    if (!this.sdkClient) {
+      const { Client, strategies } = loadSdk();
+      this.sdkClient = new Client(this.repository, strategies);
+      // A malformed feature is reported as an 'error' event, which would throw with no listener.
+      this.sdkClient.on('error', () => undefined);
+    }
+    return this.sdkClient;
   }
 
   get size(): number {

@@ -1,12 +1,11 @@
-import {
-  ErrorCode,
-  type EvaluationContext,
-  type JsonValue,
-  type Provider,
-  type ResolutionDetails,
-} from '@openfeature/server-sdk';
+// Types only: the services bundle this module, and none of them needs the SDK loaded to run.
+import type { ErrorCode, EvaluationContext, JsonValue, Provider, ResolutionDetails } from '@openfeature/server-sdk';
 import type { FlagContext, FlagEvaluation } from './engine';
 import type { FlagReader } from './snapshot';
+
+const FLAG_NOT_FOUND = 'FLAG_NOT_FOUND' as ErrorCode.FLAG_NOT_FOUND;
+const TYPE_MISMATCH = 'TYPE_MISMATCH' as ErrorCode.TYPE_MISMATCH;
+const PARSE_ERROR = 'PARSE_ERROR' as ErrorCode.PARSE_ERROR;
 
 const KNOWN = new Set(['targetingKey', 'userId', 'sessionId', 'remoteAddress', 'environment', 'appName', 'currentTime', 'properties']);
 
@@ -54,7 +53,7 @@ export class TollgateFlagProvider implements Provider {
 
   async resolveBooleanEvaluation(flagKey: string, defaultValue: boolean, context: EvaluationContext): Promise<ResolutionDetails<boolean>> {
     const r = this.flags.evaluate(flagKey, unleashContextOf(context));
-    if (r.error_code) return { value: defaultValue, reason: 'ERROR', errorCode: ErrorCode.FLAG_NOT_FOUND, errorMessage: `No flag named "${flagKey}".` };
+    if (r.error_code) return { value: defaultValue, reason: 'ERROR', errorCode: FLAG_NOT_FOUND, errorMessage: `No flag named "${flagKey}".` };
     return { value: r.enabled, variant: r.variant.name, reason: r.reason, flagMetadata: { featureEnabled: r.enabled } };
   }
 
@@ -76,7 +75,7 @@ export class TollgateFlagProvider implements Provider {
 
   private payload<T>(flagKey: string, defaultValue: T, context: EvaluationContext, types: string[], parse: (p: Payload) => T): ResolutionDetails<T> {
     const r = this.flags.evaluate(flagKey, unleashContextOf(context));
-    if (r.error_code) return { value: defaultValue, reason: 'ERROR', errorCode: ErrorCode.FLAG_NOT_FOUND, errorMessage: `No flag named "${flagKey}".` };
+    if (r.error_code) return { value: defaultValue, reason: 'ERROR', errorCode: FLAG_NOT_FOUND, errorMessage: `No flag named "${flagKey}".` };
     const meta = { featureEnabled: r.enabled };
     if (!r.enabled || !r.variant.enabled) return { value: defaultValue, variant: r.variant.name, reason: r.reason, flagMetadata: meta };
     const p = r.variant.payload;
@@ -85,7 +84,7 @@ export class TollgateFlagProvider implements Provider {
         value: defaultValue,
         variant: r.variant.name,
         reason: 'ERROR',
-        errorCode: ErrorCode.TYPE_MISMATCH,
+        errorCode: TYPE_MISMATCH,
         errorMessage: `Variant "${r.variant.name}" of "${flagKey}" has ${p ? `a ${p.type} payload` : 'no payload'}; expected ${types.join(' or ')}.`,
         flagMetadata: meta,
       };
@@ -93,7 +92,7 @@ export class TollgateFlagProvider implements Provider {
     try {
       return { value: parse(p), variant: r.variant.name, reason: r.reason, flagMetadata: meta };
     } catch (err) {
-      return { value: defaultValue, variant: r.variant.name, reason: 'ERROR', errorCode: ErrorCode.PARSE_ERROR, errorMessage: (err as Error).message, flagMetadata: meta };
+      return { value: defaultValue, variant: r.variant.name, reason: 'ERROR', errorCode: PARSE_ERROR, errorMessage: (err as Error).message, flagMetadata: meta };
     }
   }
 }

@@ -43,7 +43,7 @@ export class FlagSnapshot implements FlagReader {
     this.store = new FlagStore(opts.redis, opts.namespace);
     this.now = opts.now ?? Date.now;
     this.engine = this.build([], []);
-    this.tail = new EventTail({ redis: opts.redis, prefix: opts.namespace, types: 'flags.changed', lingerMs: 20 }, (event) => {
+    this.tail = new EventTail({ redis: opts.redis, prefix: opts.namespace, types: 'flags.changed', lingerMs: 100 }, (event) => {
       if (event.type === 'flags.changed' && event.data.version !== this.loadedVersion) void this.refresh();
     });
   }
