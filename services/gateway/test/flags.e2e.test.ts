@@ -61,6 +61,16 @@ describe('admin API', () => {
     expect(events.filter((e) => e.event.type === 'flags.changed').length).toBeGreaterThanOrEqual(4);
   });
 
+  test('names with UTF-8 and reserved URL characters round-trip when percent-encoded', async () => {
+    for (const name of ['Feature.UTF-8.😊_φriend_你好', 'team/checkout?v=2#x']) {
+      const path = `/v1/flags/${encodeURIComponent(name)}`;
+      expect((await call(sys, 'PUT', path, { enabled: true })).status).toBe(201);
+      expect((await call(sys, 'GET', path)).json).toMatchObject({ name, enabled: true });
+      expect((await call(sys, 'POST', '/v1/flags/evaluate', { flag: name })).json).toMatchObject({ enabled: true, reason: 'STATIC' });
+      expect((await call(sys, 'DELETE', path)).status).toBe(204);
+    }
+  });
+
   test('bad input is refused with a code; only admins reach the flags', async () => {
     expect((await call(sys, 'PUT', '/v1/flags/x', { enabled: 'yes' })).json.error.code).toBe('validation_failed');
     expect((await call(sys, 'PUT', '/v1/flags/x', { name: 'y', enabled: true })).json.error.code).toBe('invalid_request');
