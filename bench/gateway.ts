@@ -11,8 +11,7 @@ import { randomUUID } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import autocannon from 'autocannon';
-import { createRedis, deleteByPrefix, hashTagged, ledgerKeys } from '../packages/shared/src';
-import { ApiKeyStore } from '../services/gateway/src/auth/api-keys';
+import { ApiKeyStore, createRedis, deleteByPrefix, hashTagged, ledgerKeys } from '../packages/shared/src';
 
 import type { SummaryRow } from './summary';
 
@@ -24,12 +23,12 @@ const CONCURRENCIES = (process.env.BENCH_CONCURRENCY ?? '20,100').split(',').map
 const PORTS = { stub: 4110, portkey: 8797, gateway: 8190 };
 const BODY = JSON.stringify({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'Summarise the benefits of circuit breakers.' }] });
 
-interface Proc {
+export interface Proc {
   name: string;
   proc: ChildProcess;
 }
 
-function start(name: string, command: string, args: string[], env: NodeJS.ProcessEnv = {}): Proc {
+export function start(name: string, command: string, args: string[], env: NodeJS.ProcessEnv = {}): Proc {
   const childNodeOptions = process.env.BENCH_CHILD_NODE_OPTIONS ? { NODE_OPTIONS: process.env.BENCH_CHILD_NODE_OPTIONS } : {};
   const proc = spawn(command, args, { cwd: root, env: { ...process.env, ...env, ...childNodeOptions }, stdio: ['ignore', 'ignore', 'pipe'] });
   proc.stderr?.on('data', (d: Buffer) => {
@@ -39,7 +38,7 @@ function start(name: string, command: string, args: string[], env: NodeJS.Proces
   return { name, proc };
 }
 
-async function waitHttp(url: string, timeoutMs = 30_000, init?: RequestInit): Promise<void> {
+export async function waitHttp(url: string, timeoutMs = 30_000, init?: RequestInit): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     try {

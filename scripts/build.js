@@ -5,6 +5,8 @@
 //   services/<name>/src/index.ts    -> services/<name>/dist/index.js
 //   packages/stub-llm/src/cli.ts    -> packages/stub-llm/dist/index.js
 //
+// Redis scripts (.lua files beside their callers) are inlined into the bundle as text.
+//
 // Third-party code is bundled too. Resolving it at build time, from each importing file's own
 // folder, is what makes pnpm's strict layout a non-issue: the gateway bundle needs winston, which
 // only @tollgate/shared depends on, and nothing has to find it at runtime. The bundles therefore
@@ -20,6 +22,7 @@ const { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync } = requi
 const { dirname, join, relative, sep } = require('node:path');
 
 const root = join(__dirname, '..');
+const { readLuaSource } = require('../packages/shared/src/lua/source.js');
 
 /** Optional native add-ons: required in a try/catch by their packages, which fall back to JS. */
 const OPTIONAL_NATIVES = [
@@ -84,6 +87,19 @@ async function buildSeparateData(esbuild, t, outDir, metafile, copies) {
       }),
     ),
   );
+}
+
+/** Redis scripts (`import SCRIPT from './admit-1.lua'`) are bundled as their text, includes expanded. */
+function luaPlugin() {
+  return {
+    name: 'tollgate-lua',
+    setup(build) {
+      build.onLoad({ filter: /\.lua$/ }, (args) => {
+        const { source, files } = readLuaSource(args.path);
+        return { contents: source, loader: 'text', watchFiles: files };
+      });
+    },
+  };
 }
 
 /** Every runnable package: the services, and the stub provider (its entry is the CLI). */
@@ -162,7 +178,7 @@ async function build(options = {}) {
         // dist/index.js.map: `node --enable-source-maps` maps stack traces back to the sources.
         sourcemap: 'linked',
         external: OPTIONAL_NATIVES,
-        plugins: [sourcePathsPlugin(t.dir, outDir), separateDataPlugin(copies)],
+        plugins: [sourcePathsPlugin(t.dir, outDir), separateDataPlugin(copies), luaPlugin()],
         logLevel: 'warning',
         logOverride: {
           // Third-party code probing for optional modules with require() in a try/catch.

@@ -1,18 +1,22 @@
 /**
- * `pnpm start`: the whole system on one machine. Makes sure Redis answers (starting a local
- * redis-server when none does), starts the stub provider for every provider without a key,
- * starts each service as its own process with prefixed logs, and prints a dev API key with a
+ * `pnpm start`: the whole system on one machine. First checks that every port it will use is
+ * free (gateway, stub, the workers' health ports, Redis when it must start one) and stops, naming
+ * the holder, when one is not: nothing is started then. Then makes sure Redis answers (starting a
+ * local redis-server when none does), starts the stub provider for every provider without a key,
+ * starts each service as its own process with prefixed logs, waits until each of the processes it
+ * started (by pid, not whatever answers on the port) is ready, and prints a dev API key with a
  * request to try. Ctrl-C stops everything.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createRedis, describeProviders, hashTagged, loadConfig } from '../packages/shared/src';
-import { ApiKeyStore } from '../services/gateway/src/auth/api-keys';
+import { ApiKeyStore, createRedis, describeProviders, hashTagged, loadConfig } from '../packages/shared/src';
+import { checkPorts, freePort, healthzAt, type PortUse } from './port-check';
 
 const root = join(__dirname, '..');
-const stateDir = join(root, '.tollgate');
+// TOLLGATE_STATE_DIR: for tests, which must not replace a developer's dev key.
+const stateDir = process.env.TOLLGATE_STATE_DIR || join(root, '.tollgate');
 const { build } = require('./build.js') as { build(options?: { only?: string[] }): Promise<unknown> };
 const redisCheck = require('./ensure-redis.js') as {
   ping(timeoutMs?: number): Promise<boolean>;
@@ -28,9 +32,12 @@ const useColor = process.stdout.isTTY;
 const children: Array<{ name: string; proc: ChildProcess }> = [];
 let stopping = false;
 
-function say(message: string): void {
-  process.stdout.write(`${useColor ? '\x1b[1m' : ''}[tollgate]${useColor ? '\x1b[0m' : ''} ${message}\n`);
+function say(message: string, stream: NodeJS.WriteStream = process.stdout): void {
+  stream.write(`${useColor ? '\x1b[1m' : ''}[tollgate]${useColor ? '\x1b[0m' : ''} ${message}\n`);
 }
+
+/** Thrown by a wait that ends because everything is stopping (a process exited, Ctrl-C). */
+class Stopping extends Error {}
 
 /** Runs a process whose every output line is prefixed with its name. */
 function run(name: string, command: string, args: string[], env: NodeJS.ProcessEnv = {}): ChildProcess {
@@ -57,13 +64,17 @@ function run(name: string, command: string, args: string[], env: NodeJS.ProcessE
 async function waitUntil(what: string, check: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!(await check().catch(() => false))) {
-    if (stopping) return;
+    if (stopping) throw new Stopping();
     if (Date.now() > deadline) throw new Error(`${what} did not come up within ${timeoutMs / 1000}s (see its log lines above)`);
     await new Promise((r) => setTimeout(r, 200));
   }
+  if (stopping) throw new Stopping();
 }
 
-const httpOk = (url: string) => () => fetch(url).then((r) => r.ok);
+/** Ready means this very process answers: its /healthz names its pid, and its ready path says 200. */
+function ownReady(proc: ChildProcess, host: string, port: number, readyPath: string) {
+  return async () => (await healthzAt(host, port))?.pid === proc.pid && (await fetch(`http://${host}:${port}${readyPath}`)).ok;
+}
 
 async function shutdown(code: number): Promise<void> {
   if (stopping) return;
@@ -101,10 +112,34 @@ async function main(): Promise<void> {
   process.on('SIGTERM', () => void shutdown(0));
 
   const adminToken = process.env.ADMIN_TOKEN ?? readState('admin-token') ?? randomBytes(24).toString('base64url');
-  writeState('admin-token', adminToken);
   const config = loadConfig({ ...process.env, ADMIN_TOKEN: adminToken });
+  const services = readdirSync(join(root, 'services')).filter((name) => existsSync(join(root, 'services', name, 'src', 'index.ts')));
+  const workers = services.filter((name) => name !== 'gateway');
+  const stubbed = Object.values(config.providers).some((p) => p.stub);
+  const redisUp = await redisCheck.ping();
 
-  if (!(await redisCheck.ping())) {
+  // Each worker serves /healthz and /readyz on a port of its own: from HEALTH_PORT up when it is
+  // set, otherwise free ones picked now.
+  const healthHost = config.health?.host ?? '127.0.0.1';
+  const healthPorts = new Map<string, number>();
+  for (const [i, name] of workers.entries()) healthPorts.set(name, config.health ? config.health.port + i : await freePort(healthHost));
+
+  // Nothing starts until every port is known to be free.
+  const uses: PortUse[] = [
+    { ...config.gateway, what: 'the gateway', variable: 'GATEWAY_PORT' },
+    ...(stubbed ? [{ ...config.stubServer, what: 'the stub provider', variable: 'STUB_PORT' }] : []),
+    ...workers.map((name) => ({ host: healthHost, port: healthPorts.get(name)!, what: `the ${name} health server`, variable: 'HEALTH_PORT' })),
+    ...(!redisUp && redisCheck.isLocal ? [{ host: '127.0.0.1', port: redisCheck.port, what: 'the redis-server it would start', variable: 'REDIS_URL' }] : []),
+  ];
+  const problems = await checkPorts(uses);
+  if (problems.length > 0) {
+    for (const p of problems) say(p, process.stderr);
+    say('nothing was started.', process.stderr);
+    process.exit(1);
+  }
+  writeState('admin-token', adminToken);
+
+  if (!redisUp) {
     if (!redisCheck.isLocal || !redisCheck.hasRedisServer()) throw new Error(redisCheck.unreachableMessage());
     say(`no Redis on ${redisCheck.host}:${redisCheck.port}; starting redis-server (no persistence)`);
     run('redis', 'redis-server', ['--port', String(redisCheck.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no']);
@@ -114,18 +149,21 @@ async function main(): Promise<void> {
 
   // Every service (and the stub) runs as plain JavaScript on node: bundle the current sources first.
   await build();
+  if (stopping) throw new Stopping();
   const env: NodeJS.ProcessEnv = { LOG_FORMAT: process.env.LOG_FORMAT ?? 'pretty', ADMIN_TOKEN: adminToken };
-  if (Object.values(config.providers).some((p) => p.stub)) {
-    run('stub-llm', process.execPath, ['packages/stub-llm/dist/index.js'], env);
-    await waitUntil('the stub provider', httpOk(`http://${config.stubServer.host}:${config.stubServer.port}/healthz`));
+  if (stubbed) {
+    const stub = run('stub-llm', process.execPath, ['packages/stub-llm/dist/index.js'], env);
+    await waitUntil('the stub provider', ownReady(stub, config.stubServer.host, config.stubServer.port, '/healthz'));
   }
   say(describeProviders(config));
 
-  const services = readdirSync(join(root, 'services')).filter((name) => existsSync(join(root, 'services', name, 'src', 'index.ts')));
-  for (const name of services) run(name, process.execPath, [`services/${name}/dist/index.js`], env);
-
+  const started = services.map((name) => {
+    const port = healthPorts.get(name);
+    const proc = run(name, process.execPath, [`services/${name}/dist/index.js`], port === undefined ? env : { ...env, HEALTH_HOST: healthHost, HEALTH_PORT: String(port) });
+    return { name, proc, host: port === undefined ? config.gateway.host : healthHost, port: port ?? config.gateway.port };
+  });
+  await Promise.all(started.map((s) => waitUntil(s.name, ownReady(s.proc, s.host, s.port, '/readyz'))));
   const gateway = `http://${config.gateway.host}:${config.gateway.port}`;
-  await waitUntil('the gateway', httpOk(`${gateway}/readyz`));
 
   // The dev key survives restarts in .tollgate/ (git-ignored) while Redis still knows it.
   const redis = createRedis(config.redisUrl, { name: 'tollgate-start' });
@@ -136,6 +174,7 @@ async function main(): Promise<void> {
     writeState('dev-key', devKey);
   }
   await redis.quit();
+  if (stopping) throw new Stopping();
 
   say(`ready: ${services.join(', ')}${config.stubMode ? ' (every provider on the local stub, no keys needed)' : ''}`);
   process.stdout.write(
@@ -149,7 +188,7 @@ async function main(): Promise<void> {
       `      -d '{"message":"What does Tollgate do?"}'`,
       '',
       `  OpenAI SDK:   new OpenAI({ baseURL: '${gateway}/v1', apiKey: '<dev API key>' })`,
-      `  metrics:      ${gateway}/metrics`,
+      `  metrics:      ${gateway}/metrics; workers' /readyz and /metrics on ${started.filter((x) => x.name !== 'gateway').map((x) => `${x.name} :${x.port}`).join(', ')}`,
       '',
       '  Ctrl-C stops everything.',
       '',
@@ -158,6 +197,8 @@ async function main(): Promise<void> {
 }
 
 main().catch(async (err: unknown) => {
-  say(`start failed: ${err instanceof Error ? err.message : String(err)}`);
+  // A process that exited has already said so and started the shutdown.
+  if (err instanceof Stopping) return;
+  say(`start failed: ${err instanceof Error ? err.message : String(err)}`, process.stderr);
   await shutdown(1);
 });

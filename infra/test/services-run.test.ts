@@ -11,6 +11,7 @@ import { createServer } from 'node:net';
 import { randomUUID } from 'node:crypto';
 import { createRedis, deleteByPrefix, hashTagged } from '../../packages/shared/src';
 import { TEST_REDIS_URL } from '../../packages/shared/src/testing';
+import { png1x1 } from '../../services/vision/test/images';
 import { composeEnv, composeNameOf, DEPLOYABLES, dockerfile, dockerRuntimeEnv, packageDir, rootPath, STUB } from './infra-files';
 
 jest.setTimeout(120_000);
@@ -52,6 +53,7 @@ interface Running {
 }
 
 const prefix = `wiring-${randomUUID().slice(0, 8)}`;
+const ADMIN_TOKEN = `admin-${randomUUID()}`;
 const running: Running[] = [];
 
 afterAll(async () => {
@@ -60,6 +62,40 @@ afterAll(async () => {
   await deleteByPrefix(redis, hashTagged(prefix));
   await redis.quit();
 });
+
+/**
+ * The Redis scripts are .lua files the bundles inline (scripts/build.js): through the built
+ * services, a budget write (write-budget-10), admissions (admit-1), a vision job's in-flight lock
+ * (claim-lock-1, release-lock-1), ledger batches (append-batch-n) and a budget alert that fires and
+ * resolves (observe-cost-n, apply-cost-window-9 and resolve-alert-7, which include notify.lua).
+ */
+async function bundlesRunTheirScripts(gatewayPort: number): Promise<void> {
+  const base = `http://127.0.0.1:${gatewayPort}`;
+  const headers = { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' };
+  const call = async (method: string, path: string, body?: unknown) => {
+    const res = await fetch(`${base}${path}`, { method, headers, ...(body !== undefined && { body: JSON.stringify(body) }) });
+    return { status: res.status, json: (await res.json()) as Record<string, any> };
+  };
+  const budget = (limit: number) => call('PUT', '/v1/budgets/user/operator', { periods: [{ period: 'day', limit_micros: limit }] });
+  expect((await budget(1)).status).toBe(201);
+  const vision = await call('POST', '/v1/vision', { image_base64: png1x1().toString('base64'), prompt: 'What is this?' });
+  expect([vision.status, vision.json.cost?.micros]).toEqual([200, 30_000]);
+  const chat = await call('POST', '/v1/chat', { message: 'Hello from the bundles' });
+  expect(chat.status).toBe(200);
+  const alertsIn = async (state: string) => {
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      const { json } = await call('GET', `/v1/alerts?scope=user&state=${state}`);
+      const mine = (json.alerts as Array<{ scope_id: string; threshold_pct?: number }>).filter((a) => a.scope_id === 'operator');
+      if (mine.length > 0 || Date.now() > deadline) return mine;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  };
+  // 100% of a 1-micro budget: the higher threshold fired, the lower ones inhibited.
+  expect((await alertsIn('firing')).map((a) => a.threshold_pct)).toEqual([100]);
+  expect((await budget(1_000_000_000)).status).toBe(200);
+  expect((await alertsIn('resolved')).map((a) => a.threshold_pct)).toEqual([100]);
+}
 
 describe('the images\' processes, as compose runs them', () => {
   it('the health check script fails without a port to check, or with nothing listening', async () => {
@@ -86,7 +122,7 @@ describe('the images\' processes, as compose runs them', () => {
         HEALTH_HOST: '127.0.0.1',
         STUB_HOST: '127.0.0.1',
         STUB_PORT: String(stubPort),
-        ...(name === 'gateway' ? { GATEWAY_PORT: String(port) } : name === STUB ? {} : { HEALTH_PORT: String(port) }),
+        ...(name === 'gateway' ? { GATEWAY_PORT: String(port), ADMIN_TOKEN } : name === STUB ? {} : { HEALTH_PORT: String(port) }),
       };
       const proc = spawn(command[0]!, command.slice(1), { cwd: packageDir(name), env, stdio: ['ignore', 'pipe', 'pipe'] });
       let output = '';
@@ -125,6 +161,8 @@ describe('the images\' processes, as compose runs them', () => {
         expect([r.name, metrics]).toEqual([r.name, expect.stringContaining(`tollgate_worker_process_resident_memory_bytes{service="${r.name}"}`)]);
       }
     }
+
+    await bundlesRunTheirScripts(running.find((r) => r.name === 'gateway')!.port);
 
     // node is PID 1 in the image: SIGTERM must reach the service's own shutdown and end in exit 0.
     await Promise.all(

@@ -475,7 +475,7 @@ describe('infra/prometheus and infra/grafana', () => {
     for (const name of used) expect([name, series.has(name)]).toEqual([name, true]);
     const own = gatewayMetrics.map((m) => m.name).filter((n) => !n.startsWith('tollgate_gateway_'));
     expect(own.sort()).toEqual(
-      ['tollgate_circuit_state', 'tollgate_error_ratio', 'tollgate_errors_in_window', 'tollgate_http_request_duration_seconds', 'tollgate_http_requests_total', 'tollgate_queue_jobs'].sort(),
+      ['tollgate_budget_holds_expired_total', 'tollgate_circuit_state', 'tollgate_error_ratio', 'tollgate_errors_in_window', 'tollgate_http_request_duration_seconds', 'tollgate_http_requests_total', 'tollgate_queue_jobs'].sort(),
     );
     for (const name of own) expect([name, [...used].some((u) => u === name || u.startsWith(`${name}_`))]).toEqual([name, true]);
   });

@@ -311,6 +311,35 @@ export interface BudgetSpec {
   period: 'day' | 'week' | 'month';
   limitMicros: number;
   thresholds: number[];
+  mode?: 'soft' | 'hard';
+}
+
+/**
+ * No hard budget ends above its limit by more than the calls of requests that were billed twice
+ * (a job run again after its worker was SIGKILLed is charged in full): those are listed.
+ */
+export function checkHardBudgets(budgets: BudgetSpec[], entries: LedgerEntry[]): CheckResult {
+  const problems: string[] = [];
+  const parts: string[] = [];
+  for (const b of budgets.filter((x) => x.mode === 'hard')) {
+    const mine = entries.filter((e) => (b.scope === 'user' ? e.user_id : e.project_id) === b.scopeId);
+    const windows = new Map<string, LedgerEntry[]>();
+    for (const e of mine) {
+      const k = periodKeys(e.occurred_at)[b.period];
+      windows.set(k, [...(windows.get(k) ?? []), e]);
+    }
+    for (const [periodKey, list] of windows) {
+      const spent = list.reduce((n, e) => n + e.amount_micros, 0);
+      // Every billed call of a request after its first is a re-run's.
+      const byRequest = new Map<string, LedgerEntry[]>();
+      for (const e of [...list].sort((x, y) => x.occurred_at.localeCompare(y.occurred_at))) byRequest.set(e.request_id, [...(byRequest.get(e.request_id) ?? []), e]);
+      const reruns = [...byRequest.values()].flatMap((es) => es.slice(1).filter((e) => e.amount_micros > 0));
+      const rerunMicros = reruns.reduce((n, e) => n + e.amount_micros, 0);
+      parts.push(`${b.scope} ${b.scopeId} ${b.period} ${periodKey}: spent ${spent} of ${b.limitMicros}` + (reruns.length ? `, ${reruns.length} re-run calls ${rerunMicros} micros (${reruns.map((e) => e.request_id).join(', ')})` : ''));
+      if (spent - rerunMicros > b.limitMicros) problems.push(`${b.scope} ${b.scopeId} ${b.period} ${periodKey}: spent ${spent}, ${spent - rerunMicros} without re-runs, over the hard limit ${b.limitMicros}`);
+    }
+  }
+  return result('no hard budget ends above its limit by more than the re-run calls listed', problems, parts.join('; ') || 'no hard budget spent');
 }
 
 /** Every threshold the final spend reached was alerted (or inhibited by a higher one), and none that it did not reach. */

@@ -14,6 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
   alertingKeys,
+  ApiKeyStore,
   type AnyEvent,
   createRedis,
   EventBus,
@@ -25,12 +26,11 @@ import {
   QUEUES,
 } from '../../packages/shared/src';
 import type { BilledCall, StubStats } from '../../packages/stub-llm/src';
-import { ApiKeyStore } from '../../services/gateway/src/auth/api-keys';
-import { WEBHOOK_QUEUE } from '../../services/alerting/src/webhooks';
 import {
   type AlertNotice,
   type BudgetSpec,
   checkAlertCoverage,
+  checkHardBudgets,
   checkAlertDuplicates,
   checkOutcomes,
   checkReplyEvents,
@@ -264,6 +264,8 @@ async function main(): Promise<number> {
     { scope: 'user', scopeId: 'rel-u1', period: 'day', limitMicros: 400_000, thresholds: [50, 80, 100] },
     { scope: 'user', scopeId: 'rel-u3', period: 'month', limitMicros: 900_000, thresholds: [10, 50, 90, 100] },
     { scope: 'user', scopeId: 'rel-u4', period: 'week', limitMicros: 1_600_000, thresholds: [50, 80, 100] },
+    // Hard: used up early in the run, so the rest of rel-u2's requests meet the hold check under chaos.
+    { scope: 'user', scopeId: 'rel-u2', period: 'day', limitMicros: 300_000, thresholds: [50, 80, 100], mode: 'hard' },
   ];
   const byScope = new Map<string, BudgetSpec[]>();
   for (const b of budgets) byScope.set(`${b.scope}/${b.scopeId}`, [...(byScope.get(`${b.scope}/${b.scopeId}`) ?? []), b]);
@@ -271,7 +273,7 @@ async function main(): Promise<number> {
     await json(`${gatewayUrl}/v1/budgets/${scope}`, {
       method: 'PUT',
       headers: admin,
-      body: JSON.stringify({ periods: specs.map((b) => ({ period: b.period, limit_micros: b.limitMicros, mode: 'soft', thresholds_pct: b.thresholds })) }),
+      body: JSON.stringify({ periods: specs.map((b) => ({ period: b.period, limit_micros: b.limitMicros, mode: b.mode ?? 'soft', thresholds_pct: b.thresholds })) }),
     });
   }
 
@@ -296,7 +298,7 @@ async function main(): Promise<number> {
     headers: admin,
     body: JSON.stringify({ url: `http://127.0.0.1:${ports.webhook}/hook`, secret: randomBytes(24).toString('hex') }),
   });
-  say(`${keys.length} API keys, ${budgets.length} soft budgets, 1 webhook target`);
+  say(`${keys.length} API keys, ${budgets.length} budgets (${budgets.filter((b) => b.mode === 'hard').length} hard), 1 webhook target`);
 
   // ---- load with chaos --------------------------------------------------------------------
   const load = new LoadGenerator({
@@ -392,7 +394,7 @@ async function main(): Promise<number> {
   let settled = false;
   while (Date.now() - settleStart < SETTLE_TIMEOUT_MS) {
     const reasons: string[] = [];
-    for (const name of [QUEUES.chat, QUEUES.vision, WEBHOOK_QUEUE]) {
+    for (const name of [QUEUES.chat, QUEUES.vision, QUEUES.webhooks]) {
       const c = await queueOpen(name);
       if (Object.values(c).some((n) => n > 0)) reasons.push(`${name} queue: ${JSON.stringify(c)}`);
     }
@@ -537,6 +539,7 @@ async function main(): Promise<number> {
 
   checks.push(checkAlertDuplicates(notices));
   checks.push(checkAlertCoverage(notices, budgets, entries));
+  checks.push(checkHardBudgets(budgets, entries));
   checks.push(checkWebhooks(notices, deliveries));
 
   {

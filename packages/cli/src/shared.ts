@@ -28,8 +28,9 @@ export {
   type PeriodBudget,
   type PeriodStatus,
 } from '@tollgate/shared/src/alerting';
-// API keys are the gateway's store (hashing included); the CLI writes through the same code.
-export { ApiKeyStore, type ApiKeyRecord, newKeySchema, SCOPES, type Scope as KeyScope } from '../../../services/gateway/src/auth/api-keys';
+// API keys: the store the gateway authenticates with (hashing included); the CLI writes through the same code.
+export { ApiKeyStore, type ApiKeyRecord, KEY_SCOPES, type KeyScope, newKeySchema } from '@tollgate/shared/src/api-keys';
+export { ResponseCache } from '@tollgate/shared/src/cache/response-cache';
 // Flags: the store and the admin helpers only (not the evaluator or the OpenFeature SDK).
 export { clientFeaturesSchema, featureSchema, FLAG_TYPE_NAMES, flagNameSchema, type FlagType, type StoredFlag } from '@tollgate/shared/src/flags/model';
 export { FlagStore, importEdit, publishFlagChanges } from '@tollgate/shared/src/flags/store';

@@ -1,7 +1,4 @@
-import { alertingKeys, BudgetStore, createEvent, EventBus, loadPriceTable, periodKeys } from '@tollgate/shared';
-import { ApiKeyStore } from '../../../services/gateway/src/auth/api-keys';
-import { LedgerWriter } from '../../../services/cost-ledger/src/ledger-writer';
-import { toEntry } from '../../../services/cost-ledger/src/usage-pricing';
+import { alertingKeys, ApiKeyStore, BudgetStore, EventBus, periodKeys } from '@tollgate/shared';
 import { cli, cliRedis, lines } from './run-cli';
 
 const { prefix, namespace, redis, cleanup } = cliRedis('commands');
@@ -87,58 +84,6 @@ test('budgets: set keeps the other periods, list shows limits against spend, a b
   expect(alice?.status.find((s) => s.period === 'day')).toMatchObject({ spent_micros: 6_250_000, spent_usd: '6.250000', limit_micros: 12_500_000, used_pct: 50, blocked: false });
 });
 
-test('costs summary: the ledger totals for a week, grouped by model', async () => {
-  const table = loadPriceTable();
-  const writer = new LedgerWriter(redis, namespace);
-  const usage = [
-    { provider: 'openai', model: 'gpt-4o-mini', units: { input_tokens: 1_000, output_tokens: 500 }, at: '2026-11-17T09:00:00.000Z' },
-    { provider: 'openai', model: 'gpt-4o-mini', units: { input_tokens: 2_000, output_tokens: 100 }, at: '2026-11-19T09:00:00.000Z' },
-    { provider: 'gemini', model: 'gemini-2.0-flash', units: { images: 2 }, at: '2026-11-20T09:00:00.000Z' },
-    // The week after: not in the summary.
-    { provider: 'gemini', model: 'gemini-2.0-flash', units: { images: 1 }, at: '2026-11-24T09:00:00.000Z' },
-  ];
-  const entries = usage.map((u, i) =>
-    toEntry(
-      createEvent(
-        'usage.recorded',
-        { provider: u.provider, model: u.model, service: 'chat-workflow', operation: 'chat', units: u.units, usage_source: 'provider', request_id: `req-${i}`, cached: false },
-        { correlation_id: `req-${i}`, user_id: 'alice', project_id: 'web', occurred_at: u.at },
-        'chat-workflow',
-      ),
-      table,
-    ),
-  );
-  await Promise.all(entries.map((e) => writer.write(e)));
-  const week = entries.slice(0, 3);
-  const byModel = (model: string) => week.filter((e) => e.model === model).reduce((s, e) => s + e.amount_micros, 0);
-  const total = byModel('gpt-4o-mini') + byModel('gemini-2.0-flash');
-  expect(total).toBeGreaterThan(0);
-
-  const [json, text] = await Promise.all([
-    run('costs', 'summary', '--period', 'week', '--group-by', 'model', '--at', '2026-11-20', '--json'),
-    run('costs', 'summary', '--period', 'week', '--group-by', 'model', '--at', '2026-11-20'),
-  ]);
-  expect(json.code).toBe(0);
-  const summary = JSON.parse(json.stdout) as Record<string, unknown>;
-  expect(summary).toMatchObject({
-    period: 'week',
-    period_key: '2026-W47',
-    entries: 3,
-    total: { micros: total },
-    group_by: 'model',
-    groups: [
-      { key: 'gemini/gemini-2.0-flash', micros: byModel('gemini-2.0-flash') },
-      { key: 'openai/gpt-4o-mini', micros: byModel('gpt-4o-mini') },
-    ],
-  });
-  expect(text.code).toBe(0);
-  const out = lines(text.stdout);
-  expect(out[0]).toBe('Spend for the week 2026-W47 (2026-11-16 to 2026-11-22 UTC, all users)');
-  expect(out[1]).toMatch(/^total\s+\$\d+\.\d{2,6} in 3 entries$/);
-  expect(out).toContainEqual(expect.stringMatching(/^MODEL\s+SPEND\s+SHARE$/));
-  expect(out).toContainEqual(expect.stringMatching(/^gemini\/gemini-2\.0-flash\s+\$0\.50*\s+\d+\.\d%$/));
-});
-
 test('events replay: history in order, filtered by type, as text and JSON', async () => {
   const bus = new EventBus({ redis, prefix: namespace, service: 'chat-workflow' });
   const since = new Date(Date.now() - 1_000).toISOString();
@@ -192,4 +137,34 @@ test('usage errors and an unreachable Redis: non-zero exit, one line on stderr',
     /^error: --prefix: expected 1-64 characters/,
   ];
   results.forEach((r, i) => expectOneLineError(r, expected[i]!));
+});
+
+test('cache: stats show hit ratio and savings per kind; purge removes one project only', async () => {
+  const { ResponseCache, cacheKey } = await import('@tollgate/shared');
+  const cache = new ResponseCache(redis, namespace);
+  const web = cacheKey(namespace, { project: 'web', user: 'alice' }, 'chat', 'default', { q: 1 });
+  const mobile = cacheKey(namespace, { project: 'mobile', user: 'carol' }, 'chat', 'default', { q: 1 });
+  await cache.put(web, { a: 1 }, 60);
+  await cache.put(mobile, { a: 1 }, 60);
+  await cache.record(web, 'MISS');
+  await cache.record(web, 'HIT', 1_500);
+  await cache.record(web, 'HIT', 1_500);
+  await cache.record(mobile, 'HIT', 250_000);
+
+  const json = await run('cache', 'stats', '--project', 'web', '--json');
+  expect(json.code).toBe(0);
+  const doc = JSON.parse(json.stdout) as { hit_ratio: number; saved_micros: number; kinds: Array<{ kind: string; hits: number; misses: number }> };
+  expect(doc).toMatchObject({ hits: 2, misses: 1, saved_micros: 3_000, saved_usd: '0.003000' });
+  expect(doc.hit_ratio).toBeCloseTo(2 / 3);
+  expect(doc.kinds.find((k) => k.kind === 'chat')).toMatchObject({ hits: 2, misses: 1 });
+  const all = await run('cache', 'stats');
+  expect(all.stdout).toMatch(/^Cache for all projects: hit ratio 75\.0%, saved \$0\.253/);
+  expect(lines(all.stdout)[1]).toMatch(/^KIND\s+HITS\s+MISSES/);
+
+  const purged = await run('cache', 'purge', '--project', 'web');
+  expect(purged).toMatchObject({ code: 0, stdout: 'Purged 1 cache key of project web.\n' });
+  expect(await redis.exists(web.key)).toBe(0);
+  expect(await redis.exists(mobile.key)).toBe(1);
+  expectOneLineError(await run('cache', 'purge'), /--project/);
+  expectOneLineError(await run('cache', 'purge', '--project', 'a b'), /^error: --project: letters/);
 });

@@ -4,6 +4,13 @@ import { TollgateError } from './errors/tollgate-error';
 export const PROVIDER_NAMES = ['openai', 'gemini', 'deepseek'] as const;
 export type ProviderName = (typeof PROVIDER_NAMES)[number];
 
+const DEFAULT_CHAT_CHAIN_TEXT = 'gemini:gemini-2.0-flash,deepseek:deepseek-chat,openai:gpt-4o-mini';
+/** CHAT_FALLBACK_CHAIN's default. */
+export const DEFAULT_CHAT_CHAIN: ReadonlyArray<{ provider: ProviderName; model: string }> = DEFAULT_CHAT_CHAIN_TEXT.split(',').map((p) => {
+  const [provider, model] = p.split(':') as [ProviderName, string];
+  return { provider, model };
+});
+
 export const LOG_LEVELS = ['error', 'warn', 'info', 'debug'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
 
@@ -36,6 +43,9 @@ export interface Config {
   requestDeadlineMs: number;
   maxProviderAttempts: number;
   chatFallbackChain: ProviderModel[];
+  /** Output cap sent to the provider when a client sets none; it bounds the hold on hard budgets. */
+  chatMaxOutputTokens: number;
+  chatMaxOutputTokensByModel: Record<string, number>;
   bus: { maxLen: number; maxDeliveries: number; claimIdleMs: number };
   chatWorkerConcurrency: number;
   visionWorkerConcurrency: number;
@@ -178,7 +188,7 @@ const EnvSchema = z.object({
     .string()
     .optional()
     .transform((raw, ctx) => {
-      const value = raw ?? 'gemini:gemini-2.0-flash,deepseek:deepseek-chat,openai:gpt-4o-mini';
+      const value = raw ?? DEFAULT_CHAT_CHAIN_TEXT;
       const chain: ProviderModel[] = [];
       const problems: string[] = [];
       for (const part of value.split(',').map((s) => s.trim())) {
@@ -198,6 +208,23 @@ const EnvSchema = z.object({
         return z.NEVER;
       }
       return chain;
+    }),
+  CHAT_OUTPUT_CAP: int(4096, 1, 100_000),
+  CHAT_OUTPUT_CAP_BY_MODEL: z
+    .string()
+    .optional()
+    .transform((raw, ctx) => {
+      const caps: Record<string, number> = {};
+      for (const part of (raw ?? '').split(',').map((s) => s.trim()).filter(Boolean)) {
+        const m = /^([A-Za-z0-9][A-Za-z0-9._:-]*)=(\d{1,6})$/.exec(part);
+        const n = Number(m?.[2]);
+        if (!m || n < 1 || n > 100_000) {
+          ctx.addIssue({ code: 'custom', message: `expected model=tokens pairs separated by commas, tokens 1-100000 ("${part}")` });
+          return z.NEVER;
+        }
+        caps[m[1]!] = n;
+      }
+      return caps;
     }),
   BUS_MAX_LEN: int(10_000, 1),
   BUS_MAX_DELIVERIES: int(5, 1),
@@ -284,6 +311,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     requestDeadlineMs: e.REQUEST_DEADLINE_MS,
     maxProviderAttempts: e.MAX_PROVIDER_ATTEMPTS,
     chatFallbackChain: e.CHAT_FALLBACK_CHAIN,
+    chatMaxOutputTokens: e.CHAT_OUTPUT_CAP,
+    chatMaxOutputTokensByModel: e.CHAT_OUTPUT_CAP_BY_MODEL,
     bus: { maxLen: e.BUS_MAX_LEN, maxDeliveries: e.BUS_MAX_DELIVERIES, claimIdleMs: e.BUS_CLAIM_IDLE_MS },
     chatWorkerConcurrency: e.CHAT_WORKER_CONCURRENCY,
     visionWorkerConcurrency: e.VISION_WORKER_CONCURRENCY,

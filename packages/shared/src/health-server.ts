@@ -57,7 +57,8 @@ export async function startHealthServer(opts: HealthServerOptions): Promise<Heal
   const server: Server = createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     if (req.method !== 'GET' && req.method !== 'HEAD') return send(res, 405, { error: 'method not allowed' });
-    if (path === '/healthz') return send(res, 200, { status: 'ok' });
+    // Who answers, so a starter can tell its own process from an earlier one on the same port.
+    if (path === '/healthz') return send(res, 200, { status: 'ok', service: opts.service, pid: process.pid });
     if (path === '/readyz') {
       void redisAnswers().then((ok) =>
         send(res, ok ? 200 : 503, { status: ok ? 'ready' : 'unavailable', redis: ok ? 'ok' : 'unreachable' }),

@@ -1,4 +1,6 @@
 // The public API of @tollgate/shared: import from here, not from deep paths.
+// First: it lets require() load the .lua files the modules below import.
+export * from './lua';
 export * from './errors/tollgate-error';
 export * from './errors/provider-errors';
 export * from './errors/classify';
@@ -18,12 +20,13 @@ export * from './time/periods';
 export * from './config';
 export { createLogger, isSecretKey, REDACTED, redact, redactString } from './logger';
 export * from './keys';
+export * from './api-keys';
 export * from './redis';
 export * from './jobs';
 export * from './vision-jobs';
 export * from './lifecycle';
 export * from './health-server';
-export type { ChatMessage, CompletionChunk, CompletionRequest, CompletionResult, ImageInput, ProviderClient, Target } from './providers/types';
+export type { ChatMessage, CompletionChunk, CompletionRequest, CompletionResult, GroundingRequest, GroundingResult, ImageInput, ProviderClient, Target } from './providers/types';
 export * from './providers/clients';
 export * from './providers/recovery';
 export * from './providers/routing';
@@ -33,4 +36,8 @@ export * from './alerting';
 export * from './ledger/ledger-keys';
 export * from './ledger/ledger-entry';
 export * from './ledger/ledger-reader';
+export * from './budget/holds';
+export * from './pricing/worst-case';
+export * from './conversations';
+export * from './cache';
 export * from './flags';

@@ -1,8 +1,10 @@
 import { z } from 'zod';
+import { PROVIDER_NAMES } from './config';
+import { jobCacheSchema } from './cache/cache-job';
 import { ERROR_CATEGORY_VALUES, usageUnitsSchema } from './events/catalog';
 
 /** BullMQ queue names; the queue prefix comes from `queuePrefix`. */
-export const QUEUES = { chat: 'chat', vision: 'vision', reports: 'ledger-reports' } as const;
+export const QUEUES = { chat: 'chat', vision: 'vision', reports: 'ledger-reports', webhooks: 'webhooks' } as const;
 
 /** BullMQ keys live under the app namespace so one prefix (and one hash tag) covers everything. */
 export function queuePrefix(namespace: string): string {
@@ -20,10 +22,49 @@ export const WORKER_RECOVERY = { lockDuration: 15_000, stalledInterval: 5_000 } 
 
 const id = z.string().min(1).max(128);
 
+export const cappedTargetSchema = z.object({
+  provider: z.enum(PROVIDER_NAMES),
+  model: z.string().min(1).max(128),
+  max_output_tokens: z.number().int().min(1).max(100_000),
+});
+
+/** A paid job's budget hold (see budget/holds.ts): the worker ends it when the run ends. */
+export const holdJobFields = {
+  hold_id: z.string().uuid().optional(),
+  /** Stored history the hold counted; the worker sends no more of it than this. */
+  history_max_bytes: z.number().int().nonnegative().optional(),
+};
+
 export const chatMessageSchema = z.object({
   role: z.enum(['system', 'user', 'assistant']),
   content: z.string().max(200_000),
 });
+
+/** Grounding options as the gateway resolved them. */
+export const chatGroundingSchema = z.object({
+  /** The Gemini model that runs the search (its price says how the search is billed). */
+  model: z.string().regex(/^gemini-[A-Za-z0-9._-]{1,100}$/).optional(),
+  /** Only pages from this window; ISO date-times. */
+  time_range: z.object({ start: z.iso.datetime(), end: z.iso.datetime() }).optional(),
+});
+export type ChatGrounding = z.infer<typeof chatGroundingSchema>;
+
+/** What a grounded answer was based on: the sources to show, and Google's search suggestions HTML. */
+export const groundingOutcomeSchema = z.object({
+  queries: z.array(z.string()),
+  sources: z.array(z.object({ title: z.string(), uri: z.string() })),
+  /** searchEntryPoint.renderedContent: must be shown beside a grounded answer. Absent when nothing was searched. */
+  search_entry_point_html: z.string().optional(),
+  provider: z.string(),
+  model: z.string(),
+  /** The context came from the RAG cache: no search was run or paid for. */
+  cached: z.boolean(),
+  /** What this request paid for the retrieval, and the search fee inside it. */
+  cost_micros: z.number().int().nonnegative(),
+  search_micros: z.number().int().nonnegative(),
+  avoided_micros: z.number().int().nonnegative().optional(),
+});
+export type GroundingOutcome = z.infer<typeof groundingOutcomeSchema>;
 
 export const chatJobSchema = z.object({
   request_id: id,
@@ -36,6 +77,18 @@ export const chatJobSchema = z.object({
   /** Requested model; the workflow puts its provider first in the fallback chain. */
   model: z.string().min(1).max(128).optional(),
   max_output_tokens: z.number().int().min(1).max(100_000).optional(),
+  /**
+   * The chain the gateway priced the request's worst case for, each with the output cap the
+   * provider is sent; the worker calls exactly these (absent: its own chain and max_output_tokens).
+   */
+  targets: z.array(cappedTargetSchema).min(1).max(10).optional(),
+  ...holdJobFields,
+  /** Ground the answer with Google Search context (retrieved through Gemini's googleSearch tool). */
+  grounding: chatGroundingSchema.optional(),
+  /** The client's Cache-Control and cache namespace (RAG context); absent: the project's defaults. */
+  cache: jobCacheSchema.optional(),
+  /** The gateway's answer cache covers this request: its repeats are not "a cache would help" evidence. */
+  answer_cached: z.boolean().optional(),
   /** Stream deltas to the job's output stream as they arrive. */
   stream: z.boolean().default(false),
   /** Epoch ms after which nobody waits for the answer. */
@@ -85,6 +138,7 @@ export const chatJobResultSchema = z.discriminatedUnion('ok', [
     usage_source: z.enum(['provider', 'tokenizer']),
     attempts: z.array(attemptSchema),
     fallback_used: z.boolean(),
+    grounding: groundingOutcomeSchema.optional(),
   }),
   z.object({ ok: z.literal(false), error: jobErrorSchema, attempts: z.array(attemptSchema) }),
 ]);

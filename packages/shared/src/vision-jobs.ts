@@ -1,6 +1,8 @@
 import { z } from 'zod';
+import type { Target } from './providers/types';
+import { jobCacheSchema } from './cache/cache-job';
 import { usageUnitsSchema } from './events/catalog';
-import { attemptSchema, jobErrorSchema } from './jobs';
+import { attemptSchema, holdJobFields, jobErrorSchema } from './jobs';
 
 /** Image types the gateway accepts, named by what their bytes say, never by a client's claim. */
 export const VISION_MIME_TYPES = ['image/png', 'image/jpeg', 'image/webp', 'image/gif'] as const;
@@ -8,6 +10,12 @@ export type VisionMimeType = (typeof VISION_MIME_TYPES)[number];
 
 export const VISION_QUALITIES = ['standard', 'high'] as const;
 export type VisionQuality = (typeof VISION_QUALITIES)[number];
+
+/** The cheapest provider that meets each quality; prices are in the shared price table. */
+export const VISION_TARGETS: Record<VisionQuality, Target> = {
+  standard: { provider: 'deepseek', model: 'deepseek-vl2' },
+  high: { provider: 'gemini', model: 'gemini-2.0-flash' },
+};
 
 const id = z.string().min(1).max(128);
 
@@ -26,6 +34,9 @@ export const visionJobSchema = z.object({
   mime_type: z.enum(VISION_MIME_TYPES),
   prompt: z.string().min(1).max(VISION_PROMPT_MAX_CHARS),
   quality: z.enum(VISION_QUALITIES),
+  hold_id: holdJobFields.hold_id,
+  /** The client's Cache-Control and cache namespace; absent: the project's defaults. */
+  cache: jobCacheSchema.optional(),
   /** Epoch ms after which nobody waits for the answer. */
   deadline_at: z.number().int().positive(),
 });

@@ -35,6 +35,8 @@ describe('loadConfig defaults', () => {
         { provider: 'deepseek', model: 'deepseek-chat' },
         { provider: 'openai', model: 'gpt-4o-mini' },
       ],
+      chatMaxOutputTokens: 4096,
+      chatMaxOutputTokensByModel: {},
       bus: { maxLen: 10_000, maxDeliveries: 5, claimIdleMs: 30_000 },
       chatWorkerConcurrency: 200,
       visionWorkerConcurrency: 4,

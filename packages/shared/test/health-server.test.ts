@@ -32,7 +32,7 @@ describe('startHealthServer', () => {
     const base = `http://127.0.0.1:${server.port}`;
     try {
       const health = await fetch(`${base}/healthz`);
-      expect([health.status, await health.json()]).toEqual([200, { status: 'ok' }]);
+      expect([health.status, await health.json()]).toEqual([200, { status: 'ok', service: 'test-svc', pid: process.pid }]);
       const ready = await fetch(`${base}/readyz`);
       expect([ready.status, await ready.json()]).toEqual([200, { status: 'ready', redis: 'ok' }]);
       const metrics = await fetch(`${base}/metrics`);

@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { TollgateError } from '../src/errors/tollgate-error';
-import { formatUsd, InvalidUsageError, price, type Units } from '../src/pricing/price';
+import { formatUsd, InvalidUsageError, price, searchMicros, type Units } from '../src/pricing/price';
 import {
   buildPriceTable,
   loadPriceTable,
@@ -37,8 +37,31 @@ describe('seed prices (integer micros)', () => {
     expect(micros('gemini', 'gemini-2.0-flash', { images: 1 })).toBe(250_000);
     expect(micros('deepseek', 'deepseek-vl2', { images: 1 })).toBe(30_000);
     expect(micros('deepseek', 'deepseek-vl2', { images: 7 })).toBe(210_000);
-    expect(micros('gemini', 'gemini-2.0-flash', { search_queries: 1 })).toBe(35_000);
+    expect(micros('gemini', 'gemini-2.0-flash', { grounded_prompts: 1 })).toBe(35_000);
     expect(micros('google', 'search-grounding', { search_queries: 3 })).toBe(105_000);
+  });
+
+  it('prices grounding in the unit the model bills: per grounded prompt on Gemini 2.x, per query on Gemini 3', () => {
+    // Gemini 2.x: one fee per grounded prompt however many queries it ran.
+    expect(micros('gemini', 'gemini-2.0-flash', { grounded_prompts: 1, search_queries: 3 })).toBe(35_000);
+    expect(micros('gemini', 'gemini-2.5-flash', { grounded_prompts: 1, search_queries: 5 })).toBe(35_000);
+    // Gemini 3: $14 per 1,000 queries; the prompt count is not billed.
+    expect(micros('gemini', 'gemini-3-flash-preview', { grounded_prompts: 1, search_queries: 3 })).toBe(42_000);
+    // A grounded call that ran no search pays no search fee.
+    expect(micros('gemini', 'gemini-2.0-flash', { input_tokens: 1000, grounded_prompts: 0, search_queries: 0 })).toBe(75);
+    expect(micros('gemini', 'gemini-3-flash-preview', { grounded_prompts: 0, search_queries: 0 })).toBe(0);
+    // A model with no grounding price refuses grounding units instead of pricing them at zero.
+    expect(() => micros('openai', 'gpt-4o-mini', { grounded_prompts: 1 })).toThrow(UnknownPriceError);
+    expect(() => micros('openai', 'gpt-4o-mini', { search_queries: 1 })).toThrow(UnknownPriceError);
+  });
+
+  it('reports the search fee of a grounded call on its own', () => {
+    const g2 = price({ provider: 'gemini', model: 'gemini-2.0-flash', units: { input_tokens: 1000, output_tokens: 200, grounded_prompts: 1, search_queries: 2 } }, { at: AT });
+    expect(searchMicros(g2)).toBe(35_000);
+    expect(g2.amount_micros).toBe(35_090);
+    const g3 = price({ provider: 'gemini', model: 'gemini-3-flash-preview', units: { input_tokens: 1000, grounded_prompts: 1, search_queries: 2 } }, { at: AT });
+    expect(searchMicros(g3)).toBe(28_000);
+    expect(searchMicros(price({ provider: 'openai', model: 'gpt-4o-mini', units: { input_tokens: 10 } }, { at: AT }))).toBe(0);
   });
 
   it.each([
@@ -82,7 +105,7 @@ describe('seed prices (integer micros)', () => {
 
   it('prices Gemini with tokens, an image and grounding in one entry', () => {
     // 1000 x 0.075 + 200 x 0.075 + 250000 + 35000
-    expect(micros('gemini', 'gemini-2.0-flash', { input_tokens: 1000, output_tokens: 200, images: 1, search_queries: 1 })).toBe(285_090);
+    expect(micros('gemini', 'gemini-2.0-flash', { input_tokens: 1000, output_tokens: 200, images: 1, grounded_prompts: 1 })).toBe(285_090);
   });
 
   it('is zero for zero usage of a known model', () => {

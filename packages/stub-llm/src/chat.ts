@@ -1,4 +1,5 @@
 import type { IncomingHttpHeaders } from 'node:http';
+import { searchQueries } from './grounding';
 import { composeReplyParts, type ImageInfo } from './reply';
 import { countTokens, truncateToTokens } from './tokens';
 import type { Provider } from './types';
@@ -16,6 +17,8 @@ export interface ChatRequest {
   /** Images of the last user turn (mentioned in the reply). */
   lastUserImages: ImageInfo[];
   maxOutputTokens: number | null;
+  /** Gemini's googleSearch tool was asked for. */
+  grounding?: boolean;
 }
 
 export interface ChatReply {
@@ -25,6 +28,8 @@ export interface ChatReply {
   images: number;
   /** Cut short by the request's output-token limit. */
   truncated: boolean;
+  /** Searches a grounded call ran (none when it was not grounded or decided not to search). */
+  searchQueries: number;
 }
 
 /**
@@ -48,7 +53,8 @@ export function answer(chat: ChatRequest): ChatReply {
     completionTokens = countTokens(text);
     truncated = true;
   }
-  return { text, promptTokens: chat.promptTokens, completionTokens, images: chat.images, truncated };
+  const searches = chat.grounding ? searchQueries(chat.lastUserText).length : 0;
+  return { text, promptTokens: chat.promptTokens, completionTokens, images: chat.images, truncated, searchQueries: searches };
 }
 
 /** A finished HTTP answer: status, headers and the whole body. */

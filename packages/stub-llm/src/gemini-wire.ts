@@ -2,6 +2,7 @@ import {
   JSON_TYPE, SSE_TYPE, isRecord, jsonResponse, readTokenLimit,
   type ChatReply, type ChatRequest, type ParseResult, type RouteInfo, type Wire, type WireResponse,
 } from './chat';
+import { groundingFor, wantsSearch } from './grounding';
 import { nextId } from './ids';
 import { base64DecodedBytes, splitForStream, type ImageInfo } from './reply';
 import { GEMINI_IMAGE_TOKENS, countTokens } from './tokens';
@@ -93,6 +94,7 @@ function parse(body: unknown, route: RouteInfo): ParseResult<GeminiChat> {
       lastUserText: lastUser.text,
       lastUserImages: lastUser.images,
       maxOutputTokens: isRecord(config) ? readTokenLimit(config.maxOutputTokens) : null,
+      grounding: wantsSearch(body.tools),
     },
   };
 }
@@ -112,10 +114,16 @@ function fullUsage(chat: GeminiChat, reply: ChatReply): unknown {
   };
 }
 
-function candidate(text: string, finishReason: string | undefined): unknown {
+function candidate(text: string, finishReason: string | undefined, grounding?: Record<string, unknown>): unknown {
   const c: Record<string, unknown> = { content: { role: 'model', parts: [{ text }] }, index: 0 };
   if (finishReason !== undefined) c.finishReason = finishReason;
+  if (grounding) c.groundingMetadata = grounding;
   return c;
+}
+
+/** Grounded answers carry the metadata on the (last) candidate, as Gemini sends it. */
+function groundingOf(chat: GeminiChat, reply: ChatReply): Record<string, unknown> | undefined {
+  return chat.grounding ? groundingFor(chat.lastUserText, reply.text).metadata : undefined;
 }
 
 function chunks(chat: GeminiChat, reply: ChatReply): unknown[] {
@@ -128,7 +136,7 @@ function chunks(chat: GeminiChat, reply: ChatReply): unknown[] {
   return pieces.map((piece, i) => {
     const last = i === pieces.length - 1;
     return {
-      candidates: [candidate(piece, last ? finish : undefined)],
+      candidates: [candidate(piece, last ? finish : undefined, last ? groundingOf(chat, reply) : undefined)],
       usageMetadata: last ? fullUsage(chat, reply) : partial,
       modelVersion: chat.model,
       responseId,
@@ -138,7 +146,7 @@ function chunks(chat: GeminiChat, reply: ChatReply): unknown[] {
 
 function whole(chat: GeminiChat, reply: ChatReply): unknown {
   return {
-    candidates: [candidate(reply.text, reply.truncated ? 'MAX_TOKENS' : 'STOP')],
+    candidates: [candidate(reply.text, reply.truncated ? 'MAX_TOKENS' : 'STOP', groundingOf(chat, reply))],
     usageMetadata: fullUsage(chat, reply),
     modelVersion: chat.model,
     responseId: nextId('stub-'),

@@ -1,6 +1,7 @@
 export { startStub } from './server';
 export { PROVIDER_PATHS, stubEndpoints } from './endpoints';
 export { parseFaultConfig } from './faults';
+export { NO_SEARCH_MARKER } from './grounding';
 export {
   countTokens,
   GEMINI_IMAGE_TOKENS,

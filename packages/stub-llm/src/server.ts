@@ -166,7 +166,7 @@ export async function startStub(opts: StubOptions = {}): Promise<StubServer> {
   async function handleAdmin(path: string, req: IncomingMessage, res: ServerResponse): Promise<boolean> {
     const method = req.method ?? 'GET';
     if (path === '/healthz' && method === 'GET') {
-      send(res, jsonResponse(200, { ok: true }));
+      send(res, jsonResponse(200, { ok: true, service: 'stub-llm', pid: process.pid }));
     } else if (path === '/_stub/stats' && method === 'GET') {
       send(res, jsonResponse(200, stats.snapshot()));
     } else if (path === '/_stub/calls' && method === 'GET') {

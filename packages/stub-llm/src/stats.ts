@@ -7,13 +7,15 @@ function zeroFaults(): Record<FaultKind, number> {
 }
 
 function zeroUsage(): BilledUsage {
-  return { promptTokens: 0, completionTokens: 0, totalTokens: 0, images: 0 };
+  return { promptTokens: 0, completionTokens: 0, totalTokens: 0, images: 0, searchQueries: 0, groundedPrompts: 0 };
 }
 
 export interface Billing {
   promptTokens: number;
   completionTokens: number;
   images: number;
+  /** Searches a grounded call ran; a call with any is one grounded prompt. */
+  searchQueries?: number;
 }
 
 /** Counters per provider+model; a Map keeps the hot path free of object-key churn. */
@@ -64,6 +66,8 @@ export class StatsRecorder {
     s.billed.completionTokens += usage.completionTokens;
     s.billed.totalTokens += usage.promptTokens + usage.completionTokens;
     s.billed.images += usage.images;
+    s.billed.searchQueries += usage.searchQueries ?? 0;
+    if ((usage.searchQueries ?? 0) > 0) s.billed.groundedPrompts++;
     if (this.callLog) {
       this.calls.push({ at: Date.now(), provider, model, promptTokens: usage.promptTokens, completionTokens: usage.completionTokens, images: usage.images, ask: ask ?? '' });
     }
@@ -94,6 +98,8 @@ export class StatsRecorder {
       totals.billed.completionTokens += s.billed.completionTokens;
       totals.billed.totalTokens += s.billed.totalTokens;
       totals.billed.images += s.billed.images;
+      totals.billed.searchQueries += s.billed.searchQueries;
+      totals.billed.groundedPrompts += s.billed.groundedPrompts;
     }
     return { totalRequests: this.totalRequests, byProvider, totals };
   }

@@ -39,6 +39,10 @@ export interface BilledUsage {
   completionTokens: number;
   totalTokens: number;
   images: number;
+  /** Google Search queries run by grounded Gemini calls. */
+  searchQueries: number;
+  /** Grounded Gemini calls that ran at least one search. */
+  groundedPrompts: number;
 }
 
 export interface ModelStats {

@@ -49,6 +49,8 @@ describe('scripted faults', () => {
       completionTokens: ok.usage?.completion_tokens,
       totalTokens: ok.usage?.total_tokens,
       images: 0,
+      searchQueries: 0,
+      groundedPrompts: 0,
     });
   });
 
@@ -223,7 +225,7 @@ describe('per-request header x-stub-fault', () => {
 
 describe('admin routes', () => {
   it('health, faults, stats and reset over HTTP', async () => {
-    expect(await (await fetch(`${stub.url}/healthz`)).json()).toEqual({ ok: true });
+    expect(await (await fetch(`${stub.url}/healthz`)).json()).toEqual({ ok: true, service: 'stub-llm', pid: process.pid });
 
     const set = await postJson(`${stub.url}/_stub/faults`, { script: [{ fault: '503', times: 1 }] });
     expect(set.status).toBe(200);

@@ -122,3 +122,44 @@ describe('Gemini wire through @google/genai', () => {
     expect(stub.stats().byProvider.gemini['gemini-2.0-flash']).toMatchObject({ requests: 2, rejected: 2, successes: 0 });
   });
 });
+
+describe('Google Search grounding through @google/genai', () => {
+  const question = 'Who won the 2026 regional robotics final?';
+
+  it('a googleSearch call answers with groundingMetadata in the real shape, and counts the searches', async () => {
+    const res = await ai.models.generateContent({ model: 'gemini-2.0-flash', contents: question, config: { tools: [{ googleSearch: {} }] } });
+    const meta = res.candidates?.[0]?.groundingMetadata;
+    expect(meta?.webSearchQueries).toEqual([question, `${question} explained`]);
+    expect(meta?.groundingChunks).toHaveLength(3);
+    for (const c of meta?.groundingChunks ?? []) {
+      expect(c.web?.uri).toMatch(/^https:\/\/vertexaisearch\.cloud\.google\.com\/grounding-api-redirect\//);
+      expect(c.web?.title).toMatch(/\.example\.com$/);
+    }
+    const text = res.text ?? '';
+    const supports = meta?.groundingSupports ?? [];
+    expect(supports.length).toBeGreaterThan(1);
+    for (const s of supports) {
+      // Offsets are bytes into the answer text, and the segment text is what they cover.
+      expect(Buffer.from(text).subarray(s.segment!.startIndex ?? 0, s.segment!.endIndex).toString()).toBe(s.segment!.text);
+      expect(s.groundingChunkIndices!.length).toBe(s.confidenceScores!.length);
+    }
+    expect(meta?.searchEntryPoint?.renderedContent).toContain('<a class="chip" href="https://www.google.com/search?q=Who%20won');
+    expect(stub.stats().byProvider.gemini['gemini-2.0-flash']?.billed).toMatchObject({ searchQueries: 2, groundedPrompts: 1 });
+  });
+
+  it('streams the metadata on the last chunk', async () => {
+    const stream = await ai.models.generateContentStream({ model: 'gemini-2.0-flash', contents: question, config: { tools: [{ googleSearch: {} }] } });
+    const metas: unknown[] = [];
+    for await (const chunk of stream) metas.push(chunk.candidates?.[0]?.groundingMetadata);
+    expect(metas.slice(0, -1).every((m) => m === undefined)).toBe(true);
+    expect((metas.at(-1) as { webSearchQueries?: string[] }).webSearchQueries).toHaveLength(2);
+  });
+
+  it('a grounded call that decides not to search has no queries and bills none; an ungrounded call has no metadata', async () => {
+    const none = await ai.models.generateContent({ model: 'gemini-2.0-flash', contents: 'hi there [no-search]', config: { tools: [{ googleSearch: {} }] } });
+    expect(none.candidates?.[0]?.groundingMetadata?.webSearchQueries).toBeUndefined();
+    const plain = await ai.models.generateContent({ model: 'gemini-2.0-flash', contents: question });
+    expect(plain.candidates?.[0]?.groundingMetadata).toBeUndefined();
+    expect(stub.stats().byProvider.gemini['gemini-2.0-flash']?.billed).toMatchObject({ searchQueries: 0, groundedPrompts: 0 });
+  });
+});

@@ -1,6 +1,9 @@
 import { createHash, randomUUID } from 'node:crypto';
 import type Redis from 'ioredis';
 import { type AlertRecord, alertingKeys, alertRecordSchema, alertScopeOf, LuaScript, Silences } from '@tollgate/shared';
+import APPLY_COST_WINDOW_LUA from './apply-cost-window-9.lua';
+import FIRE_ALERT_LUA from './fire-alert-6.lua';
+import RESOLVE_ALERT_LUA from './resolve-alert-7.lua';
 
 /**
  * The notification log. Every transition of an alert (fire, resolve) happens in one Lua script
@@ -9,67 +12,11 @@ import { type AlertRecord, alertingKeys, alertRecordSchema, alertScopeOf, LuaScr
  * so neither a second instance nor a redelivered event nor a restart can send it again.
  */
 
-// Writes the record, appends the notice to the stream and indexes the alert by the notice's stream
-// id (milliseconds, then sequence), so the history lists alerts in exactly the order they were sent.
-const NOTIFY = `
-local function notify(kRecord, kIndex, kScopeIndex, kStream, alertId, json, maxlen, ttl, kind, state, scope, scopeId)
-  if tonumber(ttl) > 0 then redis.call('SET', kRecord, json, 'PX', ttl) else redis.call('SET', kRecord, json) end
-  local id = redis.call('XADD', kStream, 'MAXLEN', '~', maxlen, '*',
-    'kind', kind, 'state', state, 'scope', scope, 'scope_id', scopeId, 'alert_id', alertId, 'alert', json)
-  local dash = string.find(id, '-', 1, true)
-  local score = tonumber(string.sub(id, 1, dash - 1)) + math.min(tonumber(string.sub(id, dash + 1)), 999) / 1000
-  redis.call('ZADD', kIndex, score, alertId)
-  redis.call('ZADD', kScopeIndex, score, alertId)
-  if redis.call('ZCARD', kIndex) > 10000 then redis.call('ZREMRANGEBYRANK', kIndex, 0, -10001) end
-  if redis.call('ZCARD', kScopeIndex) > 2000 then redis.call('ZREMRANGEBYRANK', kScopeIndex, 0, -2001) end
-  return id
-end
-`;
-
-// One budget window (scope, period, period key). Applies only if neither the budget (revision)
-// nor the window (highest threshold handled) changed since they were read; otherwise the caller
-// re-reads and decides again. Sets the hard-budget block, and fires the highest crossed
-// threshold: lower thresholds crossed by the same jump are inhibited by moving the window past them.
-// Returns {0} on a conflict, {1} when applied without a notice, {2, stream id} when it fired.
-const APPLY_COST_WINDOW = new LuaScript(`${NOTIFY}
-local rev = redis.call('GET', KEYS[1]) or '0'
-local hi = redis.call('HGET', KEYS[2], 'hi') or '0'
-if rev ~= ARGV[1] or hi ~= ARGV[2] then return {0} end
-if ARGV[3] == '1' then redis.call('SET', KEYS[3], ARGV[4], 'PXAT', ARGV[5]) end
-if ARGV[7] == '0' then return {1} end
-redis.call('HSET', KEYS[2], 'hi', ARGV[7])
-redis.call('PEXPIREAT', KEYS[2], ARGV[6])
-if redis.call('HGET', KEYS[4], 'state') == 'firing' then return {1} end
-redis.call('HSET', KEYS[4], 'alert_id', ARGV[8], 'state', 'firing')
-redis.call('PERSIST', KEYS[4])
-redis.call('SADD', KEYS[8], ARGV[15])
-local id = notify(KEYS[5], KEYS[6], KEYS[7], KEYS[9], ARGV[8], ARGV[9], ARGV[11], 0, 'cost', 'firing', ARGV[13], ARGV[14])
-return {2, id}
-`);
-
-// Fires unless the fingerprint is already firing. Returns the stream id, or false.
-const FIRE = new LuaScript(`${NOTIFY}
-if redis.call('HGET', KEYS[1], 'state') == 'firing' then return false end
-redis.call('HSET', KEYS[1], 'alert_id', ARGV[1], 'state', 'firing')
-redis.call('PERSIST', KEYS[1])
-redis.call('SADD', KEYS[5], ARGV[8])
-return notify(KEYS[2], KEYS[3], KEYS[4], KEYS[6], ARGV[1], ARGV[2], ARGV[4], 0, ARGV[5], 'firing', ARGV[6], ARGV[7])
-`);
-
-// Resolves this firing of the fingerprint (and no other). A budget window can be moved back so
-// thresholds the new budget no longer reaches fire again when they are crossed again.
-// Returns the stream id, or false when it was not firing (already resolved by someone else).
-const RESOLVE = new LuaScript(`${NOTIFY}
-if redis.call('HGET', KEYS[1], 'alert_id') ~= ARGV[1] or redis.call('HGET', KEYS[1], 'state') ~= 'firing' then return false end
-redis.call('HSET', KEYS[1], 'state', 'resolved')
-redis.call('PEXPIRE', KEYS[1], ARGV[10])
-redis.call('SREM', KEYS[5], ARGV[8])
-if ARGV[9] ~= '' then
-  local hi = tonumber(redis.call('HGET', KEYS[7], 'hi') or '0')
-  if hi > tonumber(ARGV[9]) then redis.call('HSET', KEYS[7], 'hi', ARGV[9]) end
-end
-return notify(KEYS[2], KEYS[3], KEYS[4], KEYS[6], ARGV[1], ARGV[2], ARGV[4], ARGV[10], ARGV[5], 'resolved', ARGV[6], ARGV[7])
-`);
+// Each transition checks the state and notifies in one script (see each script's header); all three
+// include notify.lua, which writes the record, the stream notice and the history index.
+const APPLY_COST_WINDOW = new LuaScript(APPLY_COST_WINDOW_LUA);
+const FIRE = new LuaScript(FIRE_ALERT_LUA);
+const RESOLVE = new LuaScript(RESOLVE_ALERT_LUA);
 
 /** Alertmanager-style identity of an alert: a hash of its labels, stable across instances and restarts. */
 export function fingerprintOf(...labels: Array<string | number>): string {

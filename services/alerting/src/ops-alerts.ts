@@ -2,22 +2,12 @@ import type Redis from 'ioredis';
 import { type EventOf, LuaScript, type OpsAlert } from '@tollgate/shared';
 import { z } from 'zod';
 import { type AlertLog, fingerprintOf, newAlertId } from './alert-log';
+import COUNT_ERROR_LUA from './count-error-1.lua';
+import SET_CIRCUIT_LUA from './set-circuit-1.lua';
 
-// Keeps the newest circuit state per breaker: opened/closed can arrive out of order across instances.
-const SET_CIRCUIT = new LuaScript(`
-local cur = redis.call('HGET', KEYS[1], ARGV[1])
-if cur and tonumber(cjson.decode(cur).at) > tonumber(ARGV[2]) then return 0 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
-return 1
-`);
-
-// Counts an error once by event id in a sliding window; returns the count in the window.
-const COUNT_ERROR = new LuaScript(`
-redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
-return redis.call('ZCARD', KEYS[1])
-`);
+// The newest circuit state per breaker, and errors per service and category in a sliding window.
+const SET_CIRCUIT = new LuaScript(SET_CIRCUIT_LUA);
+const COUNT_ERROR = new LuaScript(COUNT_ERROR_LUA);
 
 const circuitSchema = z.object({
   state: z.enum(['open', 'closed']),

@@ -7,13 +7,14 @@ import {
   alertRecordSchema,
   formatUsd,
   queuePrefix,
+  QUEUES,
   TollgateError,
   type WebhookDeadLetter,
   type WebhookTargets,
 } from '@tollgate/shared';
 import { z } from 'zod';
 
-export const WEBHOOK_QUEUE = 'webhooks';
+export const WEBHOOK_QUEUE = QUEUES.webhooks;
 export const SIGNATURE_HEADER = 'x-tollgate-signature';
 export const TIMESTAMP_HEADER = 'x-tollgate-timestamp';
 export const DELIVERY_HEADER = 'x-tollgate-delivery';

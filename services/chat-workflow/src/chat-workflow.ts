@@ -3,12 +3,12 @@ import type Redis from 'ioredis';
 import {
   type BackoffOptions,
   type BreakerRegistry,
+  type CacheSettingsStore,
   type ChatJob,
   type ChatJobResult,
   type ChatMessage,
   type ChatStreamItem,
   chainFor,
-  chatExperiment,
   chatOutputKey,
   type CompletionChunk,
   type CompletionResult,
@@ -16,19 +16,22 @@ import {
   countTokens,
   DeadlineExceededError,
   type EventBus,
-  type ExposureLog,
-  type FlagReader,
+  finishHold,
+  messageBytes,
+  type GroundingOutcome,
+  type PriceTable,
   type ProviderClient,
   type ProviderName,
   type RecoveryDecision,
   type RunEvent,
   RecoveryFailedError,
-  requestFlagContext,
+  type ResponseCache,
   type Target,
   withRecovery,
   WorkflowRun,
 } from '@tollgate/shared';
 import type { ConversationStore } from './conversation-store';
+import { contextMessage, type Retrieval, retrieveContext } from './grounding';
 
 export const SERVICE = 'chat-workflow';
 
@@ -43,11 +46,15 @@ export interface ChatDeps {
   callTimeoutMs: number;
   maxAttempts: number;
   backoff?: BackoffOptions;
-  /** The service's flag snapshot: the chat provider experiment. Absent: no experiment. */
-  flags?: FlagReader;
-  /** Publishes the experiment's `flag.exposed` once per user and day. */
-  exposures?: ExposureLog;
+  /** The caching service (grounded chat's RAG context); the worker builds one when absent. */
+  cache?: ResponseCache;
+  cacheSettings?: CacheSettingsStore;
+  /** Prices the retrieval for rag.context_retrieved (the ledger prices it again, authoritatively). */
+  priceTable?: PriceTable;
 }
+
+/** ChatDeps with the caching parts filled in (createChatWorker does it once per process). */
+export type ChatRunDeps = ChatDeps & Required<Pick<ChatDeps, 'cache' | 'cacheSettings' | 'priceTable'>>;
 
 const OUTPUT_TTL_SECONDS = 300;
 
@@ -55,7 +62,7 @@ const OUTPUT_TTL_SECONDS = 300;
  * One chat turn: history in, provider call with recovery, usage out. Never throws for a provider
  * or input failure; the result says what went wrong in the client's terms.
  */
-export async function runChatWorkflow(job: ChatJob, jobId: string, deps: ChatDeps): Promise<ChatJobResult> {
+export async function runChatWorkflow(job: ChatJob, jobId: string, deps: ChatRunDeps): Promise<ChatJobResult> {
   const run = new WorkflowRun({
     bus: deps.bus,
     workflow: 'chat',
@@ -70,7 +77,8 @@ export async function runChatWorkflow(job: ChatJob, jobId: string, deps: ChatDep
   const recorded: Array<Promise<unknown>> = [];
 
   try {
-    const history = job.conversation_id ? await deps.conversations.load(job.user_id, job.conversation_id) : [];
+    const stored = job.conversation_id ? await deps.conversations.load(job.user_id, job.conversation_id) : [];
+    const history = job.history_max_bytes === undefined ? stored : newestWithin(stored, job.history_max_bytes);
     const messages = [...history, ...job.messages];
     const lastUser = [...job.messages].reverse().find((m) => m.role === 'user');
     await run.start({
@@ -100,34 +108,38 @@ export async function runChatWorkflow(job: ChatJob, jobId: string, deps: ChatDep
       maxAttempts: deps.maxAttempts,
       backoff: deps.backoff,
     };
-    // A model the client named wins over the experiment; everyone else is split by its variants.
-    const assignment = job.model || !deps.flags ? undefined : chatExperiment(deps.flags, requestFlagContext(job, job.conversation_id ? { sessionId: job.conversation_id } : {}));
-    if (assignment && deps.exposures) {
-      const meta = { correlation_id: job.request_id, user_id: job.user_id, project_id: job.project_id };
-      // Beside the provider call, not before it; a lost exposure must not fail the chat.
-      recorded.push(deps.exposures.record(assignment.flag, assignment.variant, job.user_id, true, meta).catch(() => undefined));
+    let retrieval: Retrieval | undefined;
+    if (job.grounding) {
+      retrieval = await retrieveContext(job, jobId, run, { gemini: deps.clients.gemini, cache: deps.cache, cacheSettings: deps.cacheSettings, priceTable: deps.priceTable, namespace: deps.namespace }, recovery);
+      // The search took part of the deadline; the answer gets what is left.
+      recovery.deadlineMs = job.deadline_at - Date.now();
+      if (recovery.deadlineMs <= 0) throw new DeadlineExceededError('The request deadline passed while the context was retrieved');
     }
-    const chain = assignment?.chain ?? chainFor(assignment?.model ?? job.model, deps.fallbackChain);
-    const request = { messages, ...(job.max_output_tokens && { maxOutputTokens: job.max_output_tokens }) };
+    const asked = retrieval ? [contextMessage(retrieval.context), ...messages] : messages;
+    const chain: Array<Target & { max_output_tokens?: number }> = job.targets ?? chainFor(job.model, deps.fallbackChain);
+    const request = (t: (typeof chain)[number], signal: AbortSignal) => {
+      const cap = t.max_output_tokens ?? job.max_output_tokens;
+      return { messages: asked, model: t.model, signal, ...(cap && { maxOutputTokens: cap }) };
+    };
 
     let result: CompletionResult;
     let outcome;
     if (output) {
       outcome = await withRecovery(chain, async (t, signal) => {
-        const it = deps.clients[t.provider].stream({ ...request, model: t.model, signal })[Symbol.asyncIterator]();
+        const it = deps.clients[t.provider].stream(request(t, signal))[Symbol.asyncIterator]();
         // The first chunk proves the provider answered; failures before it can still fall back.
         return { it, first: await it.next() };
       }, recovery);
-      result = await pumpStream(outcome.value.it, outcome.value.first, output, run, outcome.target, messages);
+      result = await pumpStream(outcome.value.it, outcome.value.first, output, run, outcome.target, asked, job.hold_id);
     } else {
-      outcome = await withRecovery(chain, (t, signal) => deps.clients[t.provider].complete({ ...request, model: t.model, signal }), recovery);
+      outcome = await withRecovery(chain, (t, signal) => deps.clients[t.provider].complete(request(t, signal)), recovery);
       result = outcome.value;
     }
     attempts.push(...outcome.attempts);
     await Promise.all(recorded);
 
     // The call is billed: its usage goes out first, with the rest of the run's end, in one round trip.
-    await run.complete({ provider: result.provider, model: result.model }, usageEvent(job, result, messages), {
+    await run.complete({ provider: result.provider, model: result.model }, usageEvent(job, result, asked), {
       type: 'chat.response_generated',
       data: {
         conversation_id: job.conversation_id ?? job.request_id,
@@ -159,6 +171,7 @@ export async function runChatWorkflow(job: ChatJob, jobId: string, deps: ChatDep
       usage_source: result.usageSource,
       attempts: outcome.attempts,
       fallback_used: outcome.fallbackUsed,
+      ...(retrieval && { grounding: groundingOutcome(retrieval) }),
     };
     await output?.write({ kind: 'done', result: done });
     return done;
@@ -172,7 +185,42 @@ export async function runChatWorkflow(job: ChatJob, jobId: string, deps: ChatDep
     };
     await output?.write({ kind: 'done', result: failed });
     return failed;
+  } finally {
+    if (job.hold_id) {
+      await finishHold(deps.redis, deps.namespace, job.hold_id, run.billedCalls).catch((err: unknown) =>
+        // The hold then expires with its deadline: money is held a little longer, never lost.
+        run.recordError(err, 'degraded').catch(() => undefined),
+      );
+    }
   }
+}
+
+/** The newest messages whose JSON fits `maxBytes`: what the budget hold counted at admission. */
+function newestWithin(history: ChatMessage[], maxBytes: number): ChatMessage[] {
+  let bytes = 0;
+  let i = history.length;
+  while (i > 0) {
+    const next = bytes + messageBytes([history[i - 1]!]);
+    if (next > maxBytes) break;
+    bytes = next;
+    i--;
+  }
+  return history.slice(i);
+}
+
+function groundingOutcome(r: Retrieval): GroundingOutcome {
+  const c = r.context;
+  return {
+    queries: c.queries,
+    sources: c.sources,
+    ...(c.entry_point_html && { search_entry_point_html: c.entry_point_html }),
+    provider: c.provider,
+    model: c.model,
+    cached: r.cached,
+    cost_micros: r.cached ? 0 : c.cost_micros,
+    search_micros: r.cached ? 0 : c.search_micros,
+    ...(r.avoided_micros !== undefined && { avoided_micros: r.avoided_micros }),
+  };
 }
 
 /** What was asked, as a hash: the ledger counts identical requests a cache would have absorbed. */
@@ -192,7 +240,9 @@ function usageEvent(job: ChatJob, result: CompletionResult, messages: ChatMessag
       usage_source: result.usageSource,
       request_id: job.request_id,
       cached: false,
-      request_fingerprint: fingerprint(result.model, messages),
+      // Where the answer cache is on, its repeats are not evidence that a cache would help.
+      ...(!job.answer_cached && { request_fingerprint: fingerprint(result.model, messages) }),
+      ...(job.hold_id && { hold_id: job.hold_id }),
     },
   };
 }
@@ -209,6 +259,7 @@ async function pumpStream(
   run: WorkflowRun,
   target: Target,
   messages: ChatMessage[],
+  holdId: string | undefined,
 ): Promise<CompletionResult> {
   let partial = '';
   try {
@@ -229,6 +280,7 @@ async function pumpStream(
       usage_source: 'tokenizer',
       request_id: run.meta().correlation_id,
       cached: false,
+      ...(holdId && { hold_id: holdId }),
     });
     throw error;
   }

@@ -1,5 +1,5 @@
 import type Redis from 'ioredis';
-import type { ChatMessage } from '@tollgate/shared';
+import { type ChatMessage, conversationKey } from '@tollgate/shared';
 
 /**
  * Conversation history in Redis, one list per user and conversation (a conversation id never
@@ -13,7 +13,7 @@ export class ConversationStore {
   ) {}
 
   private key(userId: string, conversationId: string): string {
-    return `${this.namespace}:conv:${userId}:${conversationId}`;
+    return conversationKey(this.namespace, userId, conversationId);
   }
 
   async load(userId: string, conversationId: string): Promise<ChatMessage[]> {

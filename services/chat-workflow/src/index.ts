@@ -1,13 +1,13 @@
 import {
+  CONVERSATION_MAX_MESSAGES,
   createLogger,
   createProviderClients,
   createRedis,
   describeProviders,
   EventBus,
-  ExposureLog,
-  FlagSnapshot,
   hashTagged,
   loadConfig,
+  loadPriceTable,
   onShutdown,
   startHealthServer,
   startSharedBreakers,
@@ -30,23 +30,19 @@ async function main(): Promise<void> {
   const bus = new EventBus({ redis, prefix: namespace, service: SERVICE, maxLen: config.bus.maxLen, logger });
 
   const { breakers, stop: stopBreakers } = await startSharedBreakers(bus, redis, namespace, instance);
-  // Evaluated in memory per job; kept current by flags.changed on the bus, polled as a fallback.
-  const flags = new FlagSnapshot({ redis, namespace, appName: SERVICE, logger, ...config.flags });
-  await flags.start();
 
   const worker = createChatWorker(
     {
       bus,
       redis,
       namespace,
-      conversations: new ConversationStore(redis, namespace, { maxMessages: 50, ttlSeconds: 24 * 3600 }),
+      conversations: new ConversationStore(redis, namespace, { maxMessages: CONVERSATION_MAX_MESSAGES, ttlSeconds: 24 * 3600 }),
       clients: createProviderClients(config.providers, config.providerTimeoutMs),
       breakers,
       fallbackChain: config.chatFallbackChain,
       callTimeoutMs: config.providerTimeoutMs,
       maxAttempts: config.maxProviderAttempts,
-      flags,
-      exposures: new ExposureLog(redis, namespace, bus),
+      priceTable: loadPriceTable({ file: config.priceTableFile }),
     },
     { connection: createRedis(config.redisUrl, { logger, blocking: true, name: `${SERVICE}-worker` }), concurrency: config.chatWorkerConcurrency },
   );
@@ -61,7 +57,6 @@ async function main(): Promise<void> {
     ['health server', () => health?.close()],
     ['worker', () => worker.close()],
     ['breakers', () => stopBreakers()],
-    ['flags', () => flags.stop()],
     ['redis', () => redis.quit()],
   ]);
 }

@@ -1,7 +1,7 @@
 import { Worker } from 'bullmq';
 import type Redis from 'ioredis';
-import { type ChatJob, type ChatJobResult, chatJobSchema, INVALID_JOB_ERROR, QUEUES, queuePrefix, WORKER_RECOVERY } from '@tollgate/shared';
-import { type ChatDeps, runChatWorkflow } from './chat-workflow';
+import { CacheSettingsStore, type ChatJob, type ChatJobResult, chatJobSchema, INVALID_JOB_ERROR, QUEUES, queuePrefix, ResponseCache, SEED_PRICE_TABLE, WORKER_RECOVERY } from '@tollgate/shared';
+import { type ChatDeps, type ChatRunDeps, runChatWorkflow } from './chat-workflow';
 
 export interface ChatWorkerOptions {
   /** A connection with `maxRetriesPerRequest: null`, as BullMQ workers require. */
@@ -14,7 +14,13 @@ export interface ChatWorkerOptions {
  * would make BullMQ retry something that can never succeed. Only infrastructure failures (Redis)
  * throw, and a crashed worker's job is picked up again by BullMQ's stalled-job check.
  */
-export function createChatWorker(deps: ChatDeps, opts: ChatWorkerOptions): Worker<ChatJob, ChatJobResult> {
+export function createChatWorker(chatDeps: ChatDeps, opts: ChatWorkerOptions): Worker<ChatJob, ChatJobResult> {
+  const deps: ChatRunDeps = {
+    ...chatDeps,
+    cache: chatDeps.cache ?? new ResponseCache(chatDeps.redis, chatDeps.namespace),
+    cacheSettings: chatDeps.cacheSettings ?? new CacheSettingsStore(chatDeps.redis, chatDeps.namespace),
+    priceTable: chatDeps.priceTable ?? SEED_PRICE_TABLE,
+  };
   return new Worker<ChatJob, ChatJobResult>(
     QUEUES.chat,
     async (job) => {

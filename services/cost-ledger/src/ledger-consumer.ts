@@ -11,7 +11,7 @@ export function consumeUsage(bus: EventBus, writer: LedgerWriter, table: PriceTa
     'usage.recorded',
     async (event) => {
       const entry = toEntry(event, table);
-      const { totals } = await writer.write(entry, event.data.request_fingerprint);
+      const { totals } = await writer.write(entry, event.data.request_fingerprint, event.data.hold_id);
       await bus.publish(
         'cost.recorded',
         {

@@ -1,6 +1,6 @@
 import type Redis from 'ioredis';
-import { type BudgetPeriod, indexMember, type LedgerEntry, ledgerKeys, type PeriodKeys, periodKeys, SHORT_OUTPUT_TOKENS } from '@tollgate/shared';
-import { APPEND_BATCH_LUA } from './ledger-script';
+import { type BudgetPeriod, type HoldKeys, holdKeys, indexMember, type LedgerEntry, ledgerKeys, type PeriodKeys, periodKeys, SHORT_OUTPUT_TOKENS } from '@tollgate/shared';
+import APPEND_BATCH_LUA from './append-batch-n.lua';
 
 export interface ScopeTotal {
   scope: 'global' | 'user' | 'project';
@@ -21,6 +21,8 @@ type BatchCommand = (...args: string[]) => Promise<string[]>;
 interface Pending {
   entry: LedgerEntry;
   fingerprint?: string;
+  /** The request's budget hold, settled by this entry in the same step. */
+  holdId?: string;
   resolve: (r: AppendResult) => void;
   reject: (e: unknown) => void;
 }
@@ -43,11 +45,12 @@ const SCOPES = ['global', 'user', 'project'] as const;
 
 /**
  * The ledger's only write path. Entries written in the same tick go to Redis as one batch
- * (one script call, see ledger-script.ts); each caller still gets its own entry's outcome and
+ * (one script call, see append-batch-n.lua); each caller still gets its own entry's outcome and
  * running totals.
  */
 export class LedgerWriter {
   private readonly keys;
+  private readonly holds: HoldKeys;
   private readonly command: BatchCommand;
   private queue: Pending[] = [];
   private scheduled = false;
@@ -61,15 +64,16 @@ export class LedgerWriter {
   ) {
     this.redisForReads = redis;
     this.keys = ledgerKeys(namespace);
+    this.holds = holdKeys(namespace);
     // defineCommand sends EVALSHA, falling back to EVAL once: the script text is not resent per call.
     redis.defineCommand('tollgateLedgerAppendBatch', { lua: APPEND_BATCH_LUA });
     const command = (redis as unknown as Record<string, BatchCommand>).tollgateLedgerAppendBatch!;
     this.command = command.bind(redis);
   }
 
-  write(entry: LedgerEntry, fingerprint?: string): Promise<AppendResult> {
+  write(entry: LedgerEntry, fingerprint?: string, holdId?: string): Promise<AppendResult> {
     return new Promise((resolve, reject) => {
-      this.queue.push({ entry, fingerprint, resolve, reject });
+      this.queue.push({ entry, fingerprint, holdId, resolve, reject });
       if (this.queue.length >= this.maxBatch) this.flush();
       else if (!this.scheduled) {
         this.scheduled = true;
@@ -142,10 +146,12 @@ export class LedgerWriter {
     };
     const indexes = new Map<number, number[]>();
     const fingerprints: Array<[number, string]> = [];
+    const settles: Array<[number, number, string]> = [];
     const periods = batch.map(({ entry }) => periodsOf(entry.occurred_at));
     const running = batch.map(({ entry }, i) => this.runningFields(entry, periods[i]!));
 
-    batch.forEach(({ entry, fingerprint }, n0) => {
+    batch.forEach(({ entry, fingerprint, holdId }, n0) => {
+      if (holdId) settles.push([ref(this.holds.hold(holdId)), entry.amount_micros, holdId]);
       const p = periods[n0]!;
       const amount = entry.amount_micros;
       const modelKey = `${entry.provider}/${entry.model}`;
@@ -201,6 +207,8 @@ export class LedgerWriter {
       i: [...increments].flatMap(([key, fields]) => [...fields].map(([field, amount]) => [key, field, amount])),
       r: runningKeys,
       p: fingerprints,
+      h: settles,
+      x: settles.length > 0 ? ref(this.holds.expiry) : 0,
     };
     const reply = await this.command(
       String(keyList.length),

@@ -1,4 +1,4 @@
-import { type EventOf, type LedgerEntry, permanent, price, type PriceTable, TollgateError, UNATTRIBUTED } from '@tollgate/shared';
+import { type EventOf, type LedgerEntry, permanent, price, type PriceTable, searchMicros, TollgateError, UNATTRIBUTED } from '@tollgate/shared';
 
 export type UsageEvent = EventOf<'usage.recorded'>;
 
@@ -18,6 +18,7 @@ export function toEntry(event: UsageEvent, table: PriceTable, now = new Date()):
   } catch (err) {
     throw err instanceof TollgateError ? permanent(err) : err;
   }
+  const search = searchMicros(priced);
   return {
     entry_id: entryIdFor(event.id),
     usage_event_id: event.id,
@@ -29,7 +30,9 @@ export function toEntry(event: UsageEvent, table: PriceTable, now = new Date()):
     service: d.service,
     operation: d.operation,
     units: d.units,
+    ...(search > 0 && { search_micros: search }),
     cached: d.cached,
+    ...(d.reused_request_id !== undefined && { reused_request_id: d.reused_request_id }),
     usage_source: d.usage_source,
     user_id: event.user_id ?? UNATTRIBUTED,
     project_id: event.project_id ?? UNATTRIBUTED,

@@ -1,8 +1,8 @@
 import express, { type Express } from 'express';
 import helmet from 'helmet';
 import type Redis from 'ioredis';
-import type { PriceTable } from '@tollgate/shared';
-import type { ApiKeyStore } from './auth/api-keys';
+import { type ApiKeyStore, type CacheSettingsStore, DEFAULT_CHAT_CHAIN, type EventBus, type PriceTable, type ResponseCache, type Target } from '@tollgate/shared';
+import { AnswerCache } from './answer-cache';
 import { admission } from './auth/admission';
 import { authenticate } from './auth/middleware';
 import type { ChatDispatcher } from './chat-dispatch';
@@ -16,11 +16,13 @@ import { healthRoutes } from './routes/health';
 import { openAiRoutes } from './routes/openai-compat';
 import { alertRoutes } from './routes/alerts';
 import { budgetRoutes } from './routes/budgets';
-import { AlertStore, BudgetStore, WebhookTargets } from '@tollgate/shared';
+import { cacheRoutes } from './routes/cache';
+import { AlertStore, BudgetStore, ExposureLog, WebhookTargets } from '@tollgate/shared';
 import { type VisionRouteOptions, visionRoutes } from './routes/vision';
 import { dashboardRoutes } from './routes/dashboard';
 import { type OpsRouteDeps, opsRoutes } from './routes/ops';
 import type { Guards } from './routes/guards';
+import { DEFAULT_MAX_OUTPUT_TOKENS, type SpendOptions, visionWork } from './spend';
 import { type FlagRouteDeps, flagRoutes } from './routes/flags';
 
 export interface GatewayDeps {
@@ -33,12 +35,23 @@ export interface GatewayDeps {
   adminToken: string | undefined;
   maxBodyBytes: number;
   rateLimitPerMinute: number;
+  /** The request deadline, which bounds how long a dead request's budget hold lasts. */
+  requestDeadlineMs?: number;
+  /** How long past the deadline a dead request's hold lasts. */
+  holdMarginMs?: number;
+  /** The chat chain the worst case is priced over (the workers call exactly what the job names). */
+  chatFallbackChain?: readonly Target[];
+  /** Output cap sent to the provider when a client sets none (per model, else the default). */
+  defaultMaxOutputTokens?: number;
+  maxOutputTokensByModel?: Readonly<Record<string, number>>;
   /** `POST /v1/vision`; absent in setups that exercise other paths only. */
   vision?: VisionRouteOptions;
   /** The cost API (`/v1/costs/...`); absent in setups that exercise other paths only. */
   costs?: CostRouteOptions;
   /** Operator status and the live event stream (`/v1/ops/status`, `/v1/events/stream`). */
   ops?: Omit<OpsRouteDeps, 'redis' | 'namespace' | 'metrics'>;
+  /** The caching service: chat answers served by the gateway, stats, settings, purge. Absent: every request BYPASSes. */
+  cache?: { cache: ResponseCache; settings: CacheSettingsStore; bus: EventBus };
   /** The flags admin API (`/v1/flags/...`). */
   flags?: FlagRouteDeps;
 }
@@ -52,10 +65,25 @@ export function createApp(deps: GatewayDeps): Express {
   app.use(requestId);
   app.use(deps.metrics.middleware);
 
-  const admit = { redis: deps.redis, namespace: deps.namespace, keys: deps.keys, adminToken: deps.adminToken, perMinute: deps.rateLimitPerMinute };
+  const admit = {
+    redis: deps.redis,
+    namespace: deps.namespace,
+    keys: deps.keys,
+    adminToken: deps.adminToken,
+    perMinute: deps.rateLimitPerMinute,
+    deadlineMs: deps.requestDeadlineMs,
+    ...(deps.holdMarginMs !== undefined && { holdMarginMs: deps.holdMarginMs }),
+    onHoldsExpired: (n: number) => deps.metrics.holdsExpired.inc(n),
+  };
+  const spend: SpendOptions = {
+    priceTable: deps.priceTable,
+    fallbackChain: deps.chatFallbackChain ?? DEFAULT_CHAT_CHAIN,
+    defaultMaxOutputTokens: deps.defaultMaxOutputTokens ?? DEFAULT_MAX_OUTPUT_TOKENS,
+    ...(deps.maxOutputTokensByModel && { maxOutputTokensByModel: deps.maxOutputTokensByModel }),
+  };
   const guards: Guards = {
-    chat: [admission(admit, 'chat', { budget: true })],
-    vision: [admission(admit, 'vision', { budget: true })],
+    chat: (estimate) => [admission(admit, 'chat', { budget: estimate })],
+    vision: [admission(admit, 'vision', { budget: () => visionWork(deps.priceTable) })],
     costs: [admission(admit, 'costs', { budget: false })],
     admin: [authenticate(deps.keys, deps.adminToken, 'admin')],
   };
@@ -66,8 +94,11 @@ export function createApp(deps: GatewayDeps): Express {
   app.use(healthRoutes(deps.redis, deps.metrics.registry));
   app.use(dashboardRoutes());
   if (deps.ops) app.use(opsRoutes(guards.admin, { redis: deps.redis, namespace: deps.namespace, metrics: deps.metrics, ...deps.ops }));
-  app.use(chatRoutes(guards, deps.dispatcher, deps.priceTable));
-  app.use(openAiRoutes(guards, deps.dispatcher, deps.priceTable));
+  const answers = deps.cache && new AnswerCache({ ...deps.cache, priceTable: deps.priceTable, namespace: deps.namespace });
+  const chatFlags = deps.flags && { reader: deps.flags.snapshot, exposures: new ExposureLog(deps.redis, deps.namespace, deps.flags.bus) };
+  app.use(chatRoutes(guards, deps.dispatcher, spend, answers, chatFlags));
+  app.use(openAiRoutes(guards, deps.dispatcher, spend, answers));
+  if (deps.cache) app.use(cacheRoutes(guards, deps.cache.cache, deps.cache.settings));
   app.use(adminRoutes(guards, deps.keys));
   if (deps.flags) app.use(flagRoutes(guards, deps.flags));
   if (deps.costs) app.use(costRoutes(guards, deps.costs));

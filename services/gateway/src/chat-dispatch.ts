@@ -22,7 +22,7 @@ export class ChatDispatcher {
     events: QueueEvents,
     private readonly redis: Redis,
     private readonly namespace: string,
-    private readonly deadlineMs: number,
+    readonly deadlineMs: number,
   ) {
     this.waiter = new JobWaiter(events);
   }

@@ -1,5 +1,5 @@
 import type { ErrorRequestHandler, Response } from 'express';
-import { classify, TollgateError } from '@tollgate/shared';
+import { BudgetExceededError, classify, TollgateError } from '@tollgate/shared';
 import { ZodError } from 'zod';
 
 /**
@@ -23,6 +23,7 @@ export interface ErrorBody {
     suggested_actions: string[];
     request_id: string;
     issues?: Array<{ path: string; message: string }>;
+    budget?: Record<string, string | number>;
   };
 }
 
@@ -40,10 +41,22 @@ export function sendError(res: Response, error: unknown): void {
       ...(error instanceof ZodError && {
         issues: error.issues.map((i) => ({ path: i.path.join('.') || '(body)', message: i.message })),
       }),
+      ...(error instanceof BudgetExceededError && { budget: budgetDetails(error) }),
     },
   };
   if (c.retryAfterMs !== undefined) res.setHeader('retry-after', String(Math.max(1, Math.ceil(c.retryAfterMs / 1000))));
   res.status(c.httpStatus).json(body);
+}
+
+/**
+ * Which budget refused and, for the caller's own user or project, by how much; the global
+ * budget's figures are every tenant's spend together, so only its name is given.
+ */
+function budgetDetails(e: BudgetExceededError): Record<string, string | number> {
+  const where = { scope: e.scope, scope_id: e.scopeId, period: e.period };
+  if (e.scope === 'global') return where;
+  const amounts = Object.entries(e.amounts).filter((kv): kv is [string, number] => kv[1] !== undefined);
+  return { ...where, ...Object.fromEntries(amounts) };
 }
 
 /** Sends a failure a worker already classified (job results carry no error objects). */

@@ -1,11 +1,13 @@
 import { Queue, QueueEvents } from 'bullmq';
 import {
+  ApiKeyStore,
   type ChatJob,
   type ChatJobResult,
   type CostReport,
   createLogger,
   createRedis,
   describeProviders,
+  CacheSettingsStore,
   ErrorRateTracker,
   EventBus,
   FlagSnapshot,
@@ -16,19 +18,21 @@ import {
   loadPriceTable,
   onShutdown,
   QUEUES,
+  sweepHolds,
   queuePrefix,
   type ReportJob,
+  ResponseCache,
   type VisionJob,
   type VisionJobResult,
 } from '@tollgate/shared';
 import { createApp } from './app';
-import { ApiKeyStore } from './auth/api-keys';
 import { ChatDispatcher } from './chat-dispatch';
 import { createMetrics, followServiceHealth } from './metrics';
 import { ReportDispatcher } from './report-dispatch';
 import { VisionDispatcher } from './vision-dispatch';
 
 const SERVICE = 'gateway';
+const HOLD_SWEEP_INTERVAL_MS = 2_000;
 
 async function main(): Promise<void> {
   const config = loadConfig();
@@ -59,7 +63,7 @@ async function main(): Promise<void> {
   const reportQueue = new Queue<ReportJob, CostReport>(QUEUES.reports, { connection: queueRedis, prefix });
   const reportEvents = new QueueEvents(QUEUES.reports, { connection: createRedis(config.redisUrl, { logger, blocking: true, name: `${SERVICE}-report-events` }), prefix });
   await reportEvents.waitUntilReady();
-  // Read-only use of the bus: the ledger's dead letters for the cost API.
+  // The ledger's dead letters for the cost API; and cache hits' zero-cost usage events.
   const bus = new EventBus({ redis, prefix: namespace, service: SERVICE });
   const priceTable = loadPriceTable({ file: config.priceTableFile });
 
@@ -81,8 +85,13 @@ async function main(): Promise<void> {
     adminToken: config.adminToken,
     maxBodyBytes: config.maxBodyBytes,
     rateLimitPerMinute: config.rateLimitPerMinute,
+    requestDeadlineMs: config.requestDeadlineMs,
+    chatFallbackChain: config.chatFallbackChain,
+    defaultMaxOutputTokens: config.chatMaxOutputTokens,
+    maxOutputTokensByModel: config.chatMaxOutputTokensByModel,
     vision: { dispatcher: new VisionDispatcher(visionQueue, visionEvents, redis, namespace, config.requestDeadlineMs), maxImageBytes: config.visionMaxBytes },
     ops: { errorRates, queues: [chatQueue, visionQueue] },
+    cache: { cache: new ResponseCache(redis, namespace), settings: new CacheSettingsStore(redis, namespace), bus },
     flags: { store: new FlagStore(redis, namespace), snapshot: flags, bus },
     costs: {
       reader: new LedgerReader(redis, namespace),
@@ -91,6 +100,14 @@ async function main(): Promise<void> {
       deadLetters: async (count) => (await bus.deadLetters(count * 5)).filter((d) => d.group === 'cost-ledger').slice(0, count),
     },
   });
+  // Holds of requests that died are also given back when no paid request comes to sweep them.
+  const sweeper = setInterval(() => {
+    sweepHolds(redis, namespace)
+      .then((n) => n > 0 && metrics.holdsExpired.inc(n))
+      .catch((err: unknown) => logger.warn('budget hold sweep failed', { error: (err as Error).message }));
+  }, HOLD_SWEEP_INTERVAL_MS);
+  sweeper.unref();
+
   const server = app.listen(config.gateway.port, config.gateway.host, () => {
     logger.info(`gateway listening on http://${config.gateway.host}:${config.gateway.port}`);
     logger.info(describeProviders(config));
@@ -102,6 +119,7 @@ async function main(): Promise<void> {
 
   onShutdown(logger, [
     ['http', () => new Promise((resolve) => server.close(resolve))],
+    ['hold sweeper', async () => clearInterval(sweeper)],
     ['live events', () => live.stop()],
     ['flags', () => flags.stop()],
     ['queue events', () => chatEvents.close()],

@@ -9,6 +9,8 @@ export interface GatewayMetrics {
   middleware: RequestHandler;
   /** Latest known breaker states, fed from `circuit.*` events. */
   breakers: Map<string, BreakerState>;
+  /** Budget holds given back because their request died before it ended them. */
+  holdsExpired: Counter;
 }
 
 const STATE_VALUE: Record<BreakerState, number> = { closed: 0, half_open: 0.5, open: 1 };
@@ -87,7 +89,13 @@ export function createMetrics(queues: Queue[], errorRates: ErrorRateTracker): Ga
     next();
   };
 
-  return { registry, middleware, breakers };
+  const holdsExpired = new Counter({
+    name: 'tollgate_budget_holds_expired_total',
+    help: 'Budget holds given back at expiry because their request died (gateway or worker killed)',
+    registers: [registry],
+  });
+
+  return { registry, middleware, breakers, holdsExpired };
 }
 
 /** Feeds breaker states and error rates from the bus as the services report them. */

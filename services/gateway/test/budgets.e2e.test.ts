@@ -102,6 +102,8 @@ test('a hard budget at 100% refuses the next chat with 402 and bills nothing; ra
     message: 'The spending budget has been reached, so paid requests are paused until it resets or is raised.',
     suggested_actions: ['Wait for the budget period to reset', 'Ask an administrator to raise the budget'],
     request_id: 'refused-1',
+    // Which budget, and why this request does not fit: its worst case exceeds what is left.
+    budget: { scope: 'project', scope_id: 'proj-1', period: 'day', spent_micros: 0, held_micros: 0, limit_micros: 1_000, request_worst_case_micros: expect.any(Number) },
   });
   const compat = await post(sys, '/v1/chat/completions', { model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'Hi' }] }, { ...user, 'x-request-id': 'refused-2' });
   expect(compat.status).toBe(402);

@@ -1,6 +1,7 @@
 import type { AddressInfo } from 'node:net';
 import { Queue, QueueEvents } from 'bullmq';
 import {
+  ApiKeyStore,
   type ChatJob,
   type ChatJobResult,
   type CostReport,
@@ -21,7 +22,6 @@ import { consumeUsage } from '@tollgate/cost-ledger/src/ledger-consumer';
 import { LedgerWriter } from '@tollgate/cost-ledger/src/ledger-writer';
 import { createReportWorker } from '@tollgate/cost-ledger/src/reports';
 import { createApp } from '../src/app';
-import { ApiKeyStore } from '../src/auth/api-keys';
 import { ChatDispatcher } from '../src/chat-dispatch';
 import { createMetrics } from '../src/metrics';
 import { ReportDispatcher } from '../src/report-dispatch';

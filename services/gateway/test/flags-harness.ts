@@ -1,19 +1,21 @@
 import type { AddressInfo } from 'node:net';
 import { Queue, QueueEvents } from 'bullmq';
 import {
+  ApiKeyStore,
   BreakerRegistry,
+  CacheSettingsStore,
   type ChatJob,
   type ChatJobResult,
   createProviderClients,
   createRedis,
   ErrorRateTracker,
   EventBus,
-  ExposureLog,
   FlagSnapshot,
   FlagStore,
   loadPriceTable,
   QUEUES,
   queuePrefix,
+  ResponseCache,
   type VisionJob,
   type VisionJobResult,
 } from '@tollgate/shared';
@@ -21,11 +23,9 @@ import { TEST_REDIS_URL, testRedis } from '@tollgate/shared/src/testing';
 import { ConversationStore } from '@tollgate/chat-workflow/src/conversation-store';
 import { createChatWorker } from '@tollgate/chat-workflow/src/worker';
 import { startStub, stubEndpoints } from '@tollgate/stub-llm';
-import { ResultCache } from '@tollgate/vision/src/result-cache';
 import { neverNearBudget } from '@tollgate/vision/src/routing';
 import { createVisionWorker } from '@tollgate/vision/src/worker';
 import { createApp } from '../src/app';
-import { ApiKeyStore } from '../src/auth/api-keys';
 import { ChatDispatcher } from '../src/chat-dispatch';
 import { createMetrics } from '../src/metrics';
 import { VisionDispatcher } from '../src/vision-dispatch';
@@ -34,19 +34,18 @@ import { DEFAULT_CHAIN } from './harness';
 export const FLAGS_ADMIN_TOKEN = 'admin-token-for-flag-tests-01234';
 
 /**
- * Gateway (with the flags API), chat worker and vision worker, each with its own flag snapshot as
- * separate instances would have. The snapshots poll only once a minute: a change that shows up
- * sooner came over the bus.
+ * Gateway (flags API, chat experiment, grounding kill switch), chat worker and vision worker; the
+ * gateway and the vision worker each have their own flag snapshot, as separate processes do. The
+ * snapshots poll only once a minute: a change that shows up sooner came over the bus.
  */
 export async function startFlagSystem(label: string) {
   const { redis, prefix: namespace, cleanup } = testRedis(label);
   const stub = await startStub({ port: 0, quiet: true });
   const clients = createProviderClients(stubEndpoints(stub.url), 2_000);
   const snapshot = (appName: string) => new FlagSnapshot({ redis, namespace, appName, maxAgeMs: 120_000, pollMs: 60_000 });
-  const chatFlags = snapshot('chat-workflow');
   const visionFlags = snapshot('vision');
   const gatewayFlags = snapshot('gateway');
-  await Promise.all([chatFlags.start(), visionFlags.start(), gatewayFlags.start()]);
+  await Promise.all([visionFlags.start(), gatewayFlags.start()]);
 
   const chatBus = new EventBus({ redis, prefix: namespace, service: 'chat-workflow', maxLen: 100_000 });
   const visionBus = new EventBus({ redis, prefix: namespace, service: 'vision', maxLen: 100_000 });
@@ -62,14 +61,13 @@ export async function startFlagSystem(label: string) {
       bus: chatBus,
       conversations: new ConversationStore(redis, namespace, { maxMessages: 50, ttlSeconds: 600 }),
       fallbackChain: DEFAULT_CHAIN,
-      flags: chatFlags,
-      exposures: new ExposureLog(redis, namespace, chatBus),
+      priceTable: loadPriceTable(),
     },
     { connection: connections[0]!, concurrency: 8 },
   );
   const priceTable = loadPriceTable();
   const visionWorker = createVisionWorker(
-    { ...common, bus: visionBus, cache: new ResultCache(redis, namespace, 3600), priceTable, nearHardBudget: neverNearBudget, flags: visionFlags },
+    { ...common, bus: visionBus, cache: new ResponseCache(redis, namespace), cacheSettings: new CacheSettingsStore(redis, namespace), priceTable, nearHardBudget: neverNearBudget, flags: visionFlags },
     { connection: connections[1]!, concurrency: 4 },
   );
   const chatQueue = new Queue<ChatJob, ChatJobResult>(QUEUES.chat, { connection: redis, prefix: qPrefix, defaultJobOptions: { attempts: 1 } });
@@ -90,6 +88,7 @@ export async function startFlagSystem(label: string) {
     maxBodyBytes: 1024 * 1024,
     rateLimitPerMinute: 100_000,
     vision: { dispatcher: new VisionDispatcher(visionQueue, visionEvents, redis, namespace, 10_000), maxImageBytes: 1024 * 1024 },
+    chatFallbackChain: DEFAULT_CHAIN,
     flags: { store: new FlagStore(redis, namespace), snapshot: gatewayFlags, bus: gatewayBus },
   });
   const server = app.listen(0, '127.0.0.1');
@@ -102,13 +101,13 @@ export async function startFlagSystem(label: string) {
     redis,
     namespace,
     bus: gatewayBus,
-    snapshots: { chat: chatFlags, vision: visionFlags, gateway: gatewayFlags },
+    snapshots: { vision: visionFlags, gateway: gatewayFlags },
     async close() {
       await new Promise((resolve) => server.close(resolve));
       server.closeAllConnections();
       await Promise.all([chatWorker.close(), visionWorker.close()]);
       await Promise.all([chatEvents.close(), visionEvents.close(), chatQueue.close(), visionQueue.close()]);
-      await Promise.all([chatFlags.stop(), visionFlags.stop(), gatewayFlags.stop()]);
+      await Promise.all([visionFlags.stop(), gatewayFlags.stop()]);
       await stub.close();
       breakers.shutdown();
       await cleanup();

@@ -145,10 +145,35 @@ describe('flags in the product', () => {
     expect(await ask([7, 8, 9])).toMatchObject({ provider: 'gemini', degraded: false });
   });
 
+  test('the grounding kill switch answers grounded requests without a search, marked degraded, until it is off again', async () => {
+    const key = await userKey('ground-user');
+    const ask = async () => {
+      const res = await fetch(`${sys.url}/v1/chat`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: JSON.stringify({ message: `Who won the match ${randomUUID()}?`, grounding: true }) });
+      return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+    };
+    const before = await ask();
+    expect(before.status).toBe(200);
+    expect(before.body.grounding).toBeDefined();
+    expect(before.body.degraded).toBeUndefined();
+
+    await call(sys, 'PUT', `/v1/flags/${PRODUCT_FLAGS.groundingKill}`, { type: 'kill-switch', enabled: true });
+    expect(await waitFor(() => sys.snapshots.gateway.evaluate(PRODUCT_FLAGS.groundingKill).enabled, 1_000)).toBe(true);
+    const killed = await ask();
+    expect(killed.status).toBe(200);
+    expect(killed.body).toMatchObject({ degraded: true, degraded_reason: 'grounding_disabled' });
+    expect(killed.body.grounding).toBeUndefined();
+    const searches = (await sys.bus.history({ types: 'rag.context_retrieved' })).filter((e) => e.event.correlation_id === killed.body.request_id);
+    expect(searches).toHaveLength(0);
+
+    await call(sys, 'DELETE', `/v1/flags/${PRODUCT_FLAGS.groundingKill}`);
+    expect(await waitFor(() => sys.snapshots.gateway.evaluate(PRODUCT_FLAGS.groundingKill).error_code === 'FLAG_NOT_FOUND', 1_000)).toBe(true);
+    expect((await ask()).body.grounding).toBeDefined();
+  });
+
   test('the chat experiment routes each user to its variant\'s provider and publishes one exposure per user', async () => {
     const put = await call(sys, 'PUT', `/v1/flags/${PRODUCT_FLAGS.chatProviderExperiment}`, EXPERIMENT);
     expect(put.status).toBe(201);
-    expect(await waitFor(() => sys.snapshots.chat.evaluate(PRODUCT_FLAGS.chatProviderExperiment).enabled, 1_000)).toBe(true);
+    expect(await waitFor(() => sys.snapshots.gateway.evaluate(PRODUCT_FLAGS.chatProviderExperiment).enabled, 1_000)).toBe(true);
 
     const users = Array.from({ length: 24 }, (_, i) => `exp-user-${i}`);
     const seen = new Map<string, string>();
@@ -157,7 +182,7 @@ describe('flags in the product', () => {
       for (let turn = 0; turn < 2; turn++) {
         const res = await fetch(`${sys.url}/v1/chat`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: JSON.stringify({ message: 'hi' }) });
         const body = (await res.json()) as { provider: string };
-        const variant = sys.snapshots.chat.evaluate(PRODUCT_FLAGS.chatProviderExperiment, requestFlagContext({ user_id: user, project_id: 'proj-f' })).variant.name;
+        const variant = sys.snapshots.gateway.evaluate(PRODUCT_FLAGS.chatProviderExperiment, requestFlagContext({ user_id: user, project_id: 'proj-f' })).variant.name;
         expect(body.provider).toBe(PROVIDER_OF[variant]);
         seen.set(user, variant);
       }

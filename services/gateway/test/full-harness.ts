@@ -3,7 +3,10 @@ import { Writable } from 'node:stream';
 import { Queue, QueueEvents } from 'bullmq';
 import type Redis from 'ioredis';
 import {
+  ApiKeyStore,
   BreakerRegistry,
+  CacheSettingsStore,
+  ResponseCache,
   type ChatJob,
   type ChatJobResult,
   type CostReport,
@@ -31,11 +34,9 @@ import { createReportWorker } from '@tollgate/cost-ledger/src/reports';
 import { startAlerting } from '@tollgate/alerting/src/service';
 import { DEFAULT_SETTINGS } from '@tollgate/alerting/src/settings';
 import { type FaultConfig, startStub, stubEndpoints } from '@tollgate/stub-llm';
-import { ResultCache } from '@tollgate/vision/src/result-cache';
 import { neverNearBudget } from '@tollgate/vision/src/routing';
 import { createVisionWorker } from '@tollgate/vision/src/worker';
 import { createApp } from '../src/app';
-import { ApiKeyStore } from '../src/auth/api-keys';
 import { ChatDispatcher } from '../src/chat-dispatch';
 import { createMetrics, followServiceHealth } from '../src/metrics';
 import { ReportDispatcher } from '../src/report-dispatch';
@@ -112,6 +113,8 @@ export async function startFullSystem(label: string, opts: FullSystemOptions = {
   });
   const chatWorker = createChatWorker(
     {
+      priceTable,
+      cacheSettings: new CacheSettingsStore(redis, namespace, undefined, 0),
       bus: chatBus,
       redis,
       namespace,
@@ -143,7 +146,8 @@ export async function startFullSystem(label: string, opts: FullSystemOptions = {
       namespace,
       clients,
       breakers: visionBreakers,
-      cache: new ResultCache(redis, namespace, 3600),
+      cache: new ResponseCache(redis, namespace),
+      cacheSettings: new CacheSettingsStore(redis, namespace, undefined, 0),
       priceTable,
       nearHardBudget: neverNearBudget,
       callTimeoutMs: 2_000,
@@ -210,6 +214,7 @@ export async function startFullSystem(label: string, opts: FullSystemOptions = {
     rateLimitPerMinute: opts.rateLimitPerMinute ?? 1_000_000,
     vision: { dispatcher: new VisionDispatcher(visionQueue, visionEvents, redis, namespace, 10_000), maxImageBytes: opts.maxImageBytes ?? 8 * 1024 * 1024 },
     ops: { errorRates, queues: [chatQueue, visionQueue] },
+    cache: { cache: new ResponseCache(redis, namespace), settings: new CacheSettingsStore(redis, namespace, undefined, 0), bus: gatewayBus },
     flags: { store: new FlagStore(redis, namespace), snapshot: flags, bus: gatewayBus },
     costs: {
       reader,

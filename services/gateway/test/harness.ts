@@ -1,6 +1,7 @@
 import type { AddressInfo } from 'node:net';
 import { Queue, QueueEvents } from 'bullmq';
 import {
+  ApiKeyStore,
   type BreakerOptions,
   BreakerRegistry,
   type ChatJob,
@@ -19,7 +20,6 @@ import { ConversationStore } from '@tollgate/chat-workflow/src/conversation-stor
 import { createChatWorker } from '@tollgate/chat-workflow/src/worker';
 import { type FaultConfig, startStub, stubEndpoints } from '@tollgate/stub-llm';
 import { createApp } from '../src/app';
-import { ApiKeyStore } from '../src/auth/api-keys';
 import { ChatDispatcher } from '../src/chat-dispatch';
 import { createMetrics, followServiceHealth } from '../src/metrics';
 

@@ -1,6 +1,7 @@
 import type { AddressInfo } from 'node:net';
 import { Queue, QueueEvents } from 'bullmq';
 import {
+  ApiKeyStore,
   BreakerRegistry,
   type ChatJob,
   type ChatJobResult,
@@ -13,14 +14,15 @@ import {
   queuePrefix,
   type VisionJob,
   type VisionJobResult,
+  CacheSettingsStore,
+  DEFAULT_CACHE_SETTINGS,
+  ResponseCache,
 } from '@tollgate/shared';
 import { TEST_REDIS_URL, testRedis } from '@tollgate/shared/src/testing';
 import { type FaultConfig, startStub, stubEndpoints } from '@tollgate/stub-llm';
-import { ResultCache } from '@tollgate/vision/src/result-cache';
 import { type NearHardBudget, neverNearBudget } from '@tollgate/vision/src/routing';
 import { createVisionWorker } from '@tollgate/vision/src/worker';
 import { createApp } from '../src/app';
-import { ApiKeyStore } from '../src/auth/api-keys';
 import { ChatDispatcher } from '../src/chat-dispatch';
 import { createMetrics } from '../src/metrics';
 import { VisionDispatcher } from '../src/vision-dispatch';
@@ -59,7 +61,8 @@ export async function startVisionSystem(label: string, opts: VisionSystemOptions
       namespace,
       clients,
       breakers,
-      cache: new ResultCache(redis, namespace, opts.cacheTtlSeconds ?? 3600),
+      cache: new ResponseCache(redis, namespace),
+      cacheSettings: new CacheSettingsStore(redis, namespace, { ...DEFAULT_CACHE_SETTINGS, vision_ttl_seconds: opts.cacheTtlSeconds ?? 3600 }),
       priceTable,
       nearHardBudget: opts.nearHardBudget ?? neverNearBudget,
       callTimeoutMs: 2_000,

@@ -7,14 +7,16 @@ import {
   FlagSnapshot,
   hashTagged,
   loadConfig,
+  CacheSettingsStore,
+  DEFAULT_CACHE_SETTINGS,
   loadPriceTable,
+  ResponseCache,
   nearHardBudget,
   onShutdown,
   startHealthServer,
   startSharedBreakers,
 } from '@tollgate/shared';
 import { randomUUID } from 'node:crypto';
-import { ResultCache } from './result-cache';
 import { SERVICE } from './vision-workflow';
 import { createVisionWorker } from './worker';
 
@@ -40,7 +42,8 @@ async function main(): Promise<void> {
       namespace,
       clients: createProviderClients(config.providers, config.providerTimeoutMs),
       breakers,
-      cache: new ResultCache(redis, namespace, config.visionCacheTtlSeconds),
+      cache: new ResponseCache(redis, namespace),
+      cacheSettings: new CacheSettingsStore(redis, namespace, { ...DEFAULT_CACHE_SETTINGS, vision_ttl_seconds: config.visionCacheTtlSeconds }),
       priceTable: loadPriceTable({ file: config.priceTableFile }),
       // The alerting service will supply the real budget check.
       // High quality steps down to standard once a hard budget of the caller is 80% used.

@@ -1,4 +1,4 @@
-import type { Target, VisionQuality } from '@tollgate/shared';
+import { type Target, VISION_TARGETS, type VisionQuality } from '@tollgate/shared';
 
 /**
  * Says whether a scope is close to a hard budget, so expensive work should step down. The service
@@ -7,11 +7,8 @@ import type { Target, VisionQuality } from '@tollgate/shared';
 export type NearHardBudget = (userId: string, projectId: string) => Promise<boolean>;
 export const neverNearBudget: NearHardBudget = async () => false;
 
-/** The cheapest provider that meets each quality; prices are in the shared price table. */
-export const VISION_TARGETS: Record<VisionQuality, Target> = {
-  standard: { provider: 'deepseek', model: 'deepseek-vl2' },
-  high: { provider: 'gemini', model: 'gemini-2.0-flash' },
-};
+// Shared: the gateway holds the dearest of them on hard budgets before a vision job is queued.
+export { VISION_TARGETS } from '@tollgate/shared';
 
 export interface VisionRoute {
   /** The quality actually served: `standard` when a `high` request was degraded. */

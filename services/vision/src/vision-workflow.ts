@@ -1,7 +1,15 @@
 import { createHash } from 'node:crypto';
 import type Redis from 'ioredis';
+import { z } from 'zod';
 import {
+  finishHold,
   type AttemptRecord,
+  type CacheKey,
+  cacheKey,
+  type CacheSettingsStore,
+  type Cached,
+  type ResponseCache,
+  ttlFor,
   type BackoffOptions,
   type BreakerRegistry,
   DeadlineExceededError,
@@ -24,7 +32,6 @@ import {
   withRecovery,
   WorkflowRun,
 } from '@tollgate/shared';
-import { type CacheHit, ResultCache } from './result-cache';
 import { meetsQuality, type NearHardBudget, routeVision } from './routing';
 
 export const SERVICE = 'vision';
@@ -42,7 +49,10 @@ export interface VisionDeps {
   namespace: string;
   clients: Record<ProviderName, ProviderClient>;
   breakers: BreakerRegistry;
-  cache: ResultCache;
+  /** The shared caching service; vision entries are keyed per tenant by image digest, prompt and model. */
+  cache: ResponseCache;
+  /** Per-project TTLs (vision defaults to 1 h) and the cap. */
+  cacheSettings: CacheSettingsStore;
   /** Prices what a cache hit saved. */
   priceTable: PriceTable;
   nearHardBudget: NearHardBudget;
@@ -61,6 +71,25 @@ export type ReportProgress = (step: VisionStep) => Promise<void>;
 
 const sha256 = (data: Buffer) => createHash('sha256').update(data).digest('hex');
 
+const cachedSchema = z.object({
+  analysis: z.string(),
+  /** Who answered and the model name the provider reported, which is what was billed. */
+  provider: z.enum(['openai', 'gemini', 'deepseek']),
+  model: z.string().min(1).max(128),
+});
+type CachedAnalysis = z.infer<typeof cachedSchema>;
+type CacheHit = Cached<CachedAnalysis> & { target: Target };
+
+/** The answer-shaping fields of an image question to one model, under the asking tenant. */
+export function visionCacheKey(namespace: string, job: Pick<VisionJob, 'user_id' | 'project_id' | 'prompt' | 'cache'>, imageSha256: string, target: Target): CacheKey {
+  return cacheKey(namespace, { project: job.project_id, user: job.user_id }, 'vision', job.cache?.partition ?? 'default', {
+    image_sha256: imageSha256,
+    prompt: job.prompt,
+    provider: target.provider,
+    model: target.model,
+  });
+}
+
 /**
  * One image question: the cheapest provider that meets the requested quality, unless the same
  * question was answered within the cache TTL. Never throws for a provider or input failure; the
@@ -78,7 +107,8 @@ export async function runVisionWorkflow(job: VisionJob, jobId: string, deps: Vis
   });
   const attempts: AttemptRecord[] = [];
   const recorded: Array<Promise<unknown>> = [];
-  let lock: { fingerprint: string; token: string } | undefined;
+  let lock: { key: CacheKey; token: string } | undefined;
+  let ttl = 0;
 
   try {
     await run.start();
@@ -96,12 +126,23 @@ export async function runVisionWorkflow(job: VisionJob, jobId: string, deps: Vis
     // The kill switch serves `high` as `standard`, marked degraded, exactly as a budget step-down does.
     const killed = job.quality === 'high' && deps.flags !== undefined && visionHighKilled(deps.flags, requestFlagContext(job));
     const route = routeVision(job.quality, job.quality === 'high' && (killed || (await isNearBudget(deps, job))));
-    let hit = await deps.cache.find(imageSha256, job.prompt, route.cacheable);
-    if (!hit) {
-      const fingerprint = ResultCache.fingerprint(imageSha256, job.prompt, route.chain[0]!);
-      const token = await deps.cache.claim(fingerprint, remaining(), `job:${jobId}`);
-      if (token) lock = { fingerprint, token };
-      else hit = await deps.cache.awaitOther(imageSha256, job.prompt, route.cacheable, fingerprint, job.deadline_at);
+    const mode = job.cache?.mode ?? 'default';
+    const settings = await deps.cacheSettings.get(job.project_id);
+    ttl = mode === 'bypass' ? 0 : ttlFor('vision', settings, job.cache?.max_age_seconds);
+    const keys = route.cacheable.map((t) => visionCacheKey(deps.namespace, job, imageSha256, t));
+    let hit: CacheHit | undefined;
+    if (mode === 'default' && ttl > 0) {
+      const found = await deps.cache.first(keys, cachedSchema, job.cache?.max_age_seconds);
+      if (found) hit = { ...found, target: route.cacheable[found.index]! };
+      if (!hit) {
+        const own = visionCacheKey(deps.namespace, job, imageSha256, route.chain[0]!);
+        const token = await deps.cache.claim(own, remaining(), `job:${jobId}`);
+        if (token) lock = { key: own, token };
+        else {
+          const other = await deps.cache.awaitOther(own, cachedSchema, job.deadline_at);
+          if (other) hit = { ...other, target: route.chain[0]! };
+        }
+      }
     }
     await progress('cache_checked');
 
@@ -109,23 +150,26 @@ export async function runVisionWorkflow(job: VisionJob, jobId: string, deps: Vis
       // A degraded request that finds a high-quality answer cached got what it asked for.
       const degraded = route.degraded && !meetsQuality(hit.target, job.quality);
       const avoided = avoidedMicros(hit, deps.priceTable);
-      await finish(run, job, { provider: hit.provider, model: hit.model, cached: true, imageSha256, degraded }, {
-        provider: hit.provider,
-        model: hit.model,
+      const { provider, model, analysis } = hit.value;
+      await deps.cache.record(keys[0]!, 'HIT', avoided ?? 0).catch(() => undefined);
+      await finish(run, job, { provider, model, cached: true, imageSha256, degraded }, {
+        provider,
+        model,
         service: SERVICE,
         operation: OPERATION,
         units: IMAGE_UNITS,
         usage_source: 'cache',
         request_id: job.request_id,
         cached: true,
+        ...(job.hold_id && { hold_id: job.hold_id }),
         ...(avoided !== undefined && { avoided_micros: avoided }),
       });
       await progress('completed');
       return {
         ok: true,
-        analysis: hit.analysis,
-        provider: hit.provider,
-        model: hit.model,
+        analysis,
+        provider,
+        model,
         cached: true,
         degraded,
         image_sha256: imageSha256,
@@ -176,11 +220,14 @@ export async function runVisionWorkflow(job: VisionJob, jobId: string, deps: Vis
       usage_source: 'provider',
       request_id: job.request_id,
       cached: false,
+      ...(job.hold_id && { hold_id: job.hold_id }),
     });
     // An empty answer is paid for but not worth repeating for an hour.
-    if (result.text) {
+    if (result.text && ttl > 0) {
       try {
-        await deps.cache.store(imageSha256, job.prompt, outcome.target, { analysis: result.text, provider: result.provider, model: result.model });
+        const stored: CachedAnalysis = { analysis: result.text, provider: result.provider, model: result.model };
+        await deps.cache.put(visionCacheKey(deps.namespace, job, imageSha256, outcome.target), stored, ttl);
+        await deps.cache.record(keys[0]!, mode === 'refresh' ? 'REFRESH' : 'MISS');
       } catch (err) {
         // The analysis is paid for and in hand; losing the cache entry only costs a future call.
         deps.logger?.warn('vision cache write failed', { error: (err as Error).message, request_id: job.request_id });
@@ -208,7 +255,9 @@ export async function runVisionWorkflow(job: VisionJob, jobId: string, deps: Vis
       error: await run.failure(error),
     };
   } finally {
-    if (lock) await deps.cache.release(lock.fingerprint, lock.token).catch(() => undefined);
+    if (lock) await deps.cache.release(lock.key, lock.token).catch(() => undefined);
+    // A hold that cannot be ended here expires with its deadline: held a little longer, never lost.
+    if (job.hold_id) await finishHold(deps.redis, deps.namespace, job.hold_id, run.billedCalls).catch(() => undefined);
   }
 }
 
@@ -253,9 +302,9 @@ async function isNearBudget(deps: VisionDeps, job: VisionJob): Promise<boolean> 
 
 /** What the hit would have cost: the billed model's price, else the target's (a reported model name the table lacks). */
 function avoidedMicros(hit: CacheHit, table: PriceTable): number | undefined {
-  for (const model of [hit.model, hit.target.model]) {
+  for (const model of [hit.value.model, hit.target.model]) {
     try {
-      return price({ provider: hit.provider, model, units: IMAGE_UNITS }, { table }).amount_micros;
+      return price({ provider: hit.value.provider, model, units: IMAGE_UNITS }, { table }).amount_micros;
     } catch {
       // Try the next name.
     }

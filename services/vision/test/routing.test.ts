@@ -1,5 +1,5 @@
 import type { Target } from '@tollgate/shared';
-import { ResultCache } from '../src/result-cache';
+import { visionCacheKey } from '../src/vision-workflow';
 import { meetsQuality, routeVision, VISION_TARGETS } from '../src/routing';
 
 const deepseek: Target = { provider: 'deepseek', model: 'deepseek-vl2' };
@@ -16,14 +16,19 @@ test('near a hard budget only high degrades; standard is already the cheapest', 
   expect(routeVision('standard', true)).toMatchObject({ served: 'standard', degraded: false });
 });
 
-test('the cache fingerprint separates image, prompt and provider/model', () => {
+test('the cache key starts with the tenant and separates image, prompt, provider/model and partition', () => {
   const sha = 'a'.repeat(64);
-  const base = ResultCache.fingerprint(sha, 'What is this?', { provider: 'deepseek', model: 'deepseek-vl2' });
-  expect(base).toMatch(/^[a-f0-9]{64}$/);
-  expect(ResultCache.fingerprint(sha, 'What is this?', { provider: 'deepseek', model: 'deepseek-vl2' })).toBe(base);
-  expect(ResultCache.fingerprint('b'.repeat(64), 'What is this?', { provider: 'deepseek', model: 'deepseek-vl2' })).not.toBe(base);
-  expect(ResultCache.fingerprint(sha, 'What is that?', { provider: 'deepseek', model: 'deepseek-vl2' })).not.toBe(base);
-  expect(ResultCache.fingerprint(sha, 'What is this?', { provider: 'gemini', model: 'gemini-2.0-flash' })).not.toBe(base);
+  const job = { user_id: 'u1', project_id: 'p1', prompt: 'What is this?' };
+  const key = (j: Partial<typeof job> & { cache?: { mode: 'default'; partition: string } }, s = sha, t: Target = deepseek) => visionCacheKey('ns', { ...job, ...j }, s, t).key;
+  const base = key({});
+  expect(base).toMatch(/^ns:cache:t:p1:u1:vision:default:[a-f0-9]{64}$/);
+  expect(key({})).toBe(base);
+  expect(key({}, 'b'.repeat(64))).not.toBe(base);
+  expect(key({ prompt: 'What is that?' })).not.toBe(base);
+  expect(key({}, sha, gemini)).not.toBe(base);
+  expect(key({ user_id: 'u2' })).not.toBe(base);
+  expect(key({ project_id: 'p2' })).not.toBe(base);
+  expect(key({ cache: { mode: 'default', partition: 'exp' } })).not.toBe(base);
 });
 
 test('only the high-quality model meets high; anything meets standard', () => {

@@ -1,9 +1,8 @@
 import { createHash, randomUUID } from 'node:crypto';
-import { BreakerRegistry, createProviderClients, EventBus, loadPriceTable, type VisionJob, visionImageKey } from '@tollgate/shared';
+import { BreakerRegistry, CacheSettingsStore, createProviderClients, DEFAULT_CACHE_SETTINGS, EventBus, loadPriceTable, ResponseCache, type VisionJob, visionImageKey } from '@tollgate/shared';
 import { testRedis } from '@tollgate/shared/src/testing';
 import { startStub, stubEndpoints, type StubServer } from '@tollgate/stub-llm';
-import { ResultCache } from '../src/result-cache';
-import { runVisionWorkflow, type VisionDeps, type VisionStep } from '../src/vision-workflow';
+import { runVisionWorkflow, visionCacheKey, type VisionDeps, type VisionStep } from '../src/vision-workflow';
 import { png1x1 } from './images';
 
 /** The workflow on its own, without queue or gateway: cache lifetime, expired uploads, the budget hook. */
@@ -35,7 +34,8 @@ function deps(overrides: Partial<VisionDeps> = {}): VisionDeps {
       2_000,
     ),
     breakers,
-    cache: new ResultCache(ctx.redis, ctx.prefix, 3600),
+    cache: new ResponseCache(ctx.redis, ctx.prefix),
+    cacheSettings: new CacheSettingsStore(ctx.redis, ctx.prefix),
     priceTable: loadPriceTable(),
     nearHardBudget: async () => false,
     callTimeoutMs: 2_000,
@@ -62,12 +62,12 @@ async function jobFor(image: Buffer, fields: Partial<VisionJob> = {}): Promise<V
 }
 
 test('a cached analysis expires with its TTL, after which the question is paid for again', async () => {
-  const d = deps({ cache: new ResultCache(ctx.redis, ctx.prefix, 1) });
+  const d = deps({ cacheSettings: new CacheSettingsStore(ctx.redis, ctx.prefix, { ...DEFAULT_CACHE_SETTINGS, vision_ttl_seconds: 1 }) });
   const image = png1x1([10, 20, 30]);
   const first = await runVisionWorkflow(await jobFor(image), 'j1', d);
   const second = await runVisionWorkflow(await jobFor(image), 'j2', d);
   expect([first.ok && first.cached, second.ok && second.cached]).toEqual([false, true]);
-  const key = (await ctx.redis.keys(`${ctx.prefix}:vision:cache:*`))[0]!;
+  const key = (await ctx.redis.keys(`${ctx.prefix}:cache:t:p1:u1:vision:*`)).find((k) => !k.endsWith(':lock'))!;
   expect(await ctx.redis.ttl(key)).toBeLessThanOrEqual(1);
   await new Promise((r) => setTimeout(r, 1_100));
   const third = await runVisionWorkflow(await jobFor(image), 'j3', d);
@@ -123,7 +123,7 @@ test('the lock is released after a failed analysis, so a retry is not kept waiti
   } finally {
     stub.setFaults({});
   }
-  expect(await ctx.redis.keys(`${ctx.prefix}:vision:inflight:*`)).toEqual([]);
+  expect(await ctx.redis.keys(`${ctx.prefix}:cache:*:lock`)).toEqual([]);
   const started = Date.now();
   const retried = await runVisionWorkflow(await jobFor(png1x1([2, 4, 8])), 'j-retry', deps());
   expect(retried).toMatchObject({ ok: true, cached: false });
@@ -135,14 +135,14 @@ test('a job run again after its worker died takes back its own claim instead of 
   const job = await jobFor(image);
   const d = deps();
   // What a SIGKILLed run leaves behind: its claim on the question, held until the deadline.
-  const fingerprint = ResultCache.fingerprint(createHash('sha256').update(image).digest('hex'), job.prompt, { provider: 'deepseek', model: 'deepseek-vl2' });
-  expect(await d.cache.claim(fingerprint, 10_000, 'job:j-crashed')).toBe('job:j-crashed');
+  const claimKey = visionCacheKey(ctx.prefix, job, createHash('sha256').update(image).digest('hex'), { provider: 'deepseek', model: 'deepseek-vl2' });
+  expect(await d.cache.claim(claimKey, 10_000, 'job:j-crashed')).toBe('job:j-crashed');
   // Another job still waits for the holder...
-  expect(await d.cache.claim(fingerprint, 10_000, 'job:j-other')).toBeUndefined();
+  expect(await d.cache.claim(claimKey, 10_000, 'job:j-other')).toBeUndefined();
   // ...but BullMQ's re-run of the same job proceeds at once and pays.
   const started = Date.now();
   const rerun = await runVisionWorkflow(job, 'j-crashed', d);
   expect(rerun).toMatchObject({ ok: true, cached: false });
   expect(Date.now() - started).toBeLessThan(2_000);
-  expect(await ctx.redis.keys(`${ctx.prefix}:vision:inflight:*`)).toEqual([]);
+  expect(await ctx.redis.keys(`${ctx.prefix}:cache:*:lock`)).toEqual([]);
 });

@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { parseList } from '../args';
 import { type GlobalOptions, withContext } from '../context';
 import { CliError, table } from '../format';
-import { ApiKeyStore, type KeyScope, newKeySchema, SCOPES } from '../shared';
+import { ApiKeyStore, KEY_SCOPES, type KeyScope, newKeySchema } from '../shared';
 
 const FLAG_OF: Record<string, string> = { user_id: '--user', project_id: '--project', scopes: '--scopes', name: '--name' };
 
@@ -19,7 +19,7 @@ export function keysCommands(keys: Command, globals: (cmd: Command) => GlobalOpt
     .description('create an API key; the key is printed once and only its hash is stored')
     .requiredOption('--user <id>', 'user the key acts for')
     .requiredOption('--project <id>', 'project the key bills to')
-    .option('--scopes <list>', `comma-separated: ${SCOPES.join(', ')} (default chat,vision,costs)`, parseList(SCOPES, 'scope'))
+    .option('--scopes <list>', `comma-separated: ${KEY_SCOPES.join(', ')} (default chat,vision,costs)`, parseList(KEY_SCOPES, 'scope'))
     .option('--name <name>', 'a label for the key')
     .option('--json', 'print JSON')
     .action(async (_o, cmd: Command) => {

@@ -2,8 +2,10 @@ import type Redis from 'ioredis';
 import { z } from 'zod';
 import type { BudgetPeriod, BudgetScope } from '../errors/tollgate-error';
 import { PERIODS, periodBounds, periodKeys } from '../time/periods';
+import { holdKeys, scopeField } from '../budget/holds';
 import { alertingKeys, GLOBAL_SCOPE_ID } from './keys';
-import { LuaScript } from './lua';
+import { LuaScript } from '../lua';
+import WRITE_BUDGET_LUA from './write-budget-10.lua';
 
 export const BUDGET_SCOPES = ['global', 'user', 'project'] as const;
 export const BUDGET_MODES = ['soft', 'hard'] as const;
@@ -59,6 +61,8 @@ export interface PeriodStatus {
   period: BudgetPeriod;
   period_key: string;
   spent_micros: number;
+  /** Worst-case cost held for requests in flight on this scope's hard budgets (see budget/holds.ts). */
+  reserved_micros: number;
   limit_micros: number | null;
   mode: BudgetMode | null;
   /** Percent of the limit used, rounded down; null without a limit. */
@@ -112,39 +116,15 @@ function usedPct(spent: number, limit: number): number {
   return Number((BigInt(spent) * 100n) / BigInt(limit));
 }
 
-// Writes or deletes a budget and, in the same step, makes each period's block agree with it and
-// the spend seen so far: raising a hard budget lifts the block before the PUT returns, lowering it
-// below the spend blocks at once. The revision bump makes in-flight evaluations that read the old
-// budget retry, and the dirty mark makes the alerting service re-evaluate (resolve or fire).
-const WRITE_BUDGET = new LuaScript(`
-local rev = redis.call('INCR', KEYS[2])
-local existed = redis.call('EXISTS', KEYS[1])
-if ARGV[1] == '' then
-  redis.call('DEL', KEYS[1])
-  redis.call('SREM', KEYS[3], ARGV[2])
-else
-  redis.call('SET', KEYS[1], ARGV[1])
-  redis.call('SADD', KEYS[3], ARGV[2])
-end
-redis.call('SADD', KEYS[4], ARGV[2])
-for i = 0, 2 do
-  local limit = ARGV[3 + i * 3]
-  local spent = redis.call('GET', KEYS[8 + i]) or '0'
-  if ARGV[4 + i * 3] == '1' and tonumber(limit) > 0 and tonumber(spent) >= tonumber(limit) then
-    redis.call('SET', KEYS[5 + i], '{"spent_micros":' .. spent .. ',"limit_micros":' .. limit .. '}', 'PXAT', ARGV[5 + i * 3])
-  else
-    redis.call('DEL', KEYS[5 + i])
-  end
-end
-return {rev, existed}
-`);
+// Writes the budget and each period's block together (see the script's header).
+const WRITE_BUDGET = new LuaScript(WRITE_BUDGET_LUA);
 
 export class BudgetStore {
   private readonly keys: ReturnType<typeof alertingKeys>;
 
   constructor(
     private readonly redis: Redis,
-    namespace: string,
+    private readonly namespace: string,
   ) {
     this.keys = alertingKeys(namespace);
   }
@@ -195,22 +175,25 @@ export class BudgetStore {
     const keys = periodKeys(now);
     const [budget, defaults] = await Promise.all([this.get(scope, scopeId), scope === 'global' ? this.defaults() : null]);
     const pipe = this.redis.pipeline();
+    const held = holdKeys(this.namespace);
     for (const p of PERIODS) {
       pipe.get(this.keys.spent(scope, scopeId, p, keys[p]));
       pipe.exists(this.keys.block(scope, scopeId, p));
+      pipe.hget(held.held(p, keys[p]), scopeField(scope, scopeId));
     }
     const res = (await pipe.exec()) ?? [];
     return PERIODS.map((period, i) => {
-      const spent = Number(res[2 * i]?.[1] ?? 0);
+      const spent = Number(res[3 * i]?.[1] ?? 0);
       const b = effectivePeriodBudget(scope, budget, defaults, period);
       return {
         period,
         period_key: keys[period],
         spent_micros: spent,
+        reserved_micros: Math.max(0, Number(res[3 * i + 2]?.[1] ?? 0)),
         limit_micros: b?.limit_micros ?? null,
         mode: b?.mode ?? null,
         used_pct: b ? usedPct(spent, b.limit_micros) : null,
-        blocked: Number(res[2 * i + 1]?.[1] ?? 0) === 1,
+        blocked: Number(res[3 * i + 1]?.[1] ?? 0) === 1,
         resets_at: periodBounds(period, keys[period]).end.toISOString(),
       };
     });

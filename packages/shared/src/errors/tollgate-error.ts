@@ -27,8 +27,13 @@ export class BudgetExceededError extends TollgateError {
   readonly scopeId: string;
   readonly period: BudgetPeriod;
 
-  constructor(scope: BudgetScope, scopeId: string, period: BudgetPeriod, details?: { spent_micros?: number; limit_micros?: number }) {
-    super('budget_exceeded', `The ${period} budget for ${scope} ${scopeId} is used up`, { details });
+  constructor(
+    scope: BudgetScope,
+    scopeId: string,
+    period: BudgetPeriod,
+    readonly amounts: { spent_micros?: number; held_micros?: number; limit_micros?: number; request_worst_case_micros?: number } = {},
+  ) {
+    super('budget_exceeded', `The ${period} budget for ${scope} ${scopeId} is used up`, { details: amounts });
     this.scope = scope;
     this.scopeId = scopeId;
     this.period = period;

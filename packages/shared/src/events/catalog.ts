@@ -26,6 +26,9 @@ export const usageUnitsSchema = z.object({
   output_tokens: count.optional(),
   reasoning_tokens: count.optional(),
   images: count.optional(),
+  /** Grounded calls that ran at least one search (Gemini 2.x bills these). */
+  grounded_prompts: count.optional(),
+  /** Unique non-empty search queries (Gemini 3 bills these). */
   search_queries: count.optional(),
 });
 
@@ -105,7 +108,25 @@ export const EVENT_CATALOG = {
   },
   'rag.context_retrieved': {
     version: 1,
-    data: z.object({ source: name, query_chars: count, documents: count, latency_ms: count }),
+    data: z.object({
+      source: name,
+      query_chars: count,
+      documents: count,
+      latency_ms: count,
+      /** Who retrieved it (Gemini with the googleSearch tool). */
+      provider: name.optional(),
+      model: name.optional(),
+      /** The search queries the model ran (webSearchQueries). */
+      queries: z.array(z.string().max(1000)).max(100).optional(),
+      /** The web pages the context came from (groundingChunks). */
+      sources: z.array(z.object({ title: z.string().max(1000), uri: z.string().max(4096) })).max(100).optional(),
+      /** What the retrieval cost (on a cache hit: zero) and the search fee inside it. */
+      cost_micros: micros.optional(),
+      search_micros: micros.optional(),
+      /** Served from the RAG context cache: nothing was searched or billed; `avoided_micros` is what it saved. */
+      cached: z.boolean().optional(),
+      avoided_micros: micros.optional(),
+    }),
   },
   'usage.recorded': {
     version: 1,
@@ -121,8 +142,12 @@ export const EVENT_CATALOG = {
       /** A cache hit: priced at zero, with what the call would have cost recorded as avoided. */
       cached: z.boolean(),
       avoided_micros: micros.optional(),
+      /** On a cache hit: the request whose paid answer was reused. */
+      reused_request_id: name.optional(),
       /** SHA-256 of what was asked (model + input): identical requests a cache could have absorbed. */
       request_fingerprint: z.string().regex(/^[a-f0-9]{64}$/).optional(),
+      /** The budget hold admission made for the request: the ledger settles it with this call's cost. */
+      hold_id: z.string().uuid().optional(),
     }),
   },
   'cost.recorded': {

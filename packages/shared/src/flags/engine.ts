@@ -142,6 +142,11 @@ export class FlagEngine {
     return [...this.entries.keys()];
   }
 
+  /** The flag as loaded (read-only), for code that plans ahead of an evaluation. */
+  definition(name: string): Feature | undefined {
+    return this.entries.get(name)?.feature as unknown as Feature | undefined;
+  }
+
   evaluate(name: string, context: FlagContext = {}): FlagEvaluation {
     const entry = this.entries.get(name);
     if (!entry) return { enabled: false, variant: MISSING, reason: 'ERROR', error_code: 'FLAG_NOT_FOUND' };

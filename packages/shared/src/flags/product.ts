@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { PROVIDER_NAMES, type ProviderName } from '../config';
+import { chainFor } from '../providers/routing';
 import type { Target } from '../providers/types';
 import type { FlagContext } from './engine';
 import type { FlagReader } from './snapshot';
@@ -83,4 +84,24 @@ export function chatExperiment(flags: FlagReader, context: FlagContext): ChatAss
   if (p.type !== 'json') return undefined;
   const choice = parsePayload(p.value);
   return choice ? { ...base, ...choice } : undefined;
+}
+
+/**
+ * Every target the chat experiment may send a request to, the configured chain first: what a
+ * budget hold must cover before the caller (and so the variant) is known. Undefined when the
+ * experiment is off or absent.
+ */
+export function chatExperimentTargets(flags: FlagReader, fallbackChain: readonly Target[]): Target[] | undefined {
+  const f = flags.definition(PRODUCT_FLAGS.chatProviderExperiment);
+  if (!f?.enabled) return undefined;
+  const out: Target[] = [...fallbackChain];
+  for (const v of [...f.variants, ...f.strategies.flatMap((s) => s.variants ?? [])]) {
+    if (v.payload?.type !== 'json') continue;
+    const choice = parsePayload(v.payload.value);
+    if (!choice) continue;
+    for (const t of choice.chain ?? chainFor(choice.model, fallbackChain)) {
+      if (!out.some((o) => o.provider === t.provider && o.model === t.model)) out.push(t);
+    }
+  }
+  return out;
 }

@@ -1,11 +1,14 @@
 import type Redis from 'ioredis';
 import { EventTail } from '../bus/event-tail';
 import { FlagEngine, type FlagContext, type FlagEvaluation } from './engine';
+import type { Feature } from './model';
 import { FlagStore } from './store';
 
 /** What flag-reading code depends on: a snapshot in the services, a bare engine in unit tests. */
 export interface FlagReader {
   evaluate(name: string, context?: FlagContext): FlagEvaluation;
+  /** The flag's definition, for planning before the subject is known (every variant a request may get). */
+  definition(name: string): Feature | undefined;
 }
 
 export interface FlagSnapshotOptions {
@@ -79,6 +82,10 @@ export class FlagSnapshot implements FlagReader {
     const result = this.engine.evaluate(name, context);
     if (result.reason !== 'ERROR' && this.ageMs > this.opts.maxAgeMs) result.reason = 'STALE';
     return result;
+  }
+
+  definition(name: string): Feature | undefined {
+    return this.engine.definition(name);
   }
 
   /** Reloads now (coalesced: calls during a reload cause one more reload after it). */

@@ -1,9 +1,10 @@
 import type Redis from 'ioredis';
-import { LuaScript } from '../alerting/lua';
+import { LuaScript } from '../lua';
 import type { EventBus } from '../bus/event-bus';
 import type { EventData } from '../events/catalog';
 import { keyspace } from '../keys';
 import type { ClientFeatures, Feature, Segment, StoredFlag } from './model';
+import APPLY_FLAGS from './apply-flags-4.lua';
 
 /**
  * The flag store in Redis: one hash of flags, one of segments, a version every change bumps,
@@ -16,32 +17,7 @@ export function flagKeys(namespace: string) {
   return { flags: k('flags', 'defs'), segments: k('flags', 'segments'), version: k('flags', 'version'), history: k('flags', 'history') };
 }
 
-// Written as the existing LuaScript pattern (inline source with its layout on top); the lead's
-// move of scripts into .lua files covers this one too.
-const APPLY = new LuaScript(`
--- KEYS[1] flags (hash: name -> stored flag JSON)   KEYS[2] segments (hash: id -> segment JSON)
--- KEYS[3] version (integer, +1 per applied change)  KEYS[4] history (stream of audit entries)
--- ARGV[1] the version the change was computed from: nothing is written if it moved (returns -1)
--- ARGV[2] history cap (approximate MAXLEN)
--- ARGV[3] F, then F pairs (flag name, JSON or '' to delete); then S, then S pairs (segment id,
---         JSON or ''); then H, then H audit entries (JSON). Returns the new version.
-if tonumber(redis.call('GET', KEYS[3]) or '0') ~= tonumber(ARGV[1]) then return -1 end
-local i = 3
-for k = 1, 2 do
-  local n = tonumber(ARGV[i]); i = i + 1
-  for _ = 1, n do
-    if ARGV[i + 1] == '' then redis.call('HDEL', KEYS[k], ARGV[i]) else redis.call('HSET', KEYS[k], ARGV[i], ARGV[i + 1]) end
-    i = i + 2
-  end
-end
-local version = redis.call('INCR', KEYS[3])
-local n = tonumber(ARGV[i]); i = i + 1
-for _ = 1, n do
-  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[2], '*', 'version', version, 'entry', ARGV[i])
-  i = i + 1
-end
-return version
-`);
+const APPLY = new LuaScript(APPLY_FLAGS);
 
 export interface FlagState {
   version: number;

@@ -14,7 +14,11 @@ export const ledgerEntrySchema = z.object({
   service: z.string(),
   operation: z.string(),
   units: usageUnitsSchema,
+  /** The Google Search grounding fee inside amount_micros (on a hit: inside avoided_micros); absent when the call searched nothing. */
+  search_micros: micros.optional(),
   cached: z.boolean(),
+  /** On a cache hit: the request whose paid answer was reused. */
+  reused_request_id: z.string().optional(),
   usage_source: z.enum(['provider', 'tokenizer', 'cache']),
   user_id: z.string(),
   project_id: z.string(),

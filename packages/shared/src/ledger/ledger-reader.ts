@@ -225,9 +225,16 @@ export class LedgerReader {
       if (saving > 0) {
         out.push({
           id: 'cache_repeated_requests',
-          title: 'Cache identical requests: the same question was asked and paid for more than once',
+          // Only requests no answer cache covered are fingerprinted: where one works, nothing is suggested.
+          title: 'Cache identical requests (Cache-Control: max-age=N, or the project\'s chat_ttl_seconds): the same question was asked and paid for more than once',
           estimated_monthly_saving: money(saving),
-          evidence: { requests_this_month: fingerprinted, distinct_requests: distinct, repeated_requests: repeats, average_cost_micros: Math.round(average) },
+          evidence: {
+            requests_this_month: fingerprinted,
+            distinct_requests: distinct,
+            repeated_requests: repeats,
+            average_cost_micros: Math.round(average),
+            already_saved_by_cache_micros: fields.get('avoided') ?? 0,
+          },
         });
       }
     }

@@ -11,6 +11,12 @@ export interface ModelPrice {
   /** Falls back to output_per_mtok. */
   reasoning_per_mtok?: number;
   per_image?: number;
+  /**
+   * Google Search grounding is billed in one of two units, and the model's price says which: per
+   * grounded prompt (a call that ran at least one search; Gemini 2.x) or per unique non-empty search
+   * query (Gemini 3). A model with `per_grounded_prompt` bills its prompts and not its queries.
+   */
+  per_grounded_prompt?: number;
   per_search_query?: number;
 }
 
@@ -52,6 +58,7 @@ export const ModelPriceSchema = z
     output_per_mtok: rate.optional(),
     reasoning_per_mtok: rate.optional(),
     per_image: rate.optional(),
+    per_grounded_prompt: rate.optional(),
     per_search_query: rate.optional(),
   })
   .refine((p) => Object.values(p).some((v) => v !== undefined), { error: 'a model needs at least one rate' });
@@ -81,8 +88,12 @@ export const SEED_PRICE_VERSION: PriceTableVersion = {
       cached_input_per_mtok: 18_750,
       output_per_mtok: 75_000,
       per_image: 250_000,
-      per_search_query: 35_000,
+      // Gemini 2.x grounding: $35 per 1,000 grounded prompts, whatever the number of queries.
+      per_grounded_prompt: 35_000,
     },
+    'gemini/gemini-2.5-flash': { input_per_mtok: 300_000, cached_input_per_mtok: 30_000, output_per_mtok: 2_500_000, per_grounded_prompt: 35_000 },
+    // Gemini 3 grounding: $14 per 1,000 search queries (unique and non-empty, counted per call).
+    'gemini/gemini-3-flash-preview': { input_per_mtok: 500_000, cached_input_per_mtok: 50_000, output_per_mtok: 3_000_000, per_search_query: 14_000 },
     'google/search-grounding': { per_search_query: 35_000 },
     'deepseek/deepseek-vl2': { per_image: 30_000 },
     'deepseek/deepseek-chat': { input_per_mtok: 280_000, cached_input_per_mtok: 28_000, output_per_mtok: 420_000 },

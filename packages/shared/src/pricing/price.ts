@@ -18,6 +18,9 @@ export interface Units {
   output_tokens?: number;
   reasoning_tokens?: number;
   images?: number;
+  /** Calls that ran at least one Google Search (0 or 1 per call). */
+  grounded_prompts?: number;
+  /** Unique non-empty search queries the call ran. */
   search_queries?: number;
 }
 
@@ -27,7 +30,10 @@ export interface UsageToPrice {
   units: Units;
 }
 
-export type PriceComponent = 'input' | 'cached_input' | 'output' | 'reasoning' | 'images' | 'search_queries';
+export type PriceComponent = 'input' | 'cached_input' | 'output' | 'reasoning' | 'images' | 'grounded_prompts' | 'search_queries';
+
+/** The components that are the search fee of a grounded call. */
+export const SEARCH_COMPONENTS: readonly PriceComponent[] = ['grounded_prompts', 'search_queries'];
 
 export interface PriceLine {
   units: number;
@@ -61,6 +67,7 @@ const UNIT_KEYS = [
   'output_tokens',
   'reasoning_tokens',
   'images',
+  'grounded_prompts',
   'search_queries',
 ] as const satisfies readonly (keyof Units)[];
 
@@ -116,7 +123,14 @@ export function price(usage: UsageToPrice, opts: { at?: Date | string; table?: P
     { component: 'output', units: units.output_tokens, rate: rates.output_per_mtok, per: 'mtok' },
     { component: 'reasoning', units: units.reasoning_tokens, rate: rates.reasoning_per_mtok ?? rates.output_per_mtok, per: 'mtok' },
     { component: 'images', units: units.images, rate: rates.per_image, per: 'unit' },
-    { component: 'search_queries', units: units.search_queries, rate: rates.per_search_query, per: 'unit' },
+    // One search unit per model: a model billed per grounded prompt does not also bill its queries.
+    ...(rates.per_grounded_prompt !== undefined
+      ? [{ component: 'grounded_prompts' as const, units: units.grounded_prompts, rate: rates.per_grounded_prompt, per: 'unit' as const }]
+      : [
+          { component: 'search_queries' as const, units: units.search_queries, rate: rates.per_search_query, per: 'unit' as const },
+          // Counted by every grounded call; billed only where the table prices prompts.
+          ...(rates.per_search_query !== undefined ? [] : [{ component: 'grounded_prompts' as const, units: units.grounded_prompts, rate: undefined, per: 'unit' as const }]),
+        ]),
   ];
 
   let total = 0n;
@@ -149,6 +163,13 @@ export function price(usage: UsageToPrice, opts: { at?: Date | string; table?: P
 }
 
 /** Exact decimal dollars with 6 places, from integer micros; never goes through a float. */
+/** The search fee inside a priced call (grounding), in micro-dollars; per-unit rates make it exact. */
+export function searchMicros(priced: PricedUsage): number {
+  let exact = 0n;
+  for (const c of SEARCH_COMPONENTS) exact += BigInt(priced.breakdown[c]?.micros_x1e6 ?? '0');
+  return Number((exact + MICRO_SCALE / 2n) / MICRO_SCALE);
+}
+
 export function formatUsd(micros: number): string {
   if (!Number.isSafeInteger(micros)) {
     throw new TollgateError('invalid_amount', `formatUsd needs an integer number of micros, got ${String(micros)}`);

@@ -55,6 +55,7 @@ export class WorkflowRun {
   private current: WorkflowState = 'created';
   private readonly errors: ErrorRecord[] = [];
   private readonly startedAt = Date.now();
+  private billed = 0;
 
   constructor(private readonly ctx: WorkflowContext) {}
 
@@ -74,13 +75,23 @@ export class WorkflowRun {
     };
   }
 
+  /**
+   * Usage events this run has sent (counted before the write, so a write whose fate is unknown
+   * counts): the budget hold waits for the ledger to settle this many before giving back the rest.
+   */
+  get billedCalls(): number {
+    return this.billed;
+  }
+
   publish<T extends EventType>(type: T, data: EventData<T>): Promise<EventEnvelope<T>> {
+    if (type === 'usage.recorded') this.billed++;
     return this.ctx.bus.publish(type, data, this.meta());
   }
 
   /** Publishes several events of the run, in order, in one round trip. */
   async publishAll(events: readonly RunEvent[]): Promise<void> {
     const meta = this.meta();
+    for (const e of events) if (e.type === 'usage.recorded') this.billed++;
     await this.ctx.bus.publishMany(events.map((e) => ({ ...e, meta }) as Parameters<EventBus['publishMany']>[0][number]));
   }
 

@@ -1,68 +1,44 @@
-import type { RequestHandler } from 'express';
+import { randomUUID } from 'node:crypto';
+import type { Request, RequestHandler, Response } from 'express';
 import type Redis from 'ioredis';
 import {
   alertingKeys,
+  type ApiKeyRecord,
+  type ApiKeyStore,
   type BudgetPeriod,
   BudgetExceededError,
-  blockCells,
+  type BudgetScope,
+  CONVERSATION_MAX_MESSAGES,
+  conversationKey,
+  finishHold,
+  holdKeys,
+  HOLD_MARGIN_MS,
   keyspace,
+  type KeyScope,
+  ledgerKeys,
   LuaScript,
   PERIODS,
-  toBudgetBlock,
+  type PeriodKeys,
+  periodBounds,
+  periodKeys,
+  type TargetBound,
 } from '@tollgate/shared';
 import { ApiError } from '../errors';
-import type { ApiKeyRecord, ApiKeyStore, Scope } from './api-keys';
 import { bearer, OPERATOR, type Principal, sameSecret } from './middleware';
+import ADMIT_SOURCE from './admit-9.lua';
 
-// Everything a request must pass before it is served, in one round trip: the key (by its hash,
-// or the operator's record passed in), its scope, the per-key rate limit (a fixed one-minute
-// window) and, for paid work, the hard-budget blocks of the key's user, project and the global
-// scope. Block keys are built from templates the gateway computes with alertingKeys(), so the key
-// format has one definition; they share the namespace's hash tag, so a cluster keeps them in one
-// slot with the rest.
-// KEYS: the key record (by hash)
-// ARGV: inline record ('' to read KEYS[1]), scope, rate key prefix, window ms, limit,
-//       periods (n), then n period names, then block templates for user, project, global
-const ADMIT = new LuaScript(`
-local raw = ARGV[1]
-if raw == '' then raw = redis.call('GET', KEYS[1]) end
-if not raw then return {'unknown'} end
-local ok, rec = pcall(cjson.decode, raw)
-if not ok or type(rec) ~= 'table' or type(rec.key_id) ~= 'string' then return {'unknown'} end
-local allowed = false
-for _, s in ipairs(rec.scopes or {}) do
-  if s == ARGV[2] or s == 'admin' then allowed = true end
-end
-if not allowed then return {'forbidden', raw} end
-local rate = ARGV[3] .. rec.key_id
-local count = redis.call('INCR', rate)
-local ttl = redis.call('PTTL', rate)
-if ttl < 0 then
-  redis.call('PEXPIRE', rate, ARGV[4])
-  ttl = tonumber(ARGV[4])
-end
-if count > tonumber(ARGV[5]) then return {'rate_limited', raw, count, ttl} end
-local n = tonumber(ARGV[6])
-local ids = {rec.user_id, rec.project_id, 'global'}
-for s = 1, 3 do
-  local id = string.gsub(tostring(ids[s]), '%%', '%%%%')
-  for p = 1, n do
-    local period = string.gsub(ARGV[6 + p], '%%', '%%%%')
-    local key = string.gsub(string.gsub(ARGV[6 + n + s], '{ID}', id), '{PERIOD}', period)
-    local block = redis.call('GET', key)
-    if block then return {'blocked', raw, count, ttl, (s - 1) * n + p - 1, block} end
-  end
-end
-return {'ok', raw, count, ttl}
-`);
+const ADMIT = new LuaScript(ADMIT_SOURCE);
 
 type Verdict =
   | ['unknown']
   | ['forbidden', string]
-  | ['rate_limited' | 'ok', string, number, number]
-  | ['blocked', string, number, number, number, string];
+  | ['rate_limited', string, number, number]
+  | ['ok', string, number, number, number?, number?, number?, string?]
+  | ['over', string, number, number, number, number, number, number, number, number, number, number];
 
 const WINDOW_MS = 60_000;
+const SCOPES: BudgetScope[] = ['user', 'project', 'global'];
+const DAY_MS = 86_400_000;
 
 export interface AdmissionOptions {
   redis: Redis;
@@ -71,21 +47,67 @@ export interface AdmissionOptions {
   adminToken: string | undefined;
   /** Requests per API key per minute, shared by every gateway instance. */
   perMinute: number;
+  /** The request deadline: a hold whose request died is given back after it plus a margin. */
+  deadlineMs?: number;
+  /** How long past the deadline a dead request's hold lasts (default HOLD_MARGIN_MS). */
+  holdMarginMs?: number;
+  /** Counts holds given back because their request died. */
+  onHoldsExpired?: (n: number) => void;
 }
 
+/**
+ * What a paid request may cost at most, from its validated body: input tokens of the request
+ * itself (an upper bound), a bound per target it may reach, and the conversation whose stored
+ * history it will send (its bytes are counted inside the admission script).
+ */
+export interface PaidWork {
+  input_tokens: number;
+  bounds: readonly TargetBound[];
+  conversation_id?: string;
+}
+
+/** Reads and checks the request for its worst case; throws the request's 4xx when it is invalid. */
+export type Estimator = (req: Request, res: Response) => PaidWork;
+
+/** What admission held for a paid request, for its job. */
+export interface Hold {
+  /** Absent when no hard budget covers the caller: nothing was held. */
+  hold_id?: string;
+  worst_micros: number;
+  /** Bytes of stored history counted into the worst case: the worker sends no more than that. */
+  history_bytes: number;
+  /** Set when a job took the hold over (see holdFields); otherwise it is given back with the answer. */
+  handed_off?: boolean;
+}
+
+export function holdOf(res: Response): Hold | undefined {
+  return res.locals.hold as Hold | undefined;
+}
+
+// Period keys and their held-hash expiries change once a day; computed once per day, not per request.
+let periodsCache: { day: string; keys: PeriodKeys; expiries: number[] } | undefined;
+function currentPeriods(now: number) {
+  const day = new Date(now).toISOString().slice(0, 10);
+  if (periodsCache?.day !== day) {
+    const keys = periodKeys(now);
+    periodsCache = { day, keys, expiries: PERIODS.map((p) => periodBounds(p, keys[p]).end.getTime() + DAY_MS) };
+  }
+  return periodsCache;
+}
 
 /**
  * Authenticates (`Authorization: Bearer <key>` or `x-api-key`; the ADMIN_TOKEN acts as the
- * operator), checks the scope, counts the request against the key's rate limit and, with
- * `budget`, refuses paid work while a hard budget of the caller is used up (402 before anything
- * is enqueued, so a refused request is never billed). One Redis round trip for all of it.
+ * operator), checks the scope, counts the request against the key's rate limit and, for paid work
+ * (`budget`), holds its worst-case cost on the caller's hard budgets, refusing with 402 before
+ * anything is enqueued when it does not fit. One Redis round trip for all of it. An invalid body
+ * is reported after the key checks, so a caller without a valid key learns nothing from it.
  */
-export function admission(opts: AdmissionOptions, scope: Scope, { budget }: { budget: boolean }): RequestHandler {
+export function admission(opts: AdmissionOptions, scope: KeyScope, { budget }: { budget: Estimator | false }): RequestHandler {
   const rateKey = `${keyspace(opts.namespace)('rl')}:`;
-  const blocks = alertingKeys(opts.namespace);
-  const periods = budget ? PERIODS : [];
-  const template = (s: 'user' | 'project' | 'global') => blocks.block(s, '{ID}', '{PERIOD}' as BudgetPeriod);
-  const tail = [periods.length, ...periods, template('user'), template('project'), template('global')];
+  const ledger = ledgerKeys(opts.namespace);
+  const holds = holdKeys(opts.namespace);
+  const budgetTemplate = alertingKeys(opts.namespace).budget('{SCOPE}' as BudgetScope, '{ID}');
+  const holdTtl = (opts.deadlineMs ?? 60_000) + (opts.holdMarginMs ?? HOLD_MARGIN_MS);
 
   return async (req, res, next) => {
     try {
@@ -93,11 +115,45 @@ export function admission(opts: AdmissionOptions, scope: Scope, { budget }: { bu
       if (!presented) throw new ApiError('unauthorized', 'An API key is required: send it as "Authorization: Bearer <key>".');
       const operator = opts.adminToken !== undefined && sameSecret(presented, opts.adminToken);
       if (!operator && !opts.keys.plausible(presented)) throw new ApiError('unauthorized', 'The API key is not valid or has been revoked.');
-      const verdict = (await ADMIT.run(
-        opts.redis,
-        [opts.keys.recordKey(operator ? '' : presented)],
-        [operator ? JSON.stringify(OPERATOR) : '', scope, rateKey, WINDOW_MS, opts.perMinute, ...tail],
-      )) as Verdict;
+
+      let work: PaidWork | undefined;
+      let invalid: unknown;
+      if (budget) {
+        try {
+          work = budget(req, res);
+        } catch (err) {
+          invalid = err;
+        }
+      }
+      const keys = [opts.keys.recordKey(operator ? '' : presented)];
+      const args: Array<string | number> = [operator ? JSON.stringify(OPERATOR) : '', scope, rateKey, WINDOW_MS, opts.perMinute, work ? 1 : 0];
+      const holdId = work ? randomUUID() : '';
+      if (work) {
+        const now = Date.now();
+        const p = currentPeriods(now);
+        keys.push(
+          ledger.day(p.keys.day),
+          ledger.running('week', p.keys.week),
+          ledger.running('month', p.keys.month),
+          ...PERIODS.map((period) => holds.held(period, p.keys[period])),
+          holds.expiry,
+          holds.hold(holdId),
+        );
+        args.push(
+          now,
+          holdId,
+          now + holdTtl,
+          holds.holdPrefix,
+          budgetTemplate,
+          work.conversation_id ? conversationKey(opts.namespace, '{USER}', work.conversation_id) : '',
+          CONVERSATION_MAX_MESSAGES,
+          work.input_tokens,
+          ...p.expiries,
+          work.bounds.length,
+          ...work.bounds.flatMap((b) => [b.input_per_mtok, b.fixed_micros]),
+        );
+      }
+      const verdict = (await ADMIT.run(opts.redis, keys, args)) as Verdict;
 
       if (verdict[0] === 'unknown') throw new ApiError('unauthorized', 'The API key is not valid or has been revoked.');
       if (verdict[0] === 'forbidden') throw new ApiError('forbidden', `This API key lacks the "${scope}" scope.`);
@@ -113,12 +169,32 @@ export function admission(opts: AdmissionOptions, scope: Scope, { budget }: { bu
       if (verdict[0] === 'rate_limited') {
         throw new ApiError('rate_limited', `Rate limit of ${opts.perMinute} requests per minute reached for this API key.`, { retry_after_ms: ttl });
       }
-      if (verdict[0] === 'blocked') {
-        const block = toBudgetBlock(blockCells(principal)[verdict[4]]!, verdict[5]);
-        throw new BudgetExceededError(block.scope, block.scope_id, block.period, {
-          ...(block.spent_micros !== undefined && { spent_micros: block.spent_micros }),
-          ...(block.limit_micros !== undefined && { limit_micros: block.limit_micros }),
+      if (invalid !== undefined) throw invalid;
+      if (verdict[0] === 'over') {
+        const [, , , , worst, , expired, s, p, spent, held, limit] = verdict;
+        if (expired > 0) opts.onHoldsExpired?.(expired);
+        const scopeName = SCOPES[s - 1]!;
+        throw new BudgetExceededError(scopeName, scopeName === 'user' ? principal.user_id : scopeName === 'project' ? principal.project_id : 'global', PERIODS[p - 1] as BudgetPeriod, {
+          spent_micros: spent,
+          held_micros: held,
+          limit_micros: limit,
+          request_worst_case_micros: worst,
         });
+      }
+      if (work) {
+        const [, , , , worst = 0, history = 0, expired = 0, id = ''] = verdict;
+        if (expired > 0) opts.onHoldsExpired?.(expired);
+        const hold: Hold = { worst_micros: worst, history_bytes: history, ...(id !== '' && { hold_id: id }) };
+        res.locals.hold = hold;
+        if (id !== '') {
+          res.setHeader('x-tollgate-budget-hold-micros', String(worst));
+          // A request answered without a job (a cache hit, a 4xx after admission) gives its hold
+          // back with the answer. Not on a dropped connection: the route may still enqueue the job,
+          // so that hold waits for its expiry.
+          res.once('finish', () => {
+            if (!hold.handed_off) finishHold(opts.redis, opts.namespace, id, 0).catch(() => undefined);
+          });
+        }
       }
       next();
     } catch (err) {

@@ -1,7 +1,7 @@
 import { timingSafeEqual } from 'node:crypto';
 import type { RequestHandler } from 'express';
+import type { ApiKeyRecord, ApiKeyStore, KeyScope } from '@tollgate/shared';
 import { ApiError } from '../errors';
-import type { ApiKeyRecord, ApiKeyStore, Scope } from './api-keys';
 
 /** Who the ADMIN_TOKEN authenticates as: the operator, with every scope. */
 export const OPERATOR: ApiKeyRecord = {
@@ -32,7 +32,7 @@ export function sameSecret(a: string, b: string): boolean {
 }
 
 /** `Authorization: Bearer <key>` (what the OpenAI SDK sends) or `x-api-key`; the ADMIN_TOKEN acts as an admin. */
-export function authenticate(keys: ApiKeyStore, adminToken: string | undefined, required: Scope): RequestHandler {
+export function authenticate(keys: ApiKeyStore, adminToken: string | undefined, required: KeyScope): RequestHandler {
   return async (req, res, next) => {
     try {
       const presented = bearer(req.header('authorization')) ?? req.header('x-api-key');

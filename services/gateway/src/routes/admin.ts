@@ -1,5 +1,5 @@
+import type { ApiKeyStore } from '@tollgate/shared';
 import { Router } from 'express';
-import { type ApiKeyStore } from '../auth/api-keys';
 import { ApiError } from '../errors';
 import type { Guards } from './guards';
 

@@ -4,8 +4,9 @@ import type { Registry } from 'prom-client';
 
 export function healthRoutes(redis: Redis, registry: Registry): Router {
   const router = Router();
+  // Who answers, so a starter can tell its own process from an earlier one on the same port.
   router.get('/healthz', (_req, res) => {
-    res.json({ status: 'ok' });
+    res.json({ status: 'ok', service: 'gateway', pid: process.pid });
   });
   /** Ready when Redis answers: without it nothing can be queued, metered or authenticated. */
   router.get('/readyz', async (_req, res) => {

@@ -1,11 +1,15 @@
 import { Router, type Response } from 'express';
-import type { ChatJobResult, ChatMessage, ChatStreamItem, PriceTable, UsageUnits } from '@tollgate/shared';
+import { type Cached, type CacheStatus, type ChatJobResult, type ChatMessage, type ChatStreamItem, formatUsd, type PriceTable, type UsageUnits } from '@tollgate/shared';
 import { z } from 'zod';
-import { principalOf } from '../auth/middleware';
+import { type AnswerCache, cacheDirectiveOf, cacheInfo, jobCacheOf, type Lookup, setCacheHeaders, type StoredAnswer } from '../answer-cache';
+import type { Estimator } from '../auth/admission';
+import { type Principal, principalOf } from '../auth/middleware';
 import type { ChatDispatcher, ChatJobInput } from '../chat-dispatch';
 import { ApiError, sendJobError } from '../errors';
+import { decideGrounding, groundingBody, webSearchOptionsField } from '../grounding';
 import { checkModel } from '../models';
-import { costOf } from './chat';
+import { chatPlan, type SpendOptions } from '../spend';
+import { costOf, holdFields } from './chat';
 import type { Guards } from './guards';
 
 const textPart = z.object({ type: z.literal('text'), text: z.string().max(200_000) });
@@ -27,7 +31,15 @@ const completionBody = z.looseObject({
   max_tokens: z.number().int().min(1).max(100_000).nullish(),
   max_completion_tokens: z.number().int().min(1).max(100_000).nullish(),
   n: z.literal(1).nullish(),
+  /** OpenAI's search option: the answer is grounded with Google Search. */
+  web_search_options: webSearchOptionsField.nullish(),
 });
+
+/** Fields that change how the answer is delivered, not what it says; everything else is in the cache key. */
+function answerShape(body: z.infer<typeof completionBody>): unknown {
+  const { stream: _s, stream_options: _o, user: _u, metadata: _m, store: _st, ...shape } = body as Record<string, unknown>;
+  return { api: 'chat.completions', ...shape };
+}
 
 function toMessages(body: z.infer<typeof completionBody>): ChatMessage[] {
   return body.messages.map((m) => ({
@@ -51,64 +63,167 @@ function openAiUsage(units: UsageUnits) {
 
 type Ok = Extract<ChatJobResult, { ok: true }>;
 
-export function openAiRoutes(guards: Guards, dispatcher: ChatDispatcher, priceTable: PriceTable): Router {
+export function openAiRoutes(guards: Guards, dispatcher: ChatDispatcher, spend: SpendOptions, answers?: AnswerCache): Router {
   const router = Router();
+  const priceTable = spend.priceTable;
 
-  router.post('/v1/chat/completions', ...guards.chat, async (req, res) => {
+  // The body is read once, here, for the worst case admission holds; the route reuses it.
+  const estimate: Estimator = (req, res) => {
     const body = completionBody.parse(req.body);
     checkModel(body.model, priceTable, 'chat');
+    const maxTokens = body.max_completion_tokens ?? body.max_tokens ?? undefined;
+    const messages = toMessages(body);
+    const plan = chatPlan(spend, {
+      messages,
+      model: body.model,
+      ...(maxTokens && { max_output_tokens: maxTokens }),
+      ...(body.web_search_options && { grounding: {} }),
+    });
+    res.locals.completion = { body, messages, targets: plan.targets };
+    return plan.work;
+  };
+
+  router.post('/v1/chat/completions', ...guards.chat(estimate), async (req, res) => {
+    const { body, messages, targets } = res.locals.completion as { body: z.infer<typeof completionBody>; messages: ChatMessage[]; targets: ChatJobInput['targets'] };
     const who = principalOf(res);
     const requestId = res.locals.requestId as string;
-    const maxTokens = body.max_completion_tokens ?? body.max_tokens;
+    const directive = cacheDirectiveOf(req);
+    const grounding = decideGrounding(body.web_search_options ? 'web_search_options' : undefined, who, priceTable);
+    const lookup: Lookup = answers ? await answers.lookup(who, directive, answerShape(body), true) : { status: 'BYPASS', reason: 'no cache configured' };
     const input: ChatJobInput = {
       request_id: requestId,
       user_id: who.user_id,
       project_id: who.project_id,
-      messages: toMessages(body),
+      messages,
       model: body.model,
-      ...(maxTokens && { max_output_tokens: maxTokens }),
+      targets,
+      ...holdFields(res),
+      ...(grounding && { grounding }),
+      cache: jobCacheOf(directive),
+      ...(lookup.status !== 'BYPASS' && { answer_cached: true }),
     };
     const id = `chatcmpl-${requestId}`;
     const created = Math.floor(Date.now() / 1000);
+    const reason = lookup.status === 'BYPASS' ? lookup.reason : undefined;
+    const o = { id, created, model: body.model, includeUsage: Boolean(body.stream_options?.include_usage), requestId, priceTable, reason };
 
-    if (!body.stream) {
-      const result = await dispatcher.run(input);
-      if (!result.ok) return sendJobError(res, result.error);
-      res.setHeader('x-tollgate-provider', result.provider);
-      res.json({
-        id,
-        object: 'chat.completion',
-        created,
-        model: result.model,
-        choices: [{ index: 0, message: { role: 'assistant', content: result.reply, refusal: null }, finish_reason: 'stop', logprobs: null }],
-        usage: openAiUsage(result.units),
-        tollgate: tollgateExtras(result, requestId, priceTable),
-      });
-      return;
+    if (lookup.status === 'HIT') {
+      await answers?.recordHit(lookup.key, lookup.hit, requestId, who);
+      return body.stream ? replayCompletion(res, lookup.hit, o) : sendCompletion(res, lookup.hit.value.result, 'HIT', o, lookup.hit);
     }
 
-    await streamCompletion(res, dispatcher.stream(input), {
-      id,
-      created,
-      model: body.model,
-      includeUsage: Boolean(body.stream_options?.include_usage),
-      requestId,
-      priceTable,
-    });
+    if (!body.stream) {
+      let result: ChatJobResult;
+      if (answers && (lookup.status === 'MISS' || lookup.status === 'REFRESH')) {
+        const outcome = await answers.compute(lookup, requestId, Date.now() + dispatcher.deadlineMs, () => dispatcher.run(input));
+        if ('reused' in outcome) {
+          await answers.recordHit(lookup.key, outcome.reused, requestId, who);
+          return sendCompletion(res, outcome.reused.value.result, 'HIT', o, outcome.reused);
+        }
+        result = outcome.result;
+      } else {
+        result = await dispatcher.run(input);
+      }
+      if (!result.ok) return sendJobError(res, result.error);
+      return sendCompletion(res, result, lookup.status, o);
+    }
+
+    if (!answers || lookup.status === 'BYPASS') {
+      setCacheHeaders(res, 'BYPASS');
+      return streamCompletion(res, dispatcher.stream(input), { ...o, status: 'BYPASS' });
+    }
+    await streamThroughCache(res, answers, lookup, who, () => dispatcher.stream(input), dispatcher.deadlineMs, o);
   });
 
   return router;
 }
 
-function tollgateExtras(result: Ok, requestId: string, table: PriceTable) {
+interface CompletionOptions {
+  id: string;
+  created: number;
+  model: string;
+  includeUsage: boolean;
+  requestId: string;
+  priceTable: PriceTable;
+  /** Why the cache was not used, when it was not. */
+  reason?: string;
+}
+
+function tollgateExtras(result: Ok, requestId: string, table: PriceTable, status: CacheStatus, hit?: Cached<StoredAnswer>, reason?: string) {
+  const cost = costOf(result.provider, result.model, result.units, table);
   return {
     request_id: requestId,
     provider: result.provider,
     fallback_used: result.fallback_used,
-    attempts: result.attempts.length,
-    usage_source: result.usage_source,
-    cost: costOf(result.provider, result.model, result.units, table),
+    attempts: hit ? 0 : result.attempts.length,
+    usage_source: hit ? 'cache' : result.usage_source,
+    cost: hit ? { micros: 0, usd: formatUsd(0), ...(cost && { price_version: cost.price_version }) } : cost,
+    ...(result.grounding && { grounding: groundingBody(result.grounding) }),
+    cache: cacheInfo(status, hit, reason),
   };
+}
+
+function sendCompletion(res: Response, result: Ok, status: CacheStatus, o: CompletionOptions, hit?: Cached<StoredAnswer>): void {
+  setCacheHeaders(res, status, hit);
+  res.setHeader('x-tollgate-provider', result.provider);
+  res.json({
+    id: o.id,
+    object: 'chat.completion',
+    created: o.created,
+    model: result.model,
+    choices: [{ index: 0, message: { role: 'assistant', content: result.reply, refusal: null }, finish_reason: 'stop', logprobs: null }],
+    usage: openAiUsage(result.units),
+    tollgate: tollgateExtras(result, o.requestId, o.priceTable, status, hit, o.reason),
+  });
+}
+
+const sseHeaders = { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' };
+
+/**
+ * A stored answer served as the stream the client asked for: the same chunks a live stream
+ * sends (role, content pieces, finish, usage when asked, [DONE]).
+ */
+function replayCompletion(res: Response, hit: Cached<StoredAnswer>, o: CompletionOptions): void {
+  const result = hit.value.result;
+  setCacheHeaders(res, 'HIT', hit);
+  res.setHeader('x-tollgate-provider', result.provider);
+  const chunk = (choices: unknown[], extra: Record<string, unknown> = {}) =>
+    `data: ${JSON.stringify({ id: o.id, object: 'chat.completion.chunk', created: o.created, model: result.model, choices, ...extra })}\n\n`;
+  res.writeHead(200, sseHeaders);
+  let out = chunk([{ index: 0, delta: { role: 'assistant', content: '' }, finish_reason: null, logprobs: null }]);
+  for (const piece of result.reply.match(/\s*\S+(?:\s+\S+){0,2}\s*/g) ?? []) {
+    out += chunk([{ index: 0, delta: { content: piece }, finish_reason: null, logprobs: null }]);
+  }
+  out += chunk([{ index: 0, delta: {}, finish_reason: 'stop', logprobs: null }]);
+  if (o.includeUsage) out += chunk([], { usage: openAiUsage(result.units), tollgate: tollgateExtras(result, o.requestId, o.priceTable, 'HIT', hit) });
+  res.end(`${out}data: [DONE]\n\n`);
+}
+
+/**
+ * A cacheable stream: the request that claims the key streams live and stores the complete
+ * answer; one that finds the key claimed waits for that answer and replays it (paying nothing),
+ * or streams live itself if the other failed.
+ */
+async function streamThroughCache(
+  res: Response,
+  answers: AnswerCache,
+  lookup: Extract<Lookup, { status: 'MISS' | 'REFRESH' }>,
+  who: Principal,
+  live: () => AsyncGenerator<ChatStreamItem>,
+  deadlineMs: number,
+  o: CompletionOptions,
+): Promise<void> {
+  const outcome = await answers.compute(lookup, o.requestId, Date.now() + deadlineMs, async () => {
+    setCacheHeaders(res, lookup.status);
+    let final: ChatJobResult | undefined;
+    await streamCompletion(res, live(), { ...o, status: lookup.status, onDone: (r) => (final = r) });
+    // compute() stores a successful result; the stream is already sent by then.
+    return final ?? { ok: false, attempts: [], error: { code: 'stream_incomplete', category: 'provider_unavailable', message: 'The stream ended without an answer.', suggested_actions: [], http_status: 502 } };
+  });
+  if ('reused' in outcome) {
+    await answers.recordHit(lookup.key, outcome.reused, o.requestId, who);
+    replayCompletion(res, outcome.reused, o);
+  }
 }
 
 /**
@@ -118,7 +233,7 @@ function tollgateExtras(result: Ok, requestId: string, table: PriceTable) {
 async function streamCompletion(
   res: Response,
   items: AsyncGenerator<ChatStreamItem>,
-  o: { id: string; created: number; model: string; includeUsage: boolean; requestId: string; priceTable: PriceTable },
+  o: CompletionOptions & { status: CacheStatus; onDone?: (result: ChatJobResult) => void },
 ): Promise<void> {
   const chunk = (choices: unknown[], extra: Record<string, unknown> = {}) =>
     `data: ${JSON.stringify({ id: o.id, object: 'chat.completion.chunk', created: o.created, model: o.model, choices, ...extra })}\n\n`;
@@ -126,7 +241,7 @@ async function streamCompletion(
   const openStream = () => {
     if (open) return;
     open = true;
-    res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' });
+    res.writeHead(200, sseHeaders);
     res.write(chunk([{ index: 0, delta: { role: 'assistant', content: '' }, finish_reason: null, logprobs: null }]));
   };
 
@@ -137,6 +252,7 @@ async function streamCompletion(
       continue;
     }
     const result = item.result;
+    o.onDone?.(result);
     if (!result.ok) {
       if (!open) return sendJobError(res, result.error);
       // Mid-stream failure: the status is already sent, so the error travels in the stream.
@@ -146,7 +262,7 @@ async function streamCompletion(
     }
     openStream();
     res.write(chunk([{ index: 0, delta: {}, finish_reason: 'stop', logprobs: null }]));
-    if (o.includeUsage) res.write(chunk([], { usage: openAiUsage(result.units), tollgate: tollgateExtras(result, o.requestId, o.priceTable) }));
+    if (o.includeUsage) res.write(chunk([], { usage: openAiUsage(result.units), tollgate: tollgateExtras(result, o.requestId, o.priceTable, o.status, undefined, o.reason) }));
     res.write('data: [DONE]\n\n');
     res.end();
     return;

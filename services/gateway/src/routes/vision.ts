@@ -6,7 +6,8 @@ import { principalOf } from '../auth/middleware';
 import { ApiError, sendJobError } from '../errors';
 import { sniffImage } from '../image-type';
 import type { VisionDispatcher } from '../vision-dispatch';
-import { costOf } from './chat';
+import { cacheDirectiveOf } from '../answer-cache';
+import { costOf, holdId } from './chat';
 import type { Guards } from './guards';
 
 export interface VisionRouteOptions {
@@ -110,6 +111,7 @@ export function visionRoutes(guards: Guards, opts: VisionRouteOptions, priceTabl
     }
 
     const who = principalOf(res);
+    const directive = cacheDirectiveOf(req);
     const result = await opts.dispatcher.run({
       request_id: res.locals.requestId as string,
       user_id: who.user_id,
@@ -118,10 +120,14 @@ export function visionRoutes(guards: Guards, opts: VisionRouteOptions, priceTabl
       mime_type: sniffed.mimeType,
       prompt,
       quality,
+      cache: { mode: directive.mode, partition: directive.partition, ...(directive.maxAgeSeconds !== undefined && { max_age_seconds: directive.maxAgeSeconds }) },
+      ...holdId(res),
     });
     if (!result.ok) return sendJobError(res, result.error);
 
     res.setHeader('x-tollgate-provider', result.provider);
+    res.setHeader('x-tollgate-cache', result.cached ? 'HIT' : directive.mode === 'bypass' ? 'BYPASS' : directive.mode === 'refresh' ? 'REFRESH' : 'MISS');
+    if (result.cached && result.avoided_micros !== undefined) res.setHeader('x-tollgate-cache-saved-micros', String(result.avoided_micros));
     res.json({
       analysis: result.analysis,
       provider: result.provider,

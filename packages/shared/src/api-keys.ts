@@ -2,15 +2,16 @@ import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import type Redis from 'ioredis';
 import { z } from 'zod';
 
-export const SCOPES = ['chat', 'vision', 'costs', 'admin'] as const;
-export type Scope = (typeof SCOPES)[number];
+/** What an API key may do; `admin` is every scope. */
+export const KEY_SCOPES = ['chat', 'vision', 'costs', 'admin'] as const;
+export type KeyScope = (typeof KEY_SCOPES)[number];
 
 export interface ApiKeyRecord {
   key_id: string;
   name: string;
   user_id: string;
   project_id: string;
-  scopes: Scope[];
+  scopes: KeyScope[];
   created_at: string;
 }
 
@@ -18,14 +19,15 @@ export const newKeySchema = z.strictObject({
   name: z.string().min(1).max(100).default('unnamed'),
   user_id: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'letters, digits, dot, dash or underscore (1-64)'),
   project_id: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'letters, digits, dot, dash or underscore (1-64)'),
-  scopes: z.array(z.enum(SCOPES)).min(1).default(['chat', 'vision', 'costs']),
+  scopes: z.array(z.enum(KEY_SCOPES)).min(1).default(['chat', 'vision', 'costs']),
 });
 export type NewKey = z.input<typeof newKeySchema>;
 
 const hash = (key: string) => createHash('sha256').update(key).digest('hex');
 
 /**
- * API keys, stored only as SHA-256 hashes: Redis never holds a usable key. Lookups hit Redis on
+ * API keys, stored only as SHA-256 hashes (the gateway authenticates with them; the CLI and
+ * `pnpm start` create them): Redis never holds a usable key. Lookups hit Redis on
  * every request, so a revoked key stops working at once, on every gateway instance.
  */
 export class ApiKeyStore {

@@ -1,0 +1,1 @@
+export declare function readLuaSource(file: string): { source: string; files: string[] };

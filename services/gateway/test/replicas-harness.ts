@@ -1,0 +1,193 @@
+import type { AddressInfo } from 'node:net';
+import type { Server } from 'node:http';
+import { Queue, QueueEvents, type Worker } from 'bullmq';
+import type Redis from 'ioredis';
+import {
+  BreakerRegistry,
+  CacheSettingsStore,
+  ResponseCache,
+  type ChatJob,
+  type ChatJobResult,
+  createProviderClients,
+  createRedis,
+  ErrorRateTracker,
+  EventBus,
+  loadPriceTable,
+  QUEUES,
+  queuePrefix,
+  type Target,
+  type VisionJob,
+  type VisionJobResult,
+} from '@tollgate/shared';
+import { TEST_REDIS_URL, testRedis } from '@tollgate/shared/src/testing';
+import { ConversationStore } from '@tollgate/chat-workflow/src/conversation-store';
+import { createChatWorker } from '@tollgate/chat-workflow/src/worker';
+import { consumeUsage } from '@tollgate/cost-ledger/src/ledger-consumer';
+import { LedgerWriter } from '@tollgate/cost-ledger/src/ledger-writer';
+import { type FaultConfig, startStub, stubEndpoints } from '@tollgate/stub-llm';
+import { neverNearBudget } from '@tollgate/vision/src/routing';
+import { createVisionWorker } from '@tollgate/vision/src/worker';
+import { createApp } from '../src/app';
+import { ApiKeyStore } from '@tollgate/shared';
+import { ChatDispatcher } from '../src/chat-dispatch';
+import { createMetrics, type GatewayMetrics } from '../src/metrics';
+import { VisionDispatcher } from '../src/vision-dispatch';
+
+export const REPLICA_ADMIN = 'replicas-harness-admin-token-3e1f0a9c';
+const KEYS = { openai: 'sk-test-openai', deepseek: 'sk-test-deepseek', gemini: 'test-gemini-key' };
+const CHAIN: Target[] = [
+  { provider: 'gemini', model: 'gemini-2.0-flash' },
+  { provider: 'deepseek', model: 'deepseek-chat' },
+  { provider: 'openai', model: 'gpt-4o-mini' },
+];
+
+export interface ReplicaOptions {
+  gateways?: number;
+  chatWorkers?: number;
+  visionWorkers?: number;
+  /** Ledger consumers (separate bus instances in one consumer group). */
+  ledgers?: number;
+  faults?: FaultConfig;
+  deadlineMs?: number;
+  holdMarginMs?: number;
+}
+
+/**
+ * Several replicas of each service on one namespace, each on its own Redis connections as separate
+ * processes would be: gateways (each its own app, queues and QueueEvents), chat and vision workers,
+ * and ledger consumers. What a multi-replica deployment shares is only Redis.
+ */
+export async function startReplicas(label: string, o: ReplicaOptions = {}) {
+  const { redis, prefix: namespace, cleanup } = testRedis(label);
+  const closers: Array<() => Promise<unknown> | unknown> = [];
+  const conn = (blocking = false): Redis => {
+    const c = createRedis(TEST_REDIS_URL, { blocking });
+    closers.push(() => c.quit().catch(() => undefined));
+    return c;
+  };
+  const stub = await startStub({ port: 0, quiet: true, ...(o.faults && { faults: o.faults }) });
+  const clients = createProviderClients(stubEndpoints(stub.url, KEYS), 2_000);
+  const priceTable = loadPriceTable();
+  const qPrefix = queuePrefix(namespace);
+  const workers: Worker[] = [];
+  const breakers: BreakerRegistry[] = [];
+  const buses: EventBus[] = [];
+
+  const breakerFor = (bus: EventBus) => {
+    const b = new BreakerRegistry({ publish: (type, data) => bus.publish(type, data, { correlation_id: `breaker:${data.breaker}` }), options: { volumeThreshold: 1000 } });
+    breakers.push(b);
+    return b;
+  };
+
+  for (let i = 0; i < (o.chatWorkers ?? 2); i++) {
+    const r = conn();
+    const bus = new EventBus({ redis: r, prefix: namespace, service: 'chat-workflow' });
+    workers.push(
+      createChatWorker(
+        {
+          bus,
+          redis: r,
+          namespace,
+          conversations: new ConversationStore(r, namespace, { maxMessages: 50, ttlSeconds: 600 }),
+          clients,
+          breakers: breakerFor(bus),
+          priceTable,
+          cache: new ResponseCache(r, namespace),
+          cacheSettings: new CacheSettingsStore(r, namespace, undefined, 0),
+          fallbackChain: CHAIN,
+          callTimeoutMs: 2_000,
+          maxAttempts: 2,
+          backoff: { baseMs: 5, capMs: 20 },
+        },
+        { connection: conn(true), concurrency: 16 },
+      ),
+    );
+  }
+  for (let i = 0; i < (o.visionWorkers ?? 2); i++) {
+    const r = conn();
+    const bus = new EventBus({ redis: r, prefix: namespace, service: 'vision' });
+    workers.push(
+      createVisionWorker(
+        {
+          bus,
+          redis: r,
+          namespace,
+          clients,
+          breakers: breakerFor(bus),
+          cache: new ResponseCache(r, namespace),
+          cacheSettings: new CacheSettingsStore(r, namespace, undefined, 0),
+          priceTable,
+          nearHardBudget: neverNearBudget,
+          callTimeoutMs: 2_000,
+          maxAttempts: 2,
+          backoff: { baseMs: 5, capMs: 20 },
+        },
+        { connection: conn(true), concurrency: 8 },
+      ),
+    );
+  }
+  for (let i = 0; i < (o.ledgers ?? 2); i++) {
+    const bus = new EventBus({ redis: conn(), prefix: namespace, service: 'cost-ledger', blockMs: 50 });
+    consumeUsage(bus, new LedgerWriter(conn(), namespace), priceTable);
+    await bus.start();
+    buses.push(bus);
+  }
+
+  const gateways: Array<{ url: string; metrics: GatewayMetrics }> = [];
+  const servers: Server[] = [];
+  const queues: Array<Queue | QueueEvents> = [];
+  for (let i = 0; i < (o.gateways ?? 2); i++) {
+    const r = conn();
+    const chatQueue = new Queue<ChatJob, ChatJobResult>(QUEUES.chat, { connection: conn(), prefix: qPrefix, defaultJobOptions: { attempts: 1 } });
+    const chatEvents = new QueueEvents(QUEUES.chat, { connection: conn(true), prefix: qPrefix });
+    const visionQueue = new Queue<VisionJob, VisionJobResult>(QUEUES.vision, { connection: conn(), prefix: qPrefix, defaultJobOptions: { attempts: 1 } });
+    const visionEvents = new QueueEvents(QUEUES.vision, { connection: conn(true), prefix: qPrefix });
+    await Promise.all([chatEvents.waitUntilReady(), visionEvents.waitUntilReady()]);
+    queues.push(chatEvents, visionEvents, chatQueue, visionQueue);
+    const metrics = createMetrics([chatQueue, visionQueue], new ErrorRateTracker());
+    const deadlineMs = o.deadlineMs ?? 10_000;
+    const app = createApp({
+      redis: r,
+      namespace,
+      keys: new ApiKeyStore(r, namespace),
+      dispatcher: new ChatDispatcher(chatQueue, chatEvents, r, namespace, deadlineMs),
+      metrics,
+      priceTable,
+      adminToken: REPLICA_ADMIN,
+      maxBodyBytes: 1024 * 1024,
+      rateLimitPerMinute: 1_000_000,
+      requestDeadlineMs: deadlineMs,
+      ...(o.holdMarginMs !== undefined && { holdMarginMs: o.holdMarginMs }),
+      chatFallbackChain: CHAIN,
+      vision: { dispatcher: new VisionDispatcher(visionQueue, visionEvents, r, namespace, deadlineMs), maxImageBytes: 1024 * 1024 },
+    });
+    const server = app.listen(0, '127.0.0.1');
+    await new Promise((resolve) => server.once('listening', resolve));
+    servers.push(server);
+    gateways.push({ url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, metrics });
+  }
+  await Promise.all(workers.map((w) => w.waitUntilReady()));
+
+  return {
+    redis,
+    namespace,
+    stub,
+    gateways,
+    keys: new ApiKeyStore(redis, namespace),
+    adminToken: REPLICA_ADMIN,
+    async close() {
+      for (const s of servers) {
+        await new Promise((resolve) => s.close(resolve));
+        s.closeAllConnections();
+      }
+      await Promise.all(workers.map((w) => w.close()));
+      for (const b of buses) await b.stop();
+      for (const q of queues) await q.close();
+      for (const b of breakers) b.shutdown();
+      await stub.close();
+      for (const c of closers) await c();
+      await cleanup();
+    },
+  };
+}
+export type Replicas = Awaited<ReturnType<typeof startReplicas>>;
