@@ -67,13 +67,15 @@ async function main(): Promise<void> {
   const bus = new EventBus({ redis, prefix: namespace, service: SERVICE });
   const priceTable = loadPriceTable({ file: config.priceTableFile });
 
-  const flags = new FlagSnapshot({ redis, namespace, appName: SERVICE, logger, ...config.flags });
-  await flags.start();
+  // flags.changed reaches the snapshot through the metrics tail below: one bus tail per gateway.
+  const flags = new FlagSnapshot({ redis, namespace, appName: SERVICE, logger, ...config.flags, follow: false });
 
   const errorRates = new ErrorRateTracker();
   const metrics = createMetrics([chatQueue, visionQueue], errorRates);
-  const live = followServiceHealth(redis, namespace, metrics, errorRates);
+  const live = followServiceHealth(redis, namespace, metrics, errorRates, (version) => flags.notify(version));
   await live.start();
+  // After the tail: a change made between the load and the tail's start is not missed.
+  await flags.start();
 
   const app = createApp({
     redis,

@@ -27,7 +27,7 @@ import { neverNearBudget } from '@tollgate/vision/src/routing';
 import { createVisionWorker } from '@tollgate/vision/src/worker';
 import { createApp } from '../src/app';
 import { ChatDispatcher } from '../src/chat-dispatch';
-import { createMetrics } from '../src/metrics';
+import { createMetrics, followServiceHealth } from '../src/metrics';
 import { VisionDispatcher } from '../src/vision-dispatch';
 import { DEFAULT_CHAIN } from './harness';
 
@@ -42,9 +42,13 @@ export async function startFlagSystem(label: string) {
   const { redis, prefix: namespace, cleanup } = testRedis(label);
   const stub = await startStub({ port: 0, quiet: true });
   const clients = createProviderClients(stubEndpoints(stub.url), 2_000);
-  const snapshot = (appName: string) => new FlagSnapshot({ redis, namespace, appName, maxAgeMs: 120_000, pollMs: 60_000 });
+  const snapshot = (appName: string, follow = true) => new FlagSnapshot({ redis, namespace, appName, maxAgeMs: 120_000, pollMs: 60_000, follow });
   const visionFlags = snapshot('vision');
-  const gatewayFlags = snapshot('gateway');
+  // As the gateway process wires it: flags.changed arrives through the metrics tail.
+  const gatewayFlags = snapshot('gateway', false);
+  const errorRates = new ErrorRateTracker();
+  const live = followServiceHealth(redis, namespace, createMetrics([], errorRates), errorRates, (v) => gatewayFlags.notify(v));
+  await live.start();
   await Promise.all([visionFlags.start(), gatewayFlags.start()]);
 
   const chatBus = new EventBus({ redis, prefix: namespace, service: 'chat-workflow', maxLen: 100_000 });
@@ -107,7 +111,7 @@ export async function startFlagSystem(label: string) {
       server.closeAllConnections();
       await Promise.all([chatWorker.close(), visionWorker.close()]);
       await Promise.all([chatEvents.close(), visionEvents.close(), chatQueue.close(), visionQueue.close()]);
-      await Promise.all([visionFlags.stop(), gatewayFlags.stop()]);
+      await Promise.all([visionFlags.stop(), gatewayFlags.stop(), live.stop()]);
       await stub.close();
       breakers.shutdown();
       await cleanup();

@@ -4,7 +4,9 @@ import {
   EventBus,
   ExposureLog,
   FlagEngine,
+  FlagStore,
   featureSchema,
+  publishFlagChanges,
   PRODUCT_FLAGS,
   requestFlagContext,
 } from '@tollgate/shared';
@@ -69,6 +71,14 @@ describe('admin API', () => {
       expect((await call(sys, 'POST', '/v1/flags/evaluate', { flag: name })).json).toMatchObject({ enabled: true, reason: 'STATIC' });
       expect((await call(sys, 'DELETE', path)).status).toBe(204);
     }
+  });
+
+  test('a change written elsewhere (the CLI, another gateway) reaches this gateway within a second', async () => {
+    const store = new FlagStore(sys.redis, sys.namespace);
+    const result = await store.apply('cli:ops', () => ({ put: [featureSchema.parse({ name: 'elsewhere', enabled: true })] }));
+    await publishFlagChanges(new EventBus({ redis: sys.redis, prefix: sys.namespace, service: 'tollgate-cli' }), result, 'cli:ops');
+    expect(await waitFor(() => sys.snapshots.gateway.evaluate('elsewhere').enabled, 1_000)).toBe(true);
+    expect((await call(sys, 'POST', '/v1/flags/evaluate', { flag: 'elsewhere' })).json).toMatchObject({ enabled: true, snapshot_version: result.version });
   });
 
   test('bad input is refused with a code; only admins reach the flags', async () => {

@@ -23,6 +23,11 @@ export interface FlagSnapshotOptions {
   environment?: string;
   logger?: { warn(message: string, meta?: Record<string, unknown>): unknown };
   now?: () => number;
+  /**
+   * False: the process already follows the bus and calls `notify` for each `flags.changed`
+   * (the gateway's metrics tail does), so the snapshot opens no tail and connection of its own.
+   */
+  follow?: boolean;
 }
 
 /**
@@ -35,7 +40,7 @@ export class FlagSnapshot implements FlagReader {
   private loadedVersion = -1;
   private syncedAt = 0;
   private readonly store: FlagStore;
-  private readonly tail: EventTail;
+  private readonly tail?: EventTail;
   private readonly now: () => number;
   private pollTimer?: NodeJS.Timeout;
   private reloading?: Promise<void>;
@@ -46,14 +51,21 @@ export class FlagSnapshot implements FlagReader {
     this.store = new FlagStore(opts.redis, opts.namespace);
     this.now = opts.now ?? Date.now;
     this.engine = this.build([], []);
-    this.tail = new EventTail({ redis: opts.redis, prefix: opts.namespace, types: 'flags.changed', lingerMs: 100 }, (event) => {
-      if (event.type === 'flags.changed' && event.data.version !== this.loadedVersion) void this.refresh();
-    });
+    if (opts.follow !== false) {
+      this.tail = new EventTail({ redis: opts.redis, prefix: opts.namespace, types: 'flags.changed', lingerMs: 100 }, (event) => {
+        if (event.type === 'flags.changed') this.notify(event.data.version);
+      });
+    }
+  }
+
+  /** A `flags.changed` announced `version`: reload unless that is the one loaded. */
+  notify(version: number): void {
+    if (version !== this.loadedVersion) void this.refresh();
   }
 
   /** Loads the flags once, then follows changes. A Redis that is down at start only delays the first load. */
   async start(): Promise<void> {
-    await this.tail.start();
+    await this.tail?.start();
     await this.refresh();
     this.schedulePoll();
   }
@@ -61,7 +73,7 @@ export class FlagSnapshot implements FlagReader {
   async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.pollTimer);
-    await this.tail.stop();
+    await this.tail?.stop();
     await this.reloading;
   }
 
