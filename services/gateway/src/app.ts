@@ -97,7 +97,7 @@ export function createApp(deps: GatewayDeps): Express {
   const answers = deps.cache && new AnswerCache({ ...deps.cache, priceTable: deps.priceTable, namespace: deps.namespace });
   const chatFlags = deps.flags && { reader: deps.flags.snapshot, exposures: new ExposureLog(deps.redis, deps.namespace, deps.flags.bus) };
   app.use(chatRoutes(guards, deps.dispatcher, spend, answers, chatFlags));
-  app.use(openAiRoutes(guards, deps.dispatcher, spend, answers));
+  app.use(openAiRoutes(guards, deps.dispatcher, spend, answers, chatFlags));
   if (deps.cache) app.use(cacheRoutes(guards, deps.cache.cache, deps.cache.settings));
   app.use(adminRoutes(guards, deps.keys));
   if (deps.flags) app.use(flagRoutes(guards, deps.flags));

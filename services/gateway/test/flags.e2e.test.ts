@@ -174,6 +174,17 @@ describe('flags in the product', () => {
     expect(killed.body.grounding).toBeUndefined();
     const searches = (await sys.bus.history({ types: 'rag.context_retrieved' })).filter((e) => e.event.correlation_id === killed.body.request_id);
     expect(searches).toHaveLength(0);
+    // The OpenAI-compatible API too: no search, said in a header, the body stays OpenAI's.
+    const compat = await fetch(`${sys.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'gemini-2.0-flash', messages: [{ role: 'user', content: `Latest news ${randomUUID()}?` }], web_search_options: {} }),
+    });
+    expect(compat.status).toBe(200);
+    expect(compat.headers.get('x-tollgate-degraded')).toBe('grounding_disabled');
+    const compatBody = (await compat.json()) as { tollgate: { grounding?: unknown; request_id: string } };
+    expect(compatBody.tollgate.grounding).toBeUndefined();
+    expect((await sys.bus.history({ types: 'rag.context_retrieved' })).filter((e) => e.event.correlation_id === compatBody.tollgate.request_id)).toHaveLength(0);
 
     await call(sys, 'DELETE', `/v1/flags/${PRODUCT_FLAGS.groundingKill}`);
     expect(await waitFor(() => sys.snapshots.gateway.evaluate(PRODUCT_FLAGS.groundingKill).error_code === 'FLAG_NOT_FOUND', 1_000)).toBe(true);

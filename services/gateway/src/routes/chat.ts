@@ -91,8 +91,11 @@ export function chatRoutes(guards: Guards, dispatcher: ChatDispatcher, spend: Sp
     let assignment: ChatAssignment | undefined;
     if (chat.replan) {
       const picked = pickTargets(spend, messages, chatExperiment(flags!.reader, context!));
-      assignment = picked?.assignment;
-      targets = picked?.targets ?? chatPlan(spend, { messages }).targets;
+      // Only targets the hold covered: the flag may have changed since admission.
+      const held = (t: { provider: string; model: string }) => (chat.targets ?? []).some((h) => h.provider === t.provider && h.model === t.model);
+      const usable = picked && picked.targets.every(held) ? picked : undefined;
+      assignment = usable?.assignment;
+      targets = usable?.targets ?? chatPlan(spend, { messages }).targets;
     }
     if (assignment && flags?.exposures) {
       // Beside the request, not before it; a lost exposure must not fail the chat.
