@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import {
+  BudgetStore,
   chatExperiment,
   EventBus,
   ExposureLog,
@@ -191,6 +192,32 @@ describe('flags in the product', () => {
     expect((await ask()).body.grounding).toBeDefined();
   });
 
+  test('while the experiment is on, a budget hold covers the dearest target any variant may use', async () => {
+    const flag = `/v1/flags/${PRODUCT_FLAGS.chatProviderExperiment}`;
+    await call(sys, 'DELETE', flag);
+    const user = 'hold-user';
+    const key = await userKey(user);
+    await new BudgetStore(sys.redis, sys.namespace).put('user', user, { periods: [{ period: 'day', limit_micros: 50_000_000, mode: 'hard' }] });
+    const hold = async () => {
+      const res = await fetch(`${sys.url}/v1/chat`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: JSON.stringify({ message: 'hi' }) });
+      expect(res.status).toBe(200);
+      return Number(res.headers.get('x-tollgate-budget-hold-micros'));
+    };
+    const plain = await hold();
+    // The dear variant has weight 0, so this caller gets control; the hold still covers gpt-4o.
+    await call(sys, 'PUT', flag, {
+      ...EXPERIMENT,
+      variants: [
+        { name: 'control', weight: 1000, stickiness: 'default' },
+        { name: 'dear', weight: 0, stickiness: 'default', payload: { type: 'json', value: '{"model":"gpt-4o"}' } },
+      ],
+    });
+    const covered = await hold();
+    expect(plain).toBeGreaterThan(0);
+    expect(covered).toBeGreaterThan(plain * 10);
+    await call(sys, 'DELETE', flag);
+  });
+
   test('the chat experiment routes each user to its variant\'s provider and publishes one exposure per user', async () => {
     const put = await call(sys, 'PUT', `/v1/flags/${PRODUCT_FLAGS.chatProviderExperiment}`, EXPERIMENT);
     expect(put.status).toBe(201);
@@ -213,8 +240,10 @@ describe('flags in the product', () => {
     const named = await fetch(`${sys.url}/v1/chat`, { method: 'POST', headers: { authorization: `Bearer ${await userKey('exp-user-0')}`, 'content-type': 'application/json' }, body: JSON.stringify({ message: 'hi', model: 'gemini-2.0-flash' }) });
     expect(((await named.json()) as { provider: string }).provider).toBe('gemini');
 
-    await waitFor(async () => (await sys.bus.history({ types: 'flag.exposed' })).length >= users.length, 2_000);
-    const exposures = (await sys.bus.history({ types: 'flag.exposed' })).map((e) => (e.event.type === 'flag.exposed' ? e.event : undefined)!);
+    const ours = async () =>
+      (await sys.bus.history({ types: 'flag.exposed' })).map((e) => (e.event.type === 'flag.exposed' ? e.event : undefined)!).filter((e) => e.data.subject.startsWith('exp-user-'));
+    await waitFor(async () => (await ours()).length >= users.length, 2_000);
+    const exposures = await ours();
     expect(exposures.map((e) => e.data.subject).sort()).toEqual([...users].sort());
     for (const e of exposures) {
       expect(e.data).toMatchObject({ flag: PRODUCT_FLAGS.chatProviderExperiment, variant: seen.get(e.data.subject), feature_enabled: true });
