@@ -12,6 +12,7 @@ const BENCHES: Record<string, () => Promise<{ run: () => Promise<SummaryRow[]> }
   gateway: () => import('./gateway'),
   budget: () => import('./budget'),
   cache: () => import('./cache'),
+  flags: () => import('./flags'),
 };
 
 async function main(): Promise<void> {

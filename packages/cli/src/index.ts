@@ -4,6 +4,7 @@ import { budgetsCommands } from './commands/budgets';
 import { cacheCommands } from './commands/cache';
 import { costsCommands } from './commands/costs';
 import { eventsCommands } from './commands/events';
+import { flagsCommands } from './commands/flags';
 import { keysCommands } from './commands/keys';
 import { version } from '../package.json';
 import type { GlobalOptions } from './context';
@@ -31,7 +32,7 @@ function group(parent: Command, name: string, description: string): Command {
 
 export function buildProgram(): Command {
   const program = new Command('tollgate')
-    .description('Operate Tollgate from a terminal: API keys, budgets, costs, alerts, events and the cache, straight from Redis.')
+    .description('Operate Tollgate from a terminal: API keys, budgets, costs, alerts, events, the cache and feature flags, straight from Redis.')
     .usage('<command> [options]')
     .version(version, '-V, --version')
     .option('--redis-url <url>', 'Redis to use (default $REDIS_URL, else redis://127.0.0.1:6379)')
@@ -47,6 +48,7 @@ export function buildProgram(): Command {
   alertsCommands(group(program, 'alerts', 'budget and ops alerts: tail'), globals);
   eventsCommands(group(program, 'events', 'the event bus: tail, replay'), globals);
   cacheCommands(group(program, 'cache', 'the response cache: stats, purge'), globals);
+  flagsCommands(group(program, 'flags', 'feature flags: list, get, set, enable, disable, import, history'), globals);
 
   return program;
 }

@@ -32,3 +32,7 @@ export {
 export { ApiKeyStore, type ApiKeyRecord, KEY_SCOPES, type KeyScope, newKeySchema } from '@tollgate/shared/src/api-keys';
 export { ResponseCache } from '@tollgate/shared/src/cache/response-cache';
 export { CacheSettingsStore, type CacheSettings } from '@tollgate/shared/src/cache/cache-settings';
+// Flags: the store and the admin helpers only (not the evaluator or the OpenFeature SDK).
+export { clientFeaturesSchema, featureSchema, FLAG_TYPE_NAMES, flagNameSchema, type FlagType, type StoredFlag } from '@tollgate/shared/src/flags/model';
+export { FlagStore, importEdit, publishFlagChanges } from '@tollgate/shared/src/flags/store';
+export { FlagInputError, flagView, flagWarnings, prepareFeature } from '@tollgate/shared/src/flags/admin';

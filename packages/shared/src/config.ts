@@ -60,6 +60,8 @@ export interface Config {
   priceTableFile: string | undefined;
   /** A worker's health/metrics server (containers' probes); undefined when HEALTH_PORT is unset. */
   health: { host: string; port: number } | undefined;
+  /** Feature flag snapshots: version poll (fallback for a missed push), age past which evaluations say STALE, Unleash environment. */
+  flags: { pollMs: number; maxAgeMs: number; environment: string };
 }
 
 /** One error for the whole environment, so an operator fixes every variable in one pass. */
@@ -258,6 +260,9 @@ const EnvSchema = z.object({
   // Workers' /healthz, /readyz and /metrics for container probes; the gateway serves its own on GATEWAY_PORT.
   HEALTH_HOST: host('127.0.0.1'),
   HEALTH_PORT: optionalPort,
+  FLAGS_POLL_MS: int(2_000, 50),
+  FLAGS_MAX_AGE_MS: int(30_000, 100),
+  FLAGS_ENVIRONMENT: str('default', /^[A-Za-z0-9._-]{1,100}$/, 'an Unleash environment name (letters, digits, . _ -)'),
 });
 
 function resolveProvider(
@@ -334,6 +339,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     },
     priceTableFile: e.PRICE_TABLE_FILE,
     health: e.HEALTH_PORT === undefined ? undefined : { host: e.HEALTH_HOST, port: e.HEALTH_PORT },
+    flags: { pollMs: e.FLAGS_POLL_MS, maxAgeMs: e.FLAGS_MAX_AGE_MS, environment: e.FLAGS_ENVIRONMENT },
   };
 }
 

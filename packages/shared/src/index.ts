@@ -40,3 +40,4 @@ export * from './budget/holds';
 export * from './pricing/worst-case';
 export * from './conversations';
 export * from './cache';
+export * from './flags';

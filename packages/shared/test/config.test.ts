@@ -47,6 +47,7 @@ describe('loadConfig defaults', () => {
       cache: { chat_ttl_seconds: 0, rag_ttl_seconds: 300, vision_ttl_seconds: 3600, max_ttl_seconds: 86_400 },
       budgets: { dailyMicros: 50_000_000, weeklyMicros: 300_000_000, monthlyMicros: 1_000_000_000, thresholdsPercent: [50, 80, 100] },
       priceTableFile: undefined,
+      flags: { pollMs: 2_000, maxAgeMs: 30_000, environment: 'default' },
     });
   });
 

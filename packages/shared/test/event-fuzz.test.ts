@@ -64,6 +64,12 @@ const SAMPLES: { [T in EventType]: EventData<T> } = {
   'error.occurred': { service: 'chat-workflow', category: 'timeout', strategy: 'fallback_provider', code: 'provider_timeout', message: 'slow', provider: 'openai', operation: 'chat' },
   'circuit.opened': circuit,
   'circuit.closed': circuit,
+  'flag.changed': {
+    name: 'tollgate.kill.vision-high', kind: 'flag', action: 'updated', actor: 'operator', at: '2026-12-02T10:00:00.000Z',
+    before: { name: 'tollgate.kill.vision-high', enabled: false }, after: { name: 'tollgate.kill.vision-high', enabled: true }, version: 3,
+  },
+  'flags.changed': { version: 3, names: ['tollgate.kill.vision-high'], actor: 'operator' },
+  'flag.exposed': { flag: 'tollgate.experiment.chat-provider', variant: 'gemini', subject: 'alice', feature_enabled: true, day: '2026-12-02' },
 };
 
 const meta = (i: number): EventMeta => ({ correlation_id: `fuzz-${i}`, user_id: 'alice', project_id: 'web' });

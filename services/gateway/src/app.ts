@@ -17,12 +17,13 @@ import { openAiRoutes } from './routes/openai-compat';
 import { alertRoutes } from './routes/alerts';
 import { budgetRoutes } from './routes/budgets';
 import { cacheRoutes } from './routes/cache';
-import { AlertStore, BudgetStore, WebhookTargets } from '@tollgate/shared';
+import { AlertStore, BudgetStore, ExposureLog, WebhookTargets } from '@tollgate/shared';
 import { type VisionRouteOptions, visionRoutes } from './routes/vision';
 import { dashboardRoutes } from './routes/dashboard';
 import { type OpsRouteDeps, opsRoutes } from './routes/ops';
 import type { Guards } from './routes/guards';
 import { DEFAULT_MAX_OUTPUT_TOKENS, type SpendOptions, visionWork } from './spend';
+import { type FlagRouteDeps, flagRoutes } from './routes/flags';
 
 export interface GatewayDeps {
   redis: Redis;
@@ -51,6 +52,8 @@ export interface GatewayDeps {
   ops?: Omit<OpsRouteDeps, 'redis' | 'namespace' | 'metrics'>;
   /** The caching service: chat answers served by the gateway, stats, settings, purge. Absent: every request BYPASSes. */
   cache?: { cache: ResponseCache; settings: CacheSettingsStore; bus: EventBus };
+  /** The flags admin API (`/v1/flags/...`). */
+  flags?: FlagRouteDeps;
 }
 
 /** The HTTP API: every body validated at the door, every error in one shape. */
@@ -92,10 +95,12 @@ export function createApp(deps: GatewayDeps): Express {
   app.use(dashboardRoutes());
   if (deps.ops) app.use(opsRoutes(guards.admin, { redis: deps.redis, namespace: deps.namespace, metrics: deps.metrics, ...deps.ops }));
   const answers = deps.cache && new AnswerCache({ ...deps.cache, priceTable: deps.priceTable, namespace: deps.namespace });
-  app.use(chatRoutes(guards, deps.dispatcher, spend, answers));
-  app.use(openAiRoutes(guards, deps.dispatcher, spend, answers));
+  const chatFlags = deps.flags && { reader: deps.flags.snapshot, exposures: new ExposureLog(deps.redis, deps.namespace, deps.flags.bus) };
+  app.use(chatRoutes(guards, deps.dispatcher, spend, answers, chatFlags));
+  app.use(openAiRoutes(guards, deps.dispatcher, spend, answers, chatFlags));
   if (deps.cache) app.use(cacheRoutes(guards, deps.cache.cache, deps.cache.settings));
   app.use(adminRoutes(guards, deps.keys));
+  if (deps.flags) app.use(flagRoutes(guards, deps.flags));
   if (deps.costs) app.use(costRoutes(guards, deps.costs));
   app.use(budgetRoutes(guards, new BudgetStore(deps.redis, deps.namespace)));
   app.use(

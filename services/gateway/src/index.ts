@@ -10,6 +10,8 @@ import {
   CacheSettingsStore,
   ErrorRateTracker,
   EventBus,
+  FlagSnapshot,
+  FlagStore,
   hashTagged,
   LedgerReader,
   loadConfig,
@@ -65,10 +67,15 @@ async function main(): Promise<void> {
   const bus = new EventBus({ redis, prefix: namespace, service: SERVICE });
   const priceTable = loadPriceTable({ file: config.priceTableFile });
 
+  // flags.changed reaches the snapshot through the metrics tail below: one bus tail per gateway.
+  const flags = new FlagSnapshot({ redis, namespace, appName: SERVICE, logger, ...config.flags, follow: false });
+
   const errorRates = new ErrorRateTracker();
   const metrics = createMetrics([chatQueue, visionQueue], errorRates);
-  const live = followServiceHealth(redis, namespace, metrics, errorRates);
+  const live = followServiceHealth(redis, namespace, metrics, errorRates, (version) => flags.notify(version));
   await live.start();
+  // After the tail: a change made between the load and the tail's start is not missed.
+  await flags.start();
 
   const app = createApp({
     redis,
@@ -87,6 +94,7 @@ async function main(): Promise<void> {
     vision: { dispatcher: new VisionDispatcher(visionQueue, visionEvents, redis, namespace, config.requestDeadlineMs), maxImageBytes: config.visionMaxBytes },
     ops: { errorRates, queues: [chatQueue, visionQueue] },
     cache: { cache: new ResponseCache(redis, namespace), settings: new CacheSettingsStore(redis, namespace, config.cache), bus },
+    flags: { store: new FlagStore(redis, namespace), snapshot: flags, bus },
     costs: {
       reader: new LedgerReader(redis, namespace),
       reports: new ReportDispatcher(reportQueue, reportEvents, redis, namespace),
@@ -115,6 +123,7 @@ async function main(): Promise<void> {
     ['http', () => new Promise((resolve) => server.close(resolve))],
     ['hold sweeper', async () => clearInterval(sweeper)],
     ['live events', () => live.stop()],
+    ['flags', () => flags.stop()],
     ['queue events', () => chatEvents.close()],
     ['queue', () => chatQueue.close()],
     ['vision queue events', () => visionEvents.close()],

@@ -99,10 +99,19 @@ export function createMetrics(queues: Queue[], errorRates: ErrorRateTracker): Ga
 }
 
 /** Feeds breaker states and error rates from the bus as the services report them. */
-export function followServiceHealth(redis: Redis, namespace: string, metrics: GatewayMetrics, errorRates: ErrorRateTracker): EventTail {
+export function followServiceHealth(
+  redis: Redis,
+  namespace: string,
+  metrics: GatewayMetrics,
+  errorRates: ErrorRateTracker,
+  /** Also hands on `flags.changed`, so the flag snapshot needs no tail of its own. */
+  onFlagsChanged?: (version: number) => void,
+): EventTail {
   // Counters for /metrics: reading every 50 ms at most is live enough, and keeps this tail from
   // waking the gateway for each event of each request.
-  return new EventTail({ redis, prefix: namespace, types: ['circuit.*', 'error.occurred', 'workflow.completed'], lingerMs: 50 }, (event) => {
+  const types = ['circuit.*', 'error.occurred', 'workflow.completed', ...(onFlagsChanged ? ['flags.changed'] : [])];
+  return new EventTail({ redis, prefix: namespace, types, lingerMs: 50 }, (event) => {
+    if (event.type === 'flags.changed') return onFlagsChanged?.(event.data.version);
     if (event.type === 'circuit.opened') metrics.breakers.set(event.data.breaker, 'open');
     else if (event.type === 'circuit.closed') metrics.breakers.set(event.data.breaker, 'closed');
     else if (event.type === 'error.occurred') errorRates.recordError(event.data.service, event.data.category);

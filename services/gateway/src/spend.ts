@@ -34,9 +34,10 @@ export const DEFAULT_MAX_OUTPUT_TOKENS = 4096;
  */
 export function chatPlan(
   opts: SpendOptions,
-  req: { messages: readonly ChatMessage[]; model?: string; max_output_tokens?: number; conversation_id?: string; grounding?: { model?: string } },
+  req: { messages: readonly ChatMessage[]; model?: string; max_output_tokens?: number; conversation_id?: string; grounding?: { model?: string }; chain?: readonly Target[] },
 ): { work: PaidWork; targets: CappedTarget[] } {
-  const capped = chainFor(req.model, opts.fallbackChain).map((t) => ({
+  // `chain`: the targets in place of the configured chain (a flag experiment's variant or all of them).
+  const capped = chainFor(req.model, req.chain ?? opts.fallbackChain).map((t) => ({
     ...t,
     max_output_tokens: req.max_output_tokens ?? opts.maxOutputTokensByModel?.[t.model] ?? opts.defaultMaxOutputTokens,
   }));

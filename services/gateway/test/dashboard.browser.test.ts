@@ -124,3 +124,19 @@ test('the data endpoints behind the page need an admin key', async () => {
   expect(html).toContain('<title>Tollgate dashboard</title>');
   expect(html).not.toContain(sys.adminToken);
 });
+
+test('the flags and their recent changes are on the page, and a flag can be turned off from it', async () => {
+  const put = await fetch(`${sys.url}/v1/flags/tollgate.kill.vision-high`, {
+    method: 'PUT',
+    headers: { authorization: `Bearer ${sys.adminToken}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ type: 'kill-switch', enabled: true }),
+  });
+  expect(put.status).toBe(201);
+  const row = page.locator('#flags tr[data-flag="tollgate.kill.vision-high"]');
+  await row.waitFor({ timeout: 10_000 });
+  expect(await row.textContent()).toMatch(/kill-switch.*on/);
+  await row.locator('button').click();
+  await page.waitForFunction(() => /vision-high updated on -> off by operator/.test((globalThis as unknown as PageGlobals).document.querySelector('#flag-changes')?.textContent ?? ''), undefined, { timeout: 10_000 });
+  const stored = await fetch(`${sys.url}/v1/flags/tollgate.kill.vision-high`, { headers: { authorization: `Bearer ${sys.adminToken}` } });
+  expect(((await stored.json()) as { enabled: boolean }).enabled).toBe(false);
+}, 60_000);

@@ -15,6 +15,8 @@ import {
   createRedis,
   ErrorRateTracker,
   EventBus,
+  FlagSnapshot,
+  FlagStore,
   LedgerReader,
   loadPriceTable,
   QUEUES,
@@ -197,6 +199,9 @@ export async function startFullSystem(label: string, opts: FullSystemOptions = {
   const live = followServiceHealth(redis, namespace, metrics, errorRates);
   await live.start();
   const keys = new ApiKeyStore(redis, namespace);
+  const flags = new FlagSnapshot({ redis, namespace, appName: 'gateway', maxAgeMs: 120_000, pollMs: 60_000 });
+  await flags.start();
+  closers.push(() => flags.stop());
   const app = createApp({
     redis,
     namespace,
@@ -210,6 +215,7 @@ export async function startFullSystem(label: string, opts: FullSystemOptions = {
     vision: { dispatcher: new VisionDispatcher(visionQueue, visionEvents, redis, namespace, 10_000), maxImageBytes: opts.maxImageBytes ?? 8 * 1024 * 1024 },
     ops: { errorRates, queues: [chatQueue, visionQueue] },
     cache: { cache: new ResponseCache(redis, namespace), settings: new CacheSettingsStore(redis, namespace, undefined, 0), bus: gatewayBus },
+    flags: { store: new FlagStore(redis, namespace), snapshot: flags, bus: gatewayBus },
     costs: {
       reader,
       reports: new ReportDispatcher(reportQueue, reportEvents, redis, namespace),

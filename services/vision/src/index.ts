@@ -4,6 +4,7 @@ import {
   createRedis,
   describeProviders,
   EventBus,
+  FlagSnapshot,
   hashTagged,
   loadConfig,
   CacheSettingsStore,
@@ -29,6 +30,9 @@ async function main(): Promise<void> {
   const bus = new EventBus({ redis, prefix: namespace, service: SERVICE, maxLen: config.bus.maxLen, logger });
 
   const { breakers, stop: stopBreakers } = await startSharedBreakers(bus, redis, namespace, instance);
+  // Evaluated in memory per job; kept current by flags.changed on the bus, polled as a fallback.
+  const flags = new FlagSnapshot({ redis, namespace, appName: SERVICE, logger, ...config.flags });
+  await flags.start();
 
   const worker = createVisionWorker(
     {
@@ -46,6 +50,7 @@ async function main(): Promise<void> {
       callTimeoutMs: config.providerTimeoutMs,
       maxAttempts: config.maxProviderAttempts,
       logger,
+      flags,
     },
     { connection: createRedis(config.redisUrl, { logger, blocking: true, name: `${SERVICE}-worker` }), concurrency: config.visionWorkerConcurrency },
   );
@@ -60,6 +65,7 @@ async function main(): Promise<void> {
     ['health server', () => health?.close()],
     ['worker', () => worker.close()],
     ['breakers', () => stopBreakers()],
+    ['flags', () => flags.stop()],
     ['redis', () => redis.quit()],
   ]);
 }

@@ -15,17 +15,20 @@ import {
   DeadlineExceededError,
   type EventBus,
   type EventData,
+  type FlagReader,
   price,
   type PriceTable,
   type ProviderClient,
   type ProviderName,
   type RecoveryDecision,
   RecoveryFailedError,
+  requestFlagContext,
   type Target,
   type UsageUnits,
   type VisionJob,
   type VisionJobResult,
   visionCacheKey,
+  visionHighKilled,
   visionImageKey,
   withRecovery,
   WorkflowRun,
@@ -58,6 +61,8 @@ export interface VisionDeps {
   maxAttempts: number;
   backoff?: BackoffOptions;
   logger?: VisionLogger;
+  /** The service's flag snapshot: the `high` quality kill switch. Absent: never killed. */
+  flags?: FlagReader;
 }
 
 /** Milestones reported as job progress, so a dashboard can tell a queued job from a slow provider. */
@@ -104,7 +109,9 @@ export async function runVisionWorkflow(job: VisionJob, jobId: string, deps: Vis
     const imageSha256 = sha256(image);
     await progress('image_loaded');
 
-    const route = routeVision(job.quality, job.quality === 'high' && (await isNearBudget(deps, job)));
+    // The kill switch serves `high` as `standard`, marked degraded, exactly as a budget step-down does.
+    const killed = job.quality === 'high' && deps.flags !== undefined && visionHighKilled(deps.flags, requestFlagContext(job));
+    const route = routeVision(job.quality, job.quality === 'high' && (killed || (await isNearBudget(deps, job))));
     const mode = job.cache?.mode ?? 'default';
     const settings = await deps.cacheSettings.get(job.project_id);
     ttl = mode === 'bypass' ? 0 : ttlFor('vision', settings, job.cache?.max_age_seconds);

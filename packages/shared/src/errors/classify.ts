@@ -84,6 +84,7 @@ const CODE_MESSAGES: Record<string, string> = {
   payload_too_large: 'The request is too large. Reduce its size and try again.',
   unsupported_media_type: 'The content type is not supported.',
   not_found: 'The requested resource was not found.',
+  conflict: 'The resource was changed concurrently. Please try again.',
   unauthorized: 'Authentication is required. Provide a valid API key.',
   forbidden: 'You do not have permission to perform this action.',
 };
@@ -152,6 +153,7 @@ const TOLLGATE_CODES: Record<string, Draft> = {
   payload_too_large: draft('invalid_request', 'payload_too_large', 413),
   unsupported_media_type: draft('invalid_request', 'unsupported_media_type', 415),
   not_found: draft('invalid_request', 'not_found', 404),
+  conflict: draft('invalid_request', 'conflict', 409),
   unauthorized: draft('authentication', 'unauthorized', 401),
   forbidden: draft('authentication', 'forbidden', 403),
   rate_limited: draft('rate_limit', 'rate_limited', 429),

@@ -211,6 +211,36 @@ export const EVENT_CATALOG = {
   },
   'circuit.opened': { version: 1, data: circuitData },
   'circuit.closed': { version: 1, data: circuitData },
+  /** The audit record of one flag or segment change: who, when, before and after (null: absent). */
+  'flag.changed': {
+    version: 1,
+    data: z.object({
+      name: z.string().min(1).max(200),
+      kind: z.enum(['flag', 'segment']),
+      action: z.enum(['created', 'updated', 'deleted']),
+      actor: name,
+      at: z.iso.datetime(),
+      before: z.record(z.string(), z.unknown()).nullable(),
+      after: z.record(z.string(), z.unknown()).nullable(),
+      version: z.number().int().positive(),
+    }),
+  },
+  /** The flag store moved to `version`: every instance reloads its snapshot. */
+  'flags.changed': {
+    version: 1,
+    data: z.object({ version: z.number().int().positive(), names: z.array(z.string().min(1).max(200)).max(10_000), actor: name }),
+  },
+  /** A subject was first served a variant of an experiment today (once per subject, flag and UTC day). */
+  'flag.exposed': {
+    version: 1,
+    data: z.object({
+      flag: z.string().min(1).max(200),
+      variant: z.string().min(1).max(200),
+      subject: z.string().min(1).max(500),
+      feature_enabled: z.boolean(),
+      day: z.string().regex(/^\d{4}-\d{2}-\d{2}$/),
+    }),
+  },
 } as const;
 
 export type EventType = keyof typeof EVENT_CATALOG;

@@ -14,6 +14,8 @@
     events: [],
     status: null,
     costEvents: 0,
+    flags: [],
+    flagChanges: [],
   };
   // Exposed for the browser test and for operators poking at the console.
   window.__tollgate = state;
@@ -33,8 +35,8 @@
     return `${sign}$${Math.floor(m / 1e6)}.${String(m % 1e6).padStart(6, '0')}`;
   };
 
-  async function api(path) {
-    const r = await fetch(path, { headers: { authorization: `Bearer ${state.key}` } });
+  async function api(path, method = 'GET') {
+    const r = await fetch(path, { method, headers: { authorization: `Bearer ${state.key}` } });
     if (r.status === 401 || r.status === 403) {
       logout('That key is not an admin key.');
       throw new Error('unauthorised');
@@ -213,6 +215,45 @@
     );
   }
 
+  // ---- feature flags ----
+  const rollout = (f) =>
+    f.strategies.length === 0
+      ? 'everyone'
+      : f.strategies.map((s) => (s.name === 'flexibleRollout' ? `${s.parameters.rollout ?? '?'}%` : s.name)).join(', ') +
+        (f.variants.length ? ` / ${f.variants.map((v) => `${v.name} ${v.weight / 10}%`).join(', ')}` : '');
+
+  async function refreshFlags() {
+    const [{ flags, stale_count: stale }, { changes }] = await Promise.all([api('/v1/flags'), api('/v1/flags/history?limit=20')]);
+    state.flags = flags;
+    state.flagChanges = changes;
+    $('flags-summary').textContent = `(${flags.length}${stale ? `, ${stale} stale` : ''})`;
+    $('flags').tBodies[0].replaceChildren(
+      ...flags.map((f) => {
+        const tr = el('tr', { 'data-flag': f.name });
+        const button = el('button', { type: 'button' }, f.enabled ? 'Turn off' : 'Turn on');
+        button.addEventListener('click', async () => {
+          button.disabled = true;
+          await api(`/v1/flags/${encodeURIComponent(f.name)}/${f.enabled ? 'disable' : 'enable'}`, 'POST').catch(() => undefined);
+          await refreshFlags().catch(() => undefined);
+        });
+        const td = el('td');
+        td.append(button);
+        tr.append(
+          el('td', {}, f.name),
+          el('td', {}, f.type + (f.stale ? ' (stale)' : '')),
+          el('td', { class: f.enabled ? 'state-closed' : 'state-open' }, f.enabled ? 'on' : 'off'),
+          el('td', {}, rollout(f)),
+          td,
+        );
+        return tr;
+      }),
+    );
+    const state_ = (v) => (v === null ? '-' : v.enabled === undefined ? 'segment' : v.enabled ? 'on' : 'off');
+    $('flag-changes').replaceChildren(
+      ...changes.map((c) => el('li', {}, `${c.at.slice(0, 19).replace('T', ' ')} ${c.name} ${c.action} ${state_(c.before)} -> ${state_(c.after)} by ${c.actor}`)),
+    );
+  }
+
   // ---- wiring ----
   let live;
   let eventsLive;
@@ -232,7 +273,7 @@
     $('login').hidden = true;
     $('app').hidden = false;
     $('status').textContent = 'connected';
-    await Promise.all([refreshGauges(), refreshStatus(), refreshCache()].map((p) => p.catch(() => undefined)));
+    await Promise.all([refreshGauges(), refreshStatus(), refreshCache(), refreshFlags()].map((p) => p.catch(() => undefined)));
     try {
       const { alerts } = await api('/v1/alerts');
       for (const a of [...alerts].reverse()) addAlert(a);
@@ -254,6 +295,7 @@
     const poll = setInterval(() => {
       void refreshStatus().catch(() => undefined);
       void refreshCache().catch(() => undefined);
+      void refreshFlags().catch(() => undefined);
     }, 3_000);
     signal.addEventListener('abort', () => clearInterval(poll));
   }

@@ -1,6 +1,18 @@
 import { randomUUID } from 'node:crypto';
 import { type Response, Router } from 'express';
-import { formatUsd, price, type PriceTable, type UsageUnits } from '@tollgate/shared';
+import {
+  type ChatAssignment,
+  chatExperiment,
+  chatExperimentTargets,
+  type ExposureLog,
+  type FlagReader,
+  formatUsd,
+  groundingKilled,
+  price,
+  type PriceTable,
+  requestFlagContext,
+  type UsageUnits,
+} from '@tollgate/shared';
 import { z } from 'zod';
 import { type AnswerCache, cacheDirectiveOf, cacheInfo, jobCacheOf, type OkResult, setCacheHeaders, type StoredAnswer } from '../answer-cache';
 import { type Estimator, holdOf } from '../auth/admission';
@@ -29,7 +41,13 @@ export function costOf(provider: string, model: string, units: UsageUnits, table
   }
 }
 
-export function chatRoutes(guards: Guards, dispatcher: ChatDispatcher, spend: SpendOptions, answers?: AnswerCache): Router {
+/** The gateway's flag snapshot for chat: the provider experiment and the grounding kill switch. */
+export interface ChatFlags {
+  reader: FlagReader;
+  exposures?: ExposureLog;
+}
+
+export function chatRoutes(guards: Guards, dispatcher: ChatDispatcher, spend: SpendOptions, answers?: AnswerCache, flags?: ChatFlags): Router {
   const router = Router();
   const priceTable = spend.priceTable;
 
@@ -39,29 +57,58 @@ export function chatRoutes(guards: Guards, dispatcher: ChatDispatcher, spend: Sp
     checkModel(body.model, priceTable, 'chat');
     const conversationId = body.conversation_id ?? randomUUID();
     const messages = [{ role: 'user' as const, content: body.message }];
+    // The caller, and so the experiment's variant, is known only after admission: hold for every
+    // target a variant may use; the route picks the caller's own below.
+    const candidates = body.model || !flags ? undefined : chatExperimentTargets(flags.reader, spend.fallbackChain);
     const plan = chatPlan(spend, {
       messages,
       ...(body.model && { model: body.model }),
+      ...(candidates && { chain: candidates }),
       conversation_id: conversationId,
       ...(body.grounding && { grounding: typeof body.grounding === 'object' ? body.grounding : {} }),
     });
-    res.locals.chat = { body, conversationId, messages, targets: plan.targets };
+    res.locals.chat = { body, conversationId, messages, targets: plan.targets, replan: candidates !== undefined };
     return plan.work;
   };
 
   router.post('/v1/chat', ...guards.chat(estimate), async (req, res) => {
-    const { body, conversationId, messages, targets } = res.locals.chat as {
+    const chat = res.locals.chat as {
       body: z.infer<typeof chatBody>;
       conversationId: string;
       messages: ChatJobInput['messages'];
       targets: ChatJobInput['targets'];
+      replan: boolean;
     };
+    const { body, conversationId, messages } = chat;
+    let targets = chat.targets;
     const who = principalOf(res);
     const requestId = res.locals.requestId as string;
     const directive = cacheDirectiveOf(req);
-    const grounding = decideGrounding(body.grounding, who, priceTable);
+    const context = flags && requestFlagContext(who, { sessionId: conversationId, appName: 'gateway' });
+    // The kill switch answers ungrounded (the search hold is given back when the job settles).
+    const groundingOff = body.grounding !== undefined && body.grounding !== false && flags !== undefined && groundingKilled(flags.reader, context!);
+    const grounding = groundingOff ? undefined : decideGrounding(body.grounding, who, priceTable);
+    let assignment: ChatAssignment | undefined;
+    if (chat.replan) {
+      const picked = pickTargets(spend, messages, chatExperiment(flags!.reader, context!));
+      // Only targets the hold covered: the flag may have changed since admission.
+      const held = (t: { provider: string; model: string }) => (chat.targets ?? []).some((h) => h.provider === t.provider && h.model === t.model);
+      const usable = picked && picked.targets.every(held) ? picked : undefined;
+      assignment = usable?.assignment;
+      targets = usable?.targets ?? chatPlan(spend, { messages }).targets;
+    }
+    if (assignment && flags?.exposures) {
+      // Beside the request, not before it; a lost exposure must not fail the chat.
+      void flags.exposures.record(assignment.flag, assignment.variant, who.user_id, true, { correlation_id: requestId, user_id: who.user_id, project_id: who.project_id }).catch(() => undefined);
+    }
     // Everything that shapes the answer; a conversation's stored history does too, and only the worker sees it.
-    const shape = { api: 'chat', model: body.model ?? null, message: body.message, grounding: grounding ?? null };
+    const shape = {
+      api: 'chat',
+      model: body.model ?? null,
+      message: body.message,
+      grounding: grounding ?? null,
+      ...(assignment && { experiment: `${assignment.flag}:${assignment.variant}` }),
+    };
     const lookup = answers
       ? await answers.lookup(who, directive, shape, body.conversation_id === undefined || 'a conversation turn depends on its stored history')
       : ({ status: 'BYPASS', reason: 'no cache configured' } as const);
@@ -81,6 +128,7 @@ export function chatRoutes(guards: Guards, dispatcher: ChatDispatcher, spend: Sp
         attempts: hit ? 0 : result.attempts.length,
         fallback_used: result.fallback_used,
         ...(result.grounding && { grounding: groundingBody(result.grounding, hit !== undefined) }),
+        ...(groundingOff && { degraded: true, degraded_reason: 'grounding_disabled' }),
         cache: cacheInfo(hit ? 'HIT' : lookup.status, hit, lookup.status === 'BYPASS' ? lookup.reason : undefined),
         request_id: requestId,
       });
@@ -119,6 +167,16 @@ export function chatRoutes(guards: Guards, dispatcher: ChatDispatcher, spend: Sp
   });
 
   return router;
+}
+
+/** The caller's experiment variant with its targets, priced and capped; undefined when it has none usable. */
+function pickTargets(spend: SpendOptions, messages: ChatJobInput['messages'], a: ChatAssignment | undefined) {
+  if (!a) return undefined;
+  try {
+    return { assignment: a, targets: chatPlan(spend, { messages, ...(a.model && { model: a.model }), ...(a.chain && { chain: a.chain }) }).targets };
+  } catch {
+    return undefined;
+  }
 }
 
 /**

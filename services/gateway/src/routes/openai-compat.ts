@@ -1,5 +1,5 @@
 import { Router, type Response } from 'express';
-import { type Cached, type CacheStatus, type ChatJobResult, type ChatMessage, type ChatStreamItem, formatUsd, type PriceTable, type UsageUnits } from '@tollgate/shared';
+import { type Cached, type CacheStatus, type ChatJobResult, type ChatMessage, type ChatStreamItem, formatUsd, groundingKilled, type PriceTable, requestFlagContext, type UsageUnits } from '@tollgate/shared';
 import { z } from 'zod';
 import { type AnswerCache, cacheDirectiveOf, cacheInfo, jobCacheOf, type Lookup, setCacheHeaders, type StoredAnswer } from '../answer-cache';
 import type { Estimator } from '../auth/admission';
@@ -9,7 +9,7 @@ import { ApiError, sendJobError } from '../errors';
 import { decideGrounding, groundingBody, webSearchOptionsField } from '../grounding';
 import { checkModel } from '../models';
 import { chatPlan, type SpendOptions } from '../spend';
-import { costOf, holdFields } from './chat';
+import { type ChatFlags, costOf, holdFields } from './chat';
 import type { Guards } from './guards';
 
 const textPart = z.object({ type: z.literal('text'), text: z.string().max(200_000) });
@@ -63,7 +63,7 @@ function openAiUsage(units: UsageUnits) {
 
 type Ok = Extract<ChatJobResult, { ok: true }>;
 
-export function openAiRoutes(guards: Guards, dispatcher: ChatDispatcher, spend: SpendOptions, answers?: AnswerCache): Router {
+export function openAiRoutes(guards: Guards, dispatcher: ChatDispatcher, spend: SpendOptions, answers?: AnswerCache, flags?: ChatFlags): Router {
   const router = Router();
   const priceTable = spend.priceTable;
 
@@ -88,8 +88,12 @@ export function openAiRoutes(guards: Guards, dispatcher: ChatDispatcher, spend: 
     const who = principalOf(res);
     const requestId = res.locals.requestId as string;
     const directive = cacheDirectiveOf(req);
-    const grounding = decideGrounding(body.web_search_options ? 'web_search_options' : undefined, who, priceTable);
-    const lookup: Lookup = answers ? await answers.lookup(who, directive, answerShape(body), true) : { status: 'BYPASS', reason: 'no cache configured' };
+    // The grounding kill switch: answered without a search, said in a header (the body is OpenAI's), cached apart.
+    const groundingOff = body.web_search_options !== undefined && flags !== undefined && groundingKilled(flags.reader, requestFlagContext(who, { appName: 'gateway' }));
+    if (groundingOff) res.setHeader('x-tollgate-degraded', 'grounding_disabled');
+    const grounding = groundingOff ? undefined : decideGrounding(body.web_search_options ? 'web_search_options' : undefined, who, priceTable);
+    const shape = groundingOff ? { ...(answerShape(body) as Record<string, unknown>), grounding_disabled: true } : answerShape(body);
+    const lookup: Lookup = answers ? await answers.lookup(who, directive, shape, true) : { status: 'BYPASS', reason: 'no cache configured' };
     const input: ChatJobInput = {
       request_id: requestId,
       user_id: who.user_id,
