@@ -33,3 +33,4 @@ export * from './alerting';
 export * from './ledger/ledger-keys';
 export * from './ledger/ledger-entry';
 export * from './ledger/ledger-reader';
+export * from './analytics';

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { usageUnitsSchema } from './events/catalog';
-import { attemptSchema, jobErrorSchema } from './jobs';
+import { attemptSchema, jobErrorSchema, jobTags } from './jobs';
 
 /** Image types the gateway accepts, named by what their bytes say, never by a client's claim. */
 export const VISION_MIME_TYPES = ['image/png', 'image/jpeg', 'image/webp', 'image/gif'] as const;
@@ -28,6 +28,7 @@ export const visionJobSchema = z.object({
   quality: z.enum(VISION_QUALITIES),
   /** Epoch ms after which nobody waits for the answer. */
   deadline_at: z.number().int().positive(),
+  ...jobTags,
 });
 export type VisionJob = z.infer<typeof visionJobSchema>;
 

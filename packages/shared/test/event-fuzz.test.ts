@@ -64,6 +64,7 @@ const SAMPLES: { [T in EventType]: EventData<T> } = {
   'error.occurred': { service: 'chat-workflow', category: 'timeout', strategy: 'fallback_provider', code: 'provider_timeout', message: 'slow', provider: 'openai', operation: 'chat' },
   'circuit.opened': circuit,
   'circuit.closed': circuit,
+  'request.refused': { route: '/v1/chat', reason: 'budget_exceeded', code: 'budget_exceeded', workflow: 'chat', streamed: false },
 };
 
 const meta = (i: number): EventMeta => ({ correlation_id: `fuzz-${i}`, user_id: 'alice', project_id: 'web' });

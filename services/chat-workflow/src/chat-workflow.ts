@@ -56,6 +56,13 @@ export async function runChatWorkflow(job: ChatJob, jobId: string, deps: ChatDep
     userId: job.user_id,
     projectId: job.project_id,
     jobId,
+    tags: {
+      streamed: job.stream,
+      ...(job.route && { route: job.route }),
+      ...(job.journey && { journey: job.journey }),
+      ...(job.flag_variant && { flag_variant: job.flag_variant }),
+    },
+    ...(job.enqueued_at && { enqueuedAt: job.enqueued_at }),
   });
   const output = job.stream ? new OutputStream(deps.redis, chatOutputKey(deps.namespace, jobId)) : undefined;
   const attempts: RecoveryFailedError['attempts'] = [];
@@ -97,22 +104,40 @@ export async function runChatWorkflow(job: ChatJob, jobId: string, deps: ChatDep
 
     let result: CompletionResult;
     let outcome;
+    const timing: StreamTiming = {};
     if (output) {
       outcome = await withRecovery(chain, async (t, signal) => {
         const it = deps.clients[t.provider].stream({ ...request, model: t.model, signal })[Symbol.asyncIterator]();
         // The first chunk proves the provider answered; failures before it can still fall back.
         return { it, first: await it.next() };
       }, recovery);
-      result = await pumpStream(outcome.value.it, outcome.value.first, output, run, outcome.target, messages);
+      result = await pumpStream(outcome.value.it, outcome.value.first, output, run, outcome.target, messages, timing);
     } else {
       outcome = await withRecovery(chain, (t, signal) => deps.clients[t.provider].complete({ ...request, model: t.model, signal }), recovery);
       result = outcome.value;
     }
+    const served = outcome.attempts.find((a) => a.outcome === 'ok');
     attempts.push(...outcome.attempts);
     await Promise.all(recorded);
 
     // The call is billed: its usage goes out first, with the rest of the run's end, in one round trip.
-    await run.complete({ provider: result.provider, model: result.model }, usageEvent(job, result, messages), {
+    await run.complete(
+      {
+        provider: result.provider,
+        model: result.model,
+        attempts: outcome.attempts.length,
+        fallback_used: outcome.fallbackUsed,
+        input_tokens: result.units.input_tokens ?? 0,
+        output_tokens: result.units.output_tokens ?? 0,
+        // Time to first token is the first content chunk (not the first byte, not the whole answer).
+        ...(timing.firstContentAt !== undefined && {
+          ttft_ms: run.sinceEnqueuedMs(timing.firstContentAt),
+          generation_ms: Math.max(0, (timing.lastContentAt ?? timing.firstContentAt) - timing.firstContentAt),
+        }),
+        ...(!output && served && { generation_ms: Math.max(0, Math.round(served.durationMs)) }),
+      },
+      usageEvent(job, result, messages),
+      {
       type: 'chat.response_generated',
       data: {
         conversation_id: job.conversation_id ?? job.request_id,
@@ -125,7 +150,8 @@ export async function runChatWorkflow(job: ChatJob, jobId: string, deps: ChatDep
         attempts: outcome.attempts.length,
         fallback_used: outcome.fallbackUsed,
       },
-    });
+      },
+    );
     if (job.conversation_id) {
       // The answer is paid for and ready: a history write that fails costs the next turn its
       // context, not this turn its answer. It is recorded as a degraded run.
@@ -150,10 +176,15 @@ export async function runChatWorkflow(job: ChatJob, jobId: string, deps: ChatDep
   } catch (error) {
     if (error instanceof RecoveryFailedError) attempts.push(...error.attempts);
     await Promise.all(recorded);
+    const last = attempts[attempts.length - 1];
     const failed: ChatJobResult = {
       ok: false,
       attempts,
-      error: await run.failure(error),
+      error: await run.failure(error, {
+        attempts: attempts.length,
+        fallback_used: new Set(attempts.map((a) => `${a.provider}/${a.model}`)).size > 1,
+        ...(last && { provider: last.provider, model: last.model }),
+      }),
     };
     await output?.write({ kind: 'done', result: failed });
     return failed;
@@ -194,12 +225,17 @@ async function pumpStream(
   run: WorkflowRun,
   target: Target,
   messages: ChatMessage[],
+  timing: StreamTiming,
 ): Promise<CompletionResult> {
   let partial = '';
   try {
     for (let step = first; !step.done; step = await it.next()) {
       const chunk = step.value;
       if (chunk.type === 'done') return chunk.result;
+      if (chunk.text) {
+        timing.lastContentAt = Date.now();
+        timing.firstContentAt ??= timing.lastContentAt;
+      }
       partial += chunk.text;
       await output.write({ kind: 'delta', text: chunk.text });
     }
@@ -217,6 +253,12 @@ async function pumpStream(
     });
     throw error;
   }
+}
+
+/** When the first and the latest content chunks arrived (epoch ms). */
+interface StreamTiming {
+  firstContentAt?: number;
+  lastContentAt?: number;
 }
 
 class OutputStream {

@@ -1,7 +1,9 @@
 import express, { type Express } from 'express';
 import helmet from 'helmet';
 import type Redis from 'ioredis';
-import type { PriceTable } from '@tollgate/shared';
+import type { EventBus, PriceTable } from '@tollgate/shared';
+import { reportRefusals } from './refusals';
+import { type AnalyticsRouteOptions, analyticsRoutes } from './routes/analytics';
 import type { ApiKeyStore } from './auth/api-keys';
 import { admission } from './auth/admission';
 import { authenticate } from './auth/middleware';
@@ -38,6 +40,10 @@ export interface GatewayDeps {
   costs?: CostRouteOptions;
   /** Operator status and the live event stream (`/v1/ops/status`, `/v1/events/stream`). */
   ops?: Omit<OpsRouteDeps, 'redis' | 'namespace' | 'metrics'>;
+  /** Publishes `request.refused` for turned-away paid work; absent in setups without a bus. */
+  events?: EventBus;
+  /** The analytics API (`/v1/analytics/...`). */
+  analytics?: AnalyticsRouteOptions;
 }
 
 /** The HTTP API: every body validated at the door, every error in one shape. */
@@ -74,7 +80,9 @@ export function createApp(deps: GatewayDeps): Express {
       { redis: deps.redis, namespace: deps.namespace, alerts: new AlertStore(deps.redis, deps.namespace), webhooks: new WebhookTargets(deps.redis, deps.namespace) },
     ),
   );
+  if (deps.analytics) app.use(analyticsRoutes(guards, deps.analytics));
   app.use((req, _res, next) => next(new ApiError('not_found', `No endpoint ${req.method} ${req.path}.`)));
+  if (deps.events) app.use(reportRefusals(deps.events));
   app.use(errorHandler);
   return app;
 }

@@ -9,6 +9,8 @@ import {
   ErrorRateTracker,
   EventBus,
   hashTagged,
+  AnalyticsReader,
+  FunnelReader,
   LedgerReader,
   loadConfig,
   loadPriceTable,
@@ -78,6 +80,8 @@ async function main(): Promise<void> {
     rateLimitPerMinute: config.rateLimitPerMinute,
     vision: { dispatcher: new VisionDispatcher(visionQueue, visionEvents, redis, namespace, config.requestDeadlineMs), maxImageBytes: config.visionMaxBytes },
     ops: { errorRates, queues: [chatQueue, visionQueue] },
+    events: bus,
+    analytics: { reader: new AnalyticsReader(redis, namespace), funnels: new FunnelReader(redis, namespace) },
     costs: {
       reader: new LedgerReader(redis, namespace),
       reports: new ReportDispatcher(reportQueue, reportEvents, redis, namespace),

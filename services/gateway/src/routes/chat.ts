@@ -34,6 +34,7 @@ export function chatRoutes(guards: Guards, dispatcher: ChatDispatcher, priceTabl
     const conversationId = body.conversation_id ?? randomUUID();
     const result = await dispatcher.run({
       request_id: res.locals.requestId as string,
+      route: '/v1/chat',
       user_id: who.user_id,
       project_id: who.project_id,
       messages: [{ role: 'user', content: body.message }],

@@ -62,6 +62,7 @@ export function openAiRoutes(guards: Guards, dispatcher: ChatDispatcher, priceTa
     const maxTokens = body.max_completion_tokens ?? body.max_tokens;
     const input: ChatJobInput = {
       request_id: requestId,
+      route: '/v1/chat/completions',
       user_id: who.user_id,
       project_id: who.project_id,
       messages: toMessages(body),
