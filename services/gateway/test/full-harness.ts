@@ -12,6 +12,8 @@ import {
   createRedis,
   ErrorRateTracker,
   EventBus,
+  AnalyticsReader,
+  FunnelReader,
   LedgerReader,
   loadPriceTable,
   QUEUES,
@@ -27,6 +29,8 @@ import { consumeUsage } from '@tollgate/cost-ledger/src/ledger-consumer';
 import { LedgerWriter } from '@tollgate/cost-ledger/src/ledger-writer';
 import { createReportWorker } from '@tollgate/cost-ledger/src/reports';
 import { startAlerting } from '@tollgate/alerting/src/service';
+import { consumeForAnalytics } from '@tollgate/analytics/src/consumer';
+import { RollupWriter } from '@tollgate/analytics/src/rollup-writer';
 import { DEFAULT_SETTINGS } from '@tollgate/alerting/src/settings';
 import { type FaultConfig, startStub, stubEndpoints } from '@tollgate/stub-llm';
 import { ResultCache } from '@tollgate/vision/src/result-cache';
@@ -159,6 +163,11 @@ export async function startFullSystem(label: string, opts: FullSystemOptions = {
   const reader = new LedgerReader(redis, namespace);
   const reportWorker = createReportWorker({ reader, redis, bus: ledgerBus, namespace }, blocking());
 
+  // analytics
+  const analyticsBus = new EventBus({ redis, prefix: namespace, service: 'analytics', blockMs: 50, logger: logger('analytics') });
+  const analytics = consumeForAnalytics(analyticsBus, new RollupWriter(redis, namespace));
+  await analyticsBus.start();
+
   // alerting (its own connection, as a separate process would have)
   const alertingRedis = createRedis(TEST_REDIS_URL, { name: 'test-full-alerting' });
   const alerting = await startAlerting({
@@ -205,6 +214,8 @@ export async function startFullSystem(label: string, opts: FullSystemOptions = {
     rateLimitPerMinute: opts.rateLimitPerMinute ?? 1_000_000,
     vision: { dispatcher: new VisionDispatcher(visionQueue, visionEvents, redis, namespace, 10_000), maxImageBytes: opts.maxImageBytes ?? 8 * 1024 * 1024 },
     ops: { errorRates, queues: [chatQueue, visionQueue] },
+    events: gatewayBus,
+    analytics: { reader: new AnalyticsReader(redis, namespace), funnels: new FunnelReader(redis, namespace) },
     costs: {
       reader,
       reports: new ReportDispatcher(reportQueue, reportEvents, redis, namespace),
@@ -226,6 +237,8 @@ export async function startFullSystem(label: string, opts: FullSystemOptions = {
     queues,
     reader,
     alerting,
+    analytics,
+    analyticsBus,
     logs,
     adminToken: FULL_ADMIN_TOKEN,
     providerKeys: FAKE_PROVIDER_KEYS,
@@ -249,6 +262,7 @@ export async function startFullSystem(label: string, opts: FullSystemOptions = {
       await visionWorker.close();
       await reportWorker.close();
       await ledgerBus.stop();
+      await analyticsBus.stop();
       await alerting.stop();
       await alertingRedis.quit().catch(() => undefined);
       for (const q of [chatEvents, visionEvents, reportEvents]) await q.close();
