@@ -21,11 +21,9 @@ async function main(): Promise<void> {
     batchSize: 500,
     logger,
   });
-  // Funnel steps to keep per user (comma-separated type patterns).
-  const timelineTypes = process.env.ANALYTICS_TIMELINE_EVENTS?.split(',').map((s) => s.trim()).filter(Boolean) ?? DEFAULT_TIMELINE_TYPES;
-  const { stats } = consumeForAnalytics(bus, new RollupWriter(redis, namespace), timelineTypes);
+  const { stats } = consumeForAnalytics(bus, new RollupWriter(redis, namespace), DEFAULT_TIMELINE_TYPES);
   await bus.start();
-  logger.info('analytics ready', { consumer: bus.consumer, timeline: timelineTypes });
+  logger.info('analytics ready', { consumer: bus.consumer, timeline: DEFAULT_TIMELINE_TYPES });
   const report = setInterval(() => {
     if (stats.late > 0) logger.warn('events older than the minute retention were not counted', { late: stats.late });
     stats.late = 0;
