@@ -10,6 +10,7 @@ const BENCHES: Record<string, () => Promise<{ run: () => Promise<SummaryRow[]> }
   ledger: () => import('./ledger'),
   alerts: () => import('./alerts'),
   gateway: () => import('./gateway'),
+  analytics: () => import('./analytics'),
 };
 
 async function main(): Promise<void> {

@@ -40,11 +40,10 @@ export function consumeForAnalytics(bus: EventBus, writer: RollupWriter, timelin
     stats[outcome]++;
     return outcome;
   };
-  const patterns = [...new Set([...ROLLUP_TYPES, ...timelineTypes])];
-  for (const p of patterns) {
-    // A type matched by two patterns must be counted once: the first pattern that matches owns it.
-    const earlier = patterns.slice(0, patterns.indexOf(p));
-    bus.subscribe(p, (event: AnyEvent) => (earlier.some((q) => matchesPattern(q, event.type)) ? undefined : handle(event)), { name: `analytics:${p}` });
-  }
+  // One subscription per pattern, none covered by another, so every type has exactly one handler
+  // and the bus matches as few patterns per event as possible.
+  const all = [...new Set([...timelineTypes, ...ROLLUP_TYPES])];
+  const patterns = all.filter((p) => !all.some((q) => q !== p && q.endsWith('*') && matchesPattern(q, p)));
+  for (const p of patterns) bus.subscribe(p, (event: AnyEvent) => handle(event), { name: `analytics:${p}` });
   return { stats, handle };
 }

@@ -16,9 +16,11 @@ async function main(): Promise<void> {
     maxLen: config.bus.maxLen,
     maxDeliveries: config.bus.maxDeliveries,
     claimIdleMs: config.bus.claimIdleMs,
-    // Events of one read are written as one batch: a large read is a cheap one.
-    concurrency: 1_000,
-    batchSize: 500,
+    // Events of one read are written as one batch, so a large read is a cheap one; concurrency
+    // well above the batch keeps reads full while earlier batches are being written (a read
+    // sized by the one slot just freed would be one event, then a linger).
+    concurrency: 5_000,
+    batchSize: 1_000,
     logger,
   });
   const { stats } = consumeForAnalytics(bus, new RollupWriter(redis, namespace), DEFAULT_TIMELINE_TYPES);

@@ -34,7 +34,7 @@ export type WriteOutcome = 'counted' | 'duplicate' | 'late';
  * could no longer be recognised as already counted. An hour's margin under the minute retention.
  */
 export const LATE_AFTER_MS = GRAIN_RETENTION_MS.minute - GRAIN_MS.hour;
-const BATCH_MAX = 500;
+const BATCH_MAX = 1_000;
 const sec = (ms: number) => Math.ceil(ms / 1000);
 
 /**
@@ -89,56 +89,76 @@ export class RollupWriter {
       const { keys, args } = this.plan(live.map((i) => items[i]!));
       const res = (await ROLLUP.run(this.redis, keys, args)) as string[];
       if (res[0] === 'ok') break;
-      const dup = new Set(res.slice(1).map((p) => live[Number(p) - 1]!));
+      const dupIds = new Set(res.slice(1));
+      const dup = new Set(live.filter((i) => dupIds.has(items[i]!.id)));
       for (const i of dup) outcomes[i] = 'duplicate';
       live = live.filter((i) => !dup.has(i));
     }
     return outcomes;
   }
 
-  private plan(items: Counted[]): { keys: string[]; args: string[] } {
+  private plan(items: Counted[]): { keys: string[]; args: Array<string | number> } {
     const keys: string[] = [];
     const index = new Map<string, number>();
-    const expireAt = new Map<number, number>();
+    const expireAt: Array<string | number> = [];
     const at = (key: string, expiresMs: number): number => {
       let i = index.get(key);
       if (i === undefined) {
         keys.push(key);
         index.set(key, (i = keys.length));
-        expireAt.set(i, sec(expiresMs));
+        expireAt.push(i, sec(expiresMs));
       }
       return i;
     };
-    const sums = new Map<string, [number, string, number]>();
-    const e: Array<[number, string]> = [];
-    const l: Array<[number, string]> = [];
-    const s: Array<[number, string]> = [];
+    // Per minute (its hour and day follow from it): field -> summed amount.
+    const byMinute = new Map<number, Map<string, number>>();
+    const seen = new Map<number, string[]>();
+    const lists: Array<string | number> = [];
+    const subjects = new Set<string>();
+    const sets: Array<string | number> = [];
     for (const it of items) {
       const minute = bucketStart(it.t, 'minute');
-      e.push([at(this.keys.seen(minute), minute + GRAIN_RETENTION_MS.minute + GRAIN_MS.minute), it.id]);
+      const seenKey = at(this.keys.seen(minute), minute + GRAIN_RETENTION_MS.minute + GRAIN_MS.minute);
+      const ids = seen.get(seenKey);
+      if (ids) ids.push(it.id);
+      else seen.set(seenKey, [it.id]);
       if (it.contribution) {
         const series = encodeSeries(it.contribution.series);
-        for (const grain of GRAINS) {
-          const start = bucketStart(it.t, grain);
-          const k = at(this.keys.bucket(grain, start), start + GRAIN_RETENTION_MS[grain] + GRAIN_MS[grain]);
-          for (const [metric, n] of it.contribution.sums) {
-            if (n === 0) continue;
-            const field = `${series}${METRIC_SEP}${metric}`;
-            const id = `${k}|${field}`;
-            const cur = sums.get(id);
-            if (cur) cur[2] += n;
-            else sums.set(id, [k, field, n]);
-          }
+        let sums = byMinute.get(minute);
+        if (!sums) byMinute.set(minute, (sums = new Map()));
+        for (const [metric, n] of it.contribution.sums) {
+          if (n === 0) continue;
+          const field = `${series}${METRIC_SEP}${metric}`;
+          sums.set(field, (sums.get(field) ?? 0) + n);
         }
       }
       if (it.timeline) {
         const day = bucketStart(it.t, 'day');
         const until = day + TIMELINE_RETENTION_DAYS * GRAIN_MS.day;
-        l.push([at(this.keys.timeline(day, it.timeline.user), until), timelineMember(it.timeline.entry)]);
-        s.push([at(this.keys.subjects(day), until), `${it.timeline.user}\x1f${it.timeline.entry.project}`]);
+        lists.push(at(this.keys.timeline(day, it.timeline.user), until), timelineMember(it.timeline.entry));
+        const subject = `${it.timeline.user}\x1f${it.timeline.entry.project}`;
+        const k = at(this.keys.subjects(day), until);
+        if (!subjects.has(`${k}|${subject}`)) {
+          subjects.add(`${k}|${subject}`);
+          sets.push(k, subject);
+        }
       }
     }
-    const plan = { e, i: [...sums.values()], l, s, x: [...expireAt.entries()] };
-    return { keys, args: [JSON.stringify(plan)] };
+    const groups: Array<string | number> = [];
+    for (const [minute, sums] of byMinute) {
+      groups.push(...GRAINS.map((g) => {
+        const start = bucketStart(minute, g);
+        return at(this.keys.bucket(g, start), start + GRAIN_RETENTION_MS[g] + GRAIN_MS[g]);
+      }), sums.size);
+      for (const [field, n] of sums) groups.push(field, n);
+    }
+    const args = [
+      seen.size, ...[...seen].flatMap(([k, ids]) => [k, ids.length, ...ids]),
+      byMinute.size, ...groups,
+      lists.length / 2, ...lists,
+      sets.length / 2, ...sets,
+      expireAt.length / 2, ...expireAt,
+    ];
+    return { keys, args };
   }
 }

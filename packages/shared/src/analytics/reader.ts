@@ -27,6 +27,8 @@ export interface AnalyticsQuery {
   /** Groups per page (by requests, then key); `cursor` is the next page's offset. */
   limit: number;
   cursor?: number;
+  /** Per-bucket points as well as totals (default true). */
+  series?: boolean;
 }
 
 export interface QueryGroup {
@@ -124,6 +126,31 @@ export class AnalyticsReader {
     return { grain, shown, first, last, starts, hashes: await this.read(grain, starts) };
   }
 
+  /**
+   * The headline numbers of the current UTC period (hour, day, ISO week or month) so far, with
+   * figures per model and conversion per workflow, from one read of its buckets.
+   */
+  async overview(period: OverviewPeriod, filters: AnalyticsQuery['filters'] = {}): Promise<Overview> {
+    const t = this.now();
+    const from = periodStart(period, t);
+    // The period's own bucket when there is one (every grain is written as events arrive, so
+    // today's day bucket holds all of today): one hash for an hour or a day, a week's or month's days.
+    const base = { filters, from, to: t + 1, granularity: period === 'hour' ? 'hour' : 'day', limit: 50, series: false } as const;
+    const [total, byModel, byOperation] = await this.queryMany(base, [
+      { group_by: [], metrics: HEADLINE },
+      { group_by: ['provider', 'model'], metrics: MODEL_METRICS },
+      { group_by: ['operation'], metrics: ['started', 'completed', 'conversion_rate'] },
+    ]);
+    return {
+      period,
+      from: new Date(from).toISOString(),
+      to: new Date(t).toISOString(),
+      totals: total!.groups[0]?.totals ?? emptyTotals(HEADLINE),
+      by_model: byModel!.groups.filter((g) => g.key.model !== null).map((g) => ({ provider: g.key.provider ?? null, model: g.key.model!, ...g.totals })),
+      conversion: byOperation!.groups.filter((g) => g.key.operation !== null).map((g) => ({ workflow: g.key.operation!, ...g.totals })),
+    };
+  }
+
   /** Raw sums of one bucket (tests and the rollup check): field -> value. */
   async bucket(grain: Grain, start: number): Promise<Record<string, string>> {
     return (await this.read(grain, [bucketStart(start, grain)]))[0] ?? {};
@@ -139,6 +166,39 @@ export class AnalyticsReader {
       return (v ?? {}) as Record<string, string>;
     });
   }
+}
+
+export const OVERVIEW_PERIODS = ['hour', 'day', 'week', 'month'] as const;
+export type OverviewPeriod = (typeof OVERVIEW_PERIODS)[number];
+
+export interface Overview {
+  period: OverviewPeriod;
+  from: string;
+  to: string;
+  totals: Partial<Record<Metric, MetricValue>>;
+  by_model: Array<{ provider: string | null; model: string } & Partial<Record<Metric, MetricValue>>>;
+  conversion: Array<{ workflow: string } & Partial<Record<Metric, MetricValue>>>;
+}
+
+export const HEADLINE: Metric[] = [
+  'requests', 'completed', 'failed', 'refused_budget', 'rate_limited', 'error_rate', 'errors_by_category', 'fallbacks', 'fallback_rate',
+  'latency_p50', 'latency_p75', 'latency_p90', 'latency_p95', 'latency_p99', 'ttft_p50', 'ttft_p95', 'ttft_p99', 'output_tokens_per_s',
+  'tokens_in', 'tokens_out', 'cost_micros', 'avoided_micros', 'cost_per_success_micros', 'breaker_opens', 'conversion_rate',
+];
+const MODEL_METRICS: Metric[] = [
+  'completed', 'failed', 'error_rate', 'latency_p50', 'latency_p95', 'ttft_p50', 'output_tokens_per_s', 'cost_micros', 'avoided_micros', 'cost_per_success_micros', 'tokens_in', 'tokens_out',
+];
+
+/** Start of the UTC hour, day, ISO week (Monday) or month holding `t`. */
+export function periodStart(period: OverviewPeriod, t: number): number {
+  if (period === 'hour') return bucketStart(t, 'hour');
+  if (period === 'day') return bucketStart(t, 'day');
+  if (period === 'week') return labelOf(bucketStart(t, 'day'), 'week');
+  return labelOf(t, 'month');
+}
+
+function emptyTotals(metrics: readonly Metric[]): Partial<Record<Metric, MetricValue>> {
+  return new Accumulator().compute(metrics);
 }
 
 interface Fetched {
@@ -164,9 +224,11 @@ function group({ grain, shown, first, last, starts, hashes }: Fetched, q: Analyt
   };
 
   const labels = [...new Set(starts.map((s) => labelOf(s, shown)))];
+  const withSeries = q.series !== false;
   const byGroup = new Map<string, { total: Accumulator; at: Map<number, Accumulator> }>();
   hashes.forEach((hash, i) => {
-    const label = labelOf(starts[i]!, shown);
+    // Without series every bucket adds into one accumulator per group.
+    const label = withSeries ? labelOf(starts[i]!, shown) : 0;
     for (const field in hash) {
       const cut = field.indexOf(METRIC_SEP);
       if (cut < 0) continue;
@@ -199,7 +261,7 @@ function group({ grain, shown, first, last, starts, hashes }: Fetched, q: Analyt
       return {
         key: Object.fromEntries(q.group_by.map((d, i) => [d, values[i] ?? null])),
         totals: e.total.compute(q.metrics),
-        series: labels.map((t) => ({ t: new Date(t).toISOString(), ...(e.at.get(t) ?? empty).compute(q.metrics) })),
+        series: withSeries ? labels.map((t) => ({ t: new Date(t).toISOString(), ...(e.at.get(t) ?? empty).compute(q.metrics) })) : [],
       };
     }),
     total_groups: ranked.length,

@@ -1,13 +1,12 @@
 import { Router } from 'express';
 import {
   type AnalyticsReader,
-  bucketStart,
   DIMENSIONS,
   type Dimension,
   type FunnelReader,
   GRANULARITIES,
+  OVERVIEW_PERIODS,
   METRICS,
-  type Metric,
   queryError,
 } from '@tollgate/shared';
 import { z } from 'zod';
@@ -64,25 +63,6 @@ function scoped(p: Principal, filters: Partial<Record<Dimension, string[]>>): Pa
   return project && !user ? { ...filters, project: [p.project_id] } : { ...filters, user: [p.user_id] };
 }
 
-const PERIOD_VIEWS: Record<'hour' | 'day' | 'week' | 'month', (now: number) => number> = {
-  hour: (now) => bucketStart(now, 'hour'),
-  day: (now) => bucketStart(now, 'day'),
-  week: (now) => {
-    const day = bucketStart(now, 'day');
-    return day - ((new Date(day).getUTCDay() + 6) % 7) * 86_400_000;
-  },
-  month: (now) => {
-    const d = new Date(now);
-    return Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), 1);
-  },
-};
-
-const HEADLINE: Metric[] = [
-  'requests', 'completed', 'failed', 'refused_budget', 'rate_limited', 'error_rate', 'errors_by_category', 'fallbacks', 'fallback_rate',
-  'latency_p50', 'latency_p95', 'latency_p99', 'ttft_p50', 'ttft_p95', 'output_tokens_per_s', 'tokens_in', 'tokens_out',
-  'cost_micros', 'avoided_micros', 'cost_per_success_micros', 'breaker_opens',
-];
-
 export function analyticsRoutes(guards: Guards, opts: AnalyticsRouteOptions): Router {
   const router = Router();
   const now = opts.now ?? Date.now;
@@ -97,7 +77,7 @@ export function analyticsRoutes(guards: Guards, opts: AnalyticsRouteOptions): Ro
     cursor: z.string().regex(/^\d{1,9}$/, 'the next_cursor of the previous page').optional(),
   });
   const overviewSchema = z.strictObject({
-    period: z.enum(['hour', 'day', 'week', 'month']).default('day'),
+    period: z.enum(OVERVIEW_PERIODS).default('day'),
     user: value.optional(),
     project: value.optional(),
   });
@@ -129,22 +109,7 @@ export function analyticsRoutes(guards: Guards, opts: AnalyticsRouteOptions): Ro
   router.get('/v1/analytics/overview', ...guards.costs, async (req, res) => {
     const q = overviewSchema.parse(req.query);
     const filters = scoped(principalOf(res), { ...(q.user && { user: [q.user] }), ...(q.project && { project: [q.project] }) });
-    const t = now();
-    const from = PERIOD_VIEWS[q.period](t);
-    const base = { filters, from, to: t + 1, granularity: q.period === 'hour' ? 'minute' : q.period === 'day' ? 'hour' : 'day', limit: 20 } as const;
-    const [total, byModel, byOperation] = await opts.reader.queryMany(base, [
-      { group_by: [], metrics: HEADLINE },
-      { group_by: ['provider', 'model'], metrics: ['completed', 'failed', 'error_rate', 'latency_p50', 'latency_p95', 'ttft_p50', 'cost_micros', 'cost_per_success_micros', 'tokens_in', 'tokens_out'] },
-      { group_by: ['operation'], metrics: ['started', 'completed', 'conversion_rate'] },
-    ]);
-    res.json({
-      period: q.period,
-      from: new Date(from).toISOString(),
-      to: new Date(t).toISOString(),
-      totals: total!.groups[0]?.totals ?? emptyTotals(),
-      by_model: byModel!.groups.filter((g) => g.key.model !== null).map((g) => ({ ...g.key, ...g.totals })),
-      conversion: byOperation!.groups.filter((g) => g.key.operation !== null).map((g) => ({ workflow: g.key.operation, ...g.totals })),
-    });
+    res.json(await opts.reader.overview(q.period, filters));
   });
 
   router.post('/v1/analytics/funnel', ...guards.costs, async (req, res) => {
@@ -166,8 +131,4 @@ export function analyticsRoutes(guards: Guards, opts: AnalyticsRouteOptions): Ro
   });
 
   return router;
-}
-
-function emptyTotals() {
-  return Object.fromEntries(HEADLINE.map((m) => [m, m === 'errors_by_category' ? {} : /rate|_p\d|per_s|per_success/.test(m) ? null : 0]));
 }
