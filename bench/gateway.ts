@@ -137,10 +137,10 @@ export async function run(): Promise<SummaryRow[]> {
     CHAT_FALLBACK_CHAIN: 'openai:gpt-4o-mini,deepseek:deepseek-chat',
   };
   try {
-    await build({ only: ['stub-llm', 'gateway', 'chat-workflow', 'cost-ledger', 'alerting'] });
+    await build({ only: ['stub-llm', 'gateway', 'chat-workflow', 'cost-ledger', 'alerting', 'analytics'] });
     procs.push(start('stub', process.execPath, ['packages/stub-llm/dist/index.js'], env));
     procs.push(start('portkey', process.execPath, ['node_modules/@portkey-ai/gateway/build/start-server.js', `--port=${PORTS.portkey}`, '--headless']));
-    for (const service of ['gateway', 'chat-workflow', 'cost-ledger', 'alerting']) {
+    for (const service of ['gateway', 'chat-workflow', 'cost-ledger', 'alerting', 'analytics']) {
       const profile = [...(process.env.BENCH_CPU_PROF ? [`--cpu-prof`, `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : []), ...(process.env.BENCH_NODE_ARGS?.split(' ').filter(Boolean) ?? [])];
       procs.push(start(service, process.execPath, [...profile, `services/${service}/dist/index.js`], env));
     }
@@ -259,6 +259,15 @@ export async function run(): Promise<SummaryRow[]> {
         target: '< 80 MB each',
         met: services.every((p) => (idle.settled[p.name] ?? Infinity) < 80),
       },
+      ...cpu
+        .filter((c) => c.target === 'tollgate' && c.analytics !== undefined)
+        .map((c) => ({
+          benchmark: 'gateway',
+          measure: `concurrency ${c.concurrency}: analytics CPU per request`,
+          result: `${c.analytics} µs`,
+          target: '<= 100 µs',
+          met: Number(c.analytics) <= 100,
+        })),
       { benchmark: 'gateway', measure: 'every 2xx in the ledger', result: `${served} answered, ${entries} entries`, target: 'all', met: billed },
     );
     return summary;

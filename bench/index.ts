@@ -13,6 +13,7 @@ const BENCHES: Record<string, () => Promise<{ run: () => Promise<SummaryRow[]> }
   budget: () => import('./budget'),
   cache: () => import('./cache'),
   flags: () => import('./flags'),
+  analytics: () => import('./analytics'),
 };
 
 async function main(): Promise<void> {

@@ -20,6 +20,7 @@ import {
   EventBus,
   hashTagged,
   type LedgerEntry,
+  AnalyticsReader,
   ledgerKeys,
   parseAlertEntry,
   queuePrefix,
@@ -62,7 +63,7 @@ const DEADLINE_MS = 60_000;
 const PROVIDER_TIMEOUT_MS = 2_500;
 const READY_TIMEOUT_MS = 30_000;
 const SETTLE_TIMEOUT_MS = 120_000;
-const WORKERS = ['chat-workflow', 'cost-ledger', 'vision', 'alerting'] as const;
+const WORKERS = ['chat-workflow', 'cost-ledger', 'vision', 'alerting', 'analytics'] as const;
 type Worker = (typeof WORKERS)[number];
 const FAULTS = { rate429: 0.05, rate503: 0.05, hangRate: 0.05, malformedRate: 0.05, retryAfterSeconds: 1, latencyMs: 40, latencyJitterMs: 120 };
 const LATENCY_ONLY = { latencyMs: 40, latencyJitterMs: 120 };
@@ -337,7 +338,7 @@ async function main(): Promise<number> {
     await at(0.05);
     await json(`${stubUrl}/_stub/faults`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ ...FAULTS, seed: 42 }) });
     say(`stub faults on: ${JSON.stringify(FAULTS)}`);
-    const schedule: Array<[number, Worker]> = [[0.12, 'chat-workflow'], [0.27, 'cost-ledger'], [0.4, 'vision'], [0.54, 'alerting']];
+    const schedule: Array<[number, Worker]> = [[0.12, 'chat-workflow'], [0.27, 'cost-ledger'], [0.4, 'vision'], [0.54, 'alerting'], [0.61, 'analytics']];
     for (const [fraction, name] of schedule) {
       await at(fraction);
       await killAndRestart(name);
@@ -398,7 +399,7 @@ async function main(): Promise<number> {
       const c = await queueOpen(name);
       if (Object.values(c).some((n) => n > 0)) reasons.push(`${name} queue: ${JSON.stringify(c)}`);
     }
-    const busLag = await groupsCaughtUp(redis, bus.stream, ['cost-ledger', 'alerting']);
+    const busLag = await groupsCaughtUp(redis, bus.stream, ['cost-ledger', 'alerting', 'analytics']);
     if (busLag) reasons.push(busLag);
     const alertLag = await groupsCaughtUp(redis, ak.alertsStream, ['alerting']).catch(() => null);
     if (alertLag && !alertLag.includes('no group')) reasons.push(alertLag);
@@ -495,6 +496,20 @@ async function main(): Promise<number> {
   checks.push(result('the system drained and settled (queues empty, consumer groups caught up, ledger still)', settled ? [] : [waitingFor], `${settleMs} ms`));
 
   const money = reconcile(calls, entries, outcomes, kills, new Date());
+  {
+    // Analytics counted every cost.recorded once, through a SIGKILL and the Redis restart.
+    const ledgerMicros = entries.reduce((a, e) => a + e.amount_micros, 0);
+    const oldest = entries.reduce((a, e) => Math.min(a, Date.parse(e.occurred_at)), Date.now());
+    const q = await new AnalyticsReader(redis, ns).query({ metrics: ['cost_micros', 'requests'], group_by: [], filters: {}, from: oldest - 60_000, to: Date.now() + 1, granularity: 'hour', limit: 1 });
+    const counted = Number(q.groups[0]?.totals.cost_micros ?? 0);
+    checks.push(
+      result(
+        'analytics cost equals the ledger to the micro-dollar (after a SIGKILL of analytics and the Redis restart)',
+        counted === ledgerMicros ? [] : [`analytics ${counted} micros, ledger ${ledgerMicros} micros`],
+        `analytics ${counted} micros over ${q.groups[0]?.totals.requests ?? 0} requests = ledger ${ledgerMicros} micros`,
+      ),
+    );
+  }
   const unrecordableCalls = money.unrecordable.length;
   const statsConsistent = stubLog.enabled && calls.length === stubStats.totals.successes;
   checks.push(

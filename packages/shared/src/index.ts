@@ -41,3 +41,4 @@ export * from './pricing/worst-case';
 export * from './conversations';
 export * from './cache';
 export * from './flags';
+export * from './analytics';

@@ -65,6 +65,16 @@ export const groundingOutcomeSchema = z.object({
   avoided_micros: z.number().int().nonnegative().optional(),
 });
 export type GroundingOutcome = z.infer<typeof groundingOutcomeSchema>;
+/**
+ * Request dimensions the gateway hands the worker for analytics, stamped on the workflow events;
+ * `enqueued_at` (epoch ms) is filled from the job's own timestamp when absent.
+ */
+export const jobTags = {
+  route: z.string().min(1).max(128).optional(),
+  journey: id.optional(),
+  flag_variant: id.optional(),
+  enqueued_at: z.number().int().positive().optional(),
+};
 
 export const chatJobSchema = z.object({
   request_id: id,
@@ -93,6 +103,7 @@ export const chatJobSchema = z.object({
   stream: z.boolean().default(false),
   /** Epoch ms after which nobody waits for the answer. */
   deadline_at: z.number().int().positive(),
+  ...jobTags,
 });
 export type ChatJob = z.infer<typeof chatJobSchema>;
 

@@ -2,7 +2,7 @@ import { z } from 'zod';
 import type { Target } from './providers/types';
 import { jobCacheSchema } from './cache/cache-job';
 import { usageUnitsSchema } from './events/catalog';
-import { attemptSchema, holdJobFields, jobErrorSchema } from './jobs';
+import { attemptSchema, holdJobFields, jobErrorSchema, jobTags } from './jobs';
 
 /** Image types the gateway accepts, named by what their bytes say, never by a client's claim. */
 export const VISION_MIME_TYPES = ['image/png', 'image/jpeg', 'image/webp', 'image/gif'] as const;
@@ -39,6 +39,7 @@ export const visionJobSchema = z.object({
   cache: jobCacheSchema.optional(),
   /** Epoch ms after which nobody waits for the answer. */
   deadline_at: z.number().int().positive(),
+  ...jobTags,
 });
 export type VisionJob = z.infer<typeof visionJobSchema>;
 

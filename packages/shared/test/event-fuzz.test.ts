@@ -70,6 +70,7 @@ const SAMPLES: { [T in EventType]: EventData<T> } = {
   },
   'flags.changed': { version: 3, names: ['tollgate.kill.vision-high'], actor: 'operator' },
   'flag.exposed': { flag: 'tollgate.experiment.chat-provider', variant: 'gemini', subject: 'alice', feature_enabled: true, day: '2026-12-02' },
+  'request.refused': { route: '/v1/chat', reason: 'budget_exceeded', code: 'budget_exceeded', workflow: 'chat', streamed: false },
 };
 
 const meta = (i: number): EventMeta => ({ correlation_id: `fuzz-${i}`, user_id: 'alice', project_id: 'web' });

@@ -71,6 +71,13 @@ export async function runChatWorkflow(job: ChatJob, jobId: string, deps: ChatRun
     userId: job.user_id,
     projectId: job.project_id,
     jobId,
+    tags: {
+      streamed: job.stream,
+      ...(job.route && { route: job.route }),
+      ...(job.journey && { journey: job.journey }),
+      ...(job.flag_variant && { flag_variant: job.flag_variant }),
+    },
+    ...(job.enqueued_at && { enqueuedAt: job.enqueued_at }),
   });
   const output = job.stream ? new OutputStream(deps.redis, chatOutputKey(deps.namespace, jobId)) : undefined;
   const attempts: RecoveryFailedError['attempts'] = [];
@@ -124,22 +131,40 @@ export async function runChatWorkflow(job: ChatJob, jobId: string, deps: ChatRun
 
     let result: CompletionResult;
     let outcome;
+    const timing: StreamTiming = {};
     if (output) {
       outcome = await withRecovery(chain, async (t, signal) => {
         const it = deps.clients[t.provider].stream(request(t, signal))[Symbol.asyncIterator]();
         // The first chunk proves the provider answered; failures before it can still fall back.
         return { it, first: await it.next() };
       }, recovery);
-      result = await pumpStream(outcome.value.it, outcome.value.first, output, run, outcome.target, asked, job.hold_id);
+      result = await pumpStream(outcome.value.it, outcome.value.first, output, run, outcome.target, asked, job.hold_id, timing);
     } else {
       outcome = await withRecovery(chain, (t, signal) => deps.clients[t.provider].complete(request(t, signal)), recovery);
       result = outcome.value;
     }
+    const served = outcome.attempts.find((a) => a.outcome === 'ok');
     attempts.push(...outcome.attempts);
     await Promise.all(recorded);
 
     // The call is billed: its usage goes out first, with the rest of the run's end, in one round trip.
-    await run.complete({ provider: result.provider, model: result.model }, usageEvent(job, result, asked), {
+    await run.complete(
+      {
+        provider: result.provider,
+        model: result.model,
+        attempts: outcome.attempts.length,
+        fallback_used: outcome.fallbackUsed,
+        input_tokens: result.units.input_tokens ?? 0,
+        output_tokens: result.units.output_tokens ?? 0,
+        // Time to first token is the first content chunk (not the first byte, not the whole answer).
+        ...(timing.firstContentAt !== undefined && {
+          ttft_ms: run.sinceEnqueuedMs(timing.firstContentAt),
+          generation_ms: Math.max(0, (timing.lastContentAt ?? timing.firstContentAt) - timing.firstContentAt),
+        }),
+        ...(!output && served && { generation_ms: Math.max(0, Math.round(served.durationMs)) }),
+      },
+      usageEvent(job, result, asked),
+      {
       type: 'chat.response_generated',
       data: {
         conversation_id: job.conversation_id ?? job.request_id,
@@ -152,7 +177,8 @@ export async function runChatWorkflow(job: ChatJob, jobId: string, deps: ChatRun
         attempts: outcome.attempts.length,
         fallback_used: outcome.fallbackUsed,
       },
-    });
+      },
+    );
     if (job.conversation_id) {
       // The answer is paid for and ready: a history write that fails costs the next turn its
       // context, not this turn its answer. It is recorded as a degraded run.
@@ -178,10 +204,15 @@ export async function runChatWorkflow(job: ChatJob, jobId: string, deps: ChatRun
   } catch (error) {
     if (error instanceof RecoveryFailedError) attempts.push(...error.attempts);
     await Promise.all(recorded);
+    const last = attempts[attempts.length - 1];
     const failed: ChatJobResult = {
       ok: false,
       attempts,
-      error: await run.failure(error),
+      error: await run.failure(error, {
+        attempts: attempts.length,
+        fallback_used: new Set(attempts.map((a) => `${a.provider}/${a.model}`)).size > 1,
+        ...(last && { provider: last.provider, model: last.model }),
+      }),
     };
     await output?.write({ kind: 'done', result: failed });
     return failed;
@@ -260,12 +291,17 @@ async function pumpStream(
   target: Target,
   messages: ChatMessage[],
   holdId: string | undefined,
+  timing: StreamTiming,
 ): Promise<CompletionResult> {
   let partial = '';
   try {
     for (let step = first; !step.done; step = await it.next()) {
       const chunk = step.value;
       if (chunk.type === 'done') return chunk.result;
+      if (chunk.text) {
+        timing.lastContentAt = Date.now();
+        timing.firstContentAt ??= timing.lastContentAt;
+      }
       partial += chunk.text;
       await output.write({ kind: 'delta', text: chunk.text });
     }
@@ -284,6 +320,12 @@ async function pumpStream(
     });
     throw error;
   }
+}
+
+/** When the first and the latest content chunks arrived (epoch ms). */
+interface StreamTiming {
+  firstContentAt?: number;
+  lastContentAt?: number;
 }
 
 class OutputStream {

@@ -28,7 +28,7 @@ export function createChatWorker(chatDeps: ChatDeps, opts: ChatWorkerOptions): W
       if (!parsed.success) {
         return { ok: false, attempts: [], error: INVALID_JOB_ERROR };
       }
-      return runChatWorkflow(parsed.data, job.id ?? parsed.data.request_id, deps);
+      return runChatWorkflow({ enqueued_at: job.timestamp, ...parsed.data }, job.id ?? parsed.data.request_id, deps);
     },
     { connection: opts.connection, prefix: queuePrefix(deps.namespace), concurrency: opts.concurrency, autorun: true, ...WORKER_RECOVERY },
   );

@@ -3,6 +3,8 @@ import helmet from 'helmet';
 import type Redis from 'ioredis';
 import { type ApiKeyStore, type CacheSettingsStore, DEFAULT_CHAT_CHAIN, type EventBus, type PriceTable, type ResponseCache, type Target } from '@tollgate/shared';
 import { AnswerCache } from './answer-cache';
+import { reportRefusals } from './refusals';
+import { type AnalyticsRouteOptions, analyticsRoutes } from './routes/analytics';
 import { admission } from './auth/admission';
 import { authenticate } from './auth/middleware';
 import type { ChatDispatcher } from './chat-dispatch';
@@ -54,6 +56,10 @@ export interface GatewayDeps {
   cache?: { cache: ResponseCache; settings: CacheSettingsStore; bus: EventBus };
   /** The flags admin API (`/v1/flags/...`). */
   flags?: FlagRouteDeps;
+  /** Publishes `request.refused` for turned-away paid work; absent in setups without a bus. */
+  events?: EventBus;
+  /** The analytics API (`/v1/analytics/...`). */
+  analytics?: AnalyticsRouteOptions;
 }
 
 /** The HTTP API: every body validated at the door, every error in one shape. */
@@ -109,7 +115,9 @@ export function createApp(deps: GatewayDeps): Express {
       { redis: deps.redis, namespace: deps.namespace, alerts: new AlertStore(deps.redis, deps.namespace), webhooks: new WebhookTargets(deps.redis, deps.namespace) },
     ),
   );
+  if (deps.analytics) app.use(analyticsRoutes(guards, deps.analytics));
   app.use((req, _res, next) => next(new ApiError('not_found', `No endpoint ${req.method} ${req.path}.`)));
+  if (deps.events) app.use(reportRefusals(deps.events));
   app.use(errorHandler);
   return app;
 }

@@ -13,6 +13,8 @@ import {
   FlagSnapshot,
   FlagStore,
   hashTagged,
+  AnalyticsReader,
+  FunnelReader,
   LedgerReader,
   loadConfig,
   loadPriceTable,
@@ -95,6 +97,8 @@ async function main(): Promise<void> {
     ops: { errorRates, queues: [chatQueue, visionQueue] },
     cache: { cache: new ResponseCache(redis, namespace), settings: new CacheSettingsStore(redis, namespace, config.cache), bus },
     flags: { store: new FlagStore(redis, namespace), snapshot: flags, bus },
+    events: bus,
+    analytics: { reader: new AnalyticsReader(redis, namespace), funnels: new FunnelReader(redis, namespace) },
     costs: {
       reader: new LedgerReader(redis, namespace),
       reports: new ReportDispatcher(reportQueue, reportEvents, redis, namespace),

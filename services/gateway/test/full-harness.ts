@@ -17,6 +17,8 @@ import {
   EventBus,
   FlagSnapshot,
   FlagStore,
+  AnalyticsReader,
+  FunnelReader,
   LedgerReader,
   loadPriceTable,
   QUEUES,
@@ -32,6 +34,8 @@ import { consumeUsage } from '@tollgate/cost-ledger/src/ledger-consumer';
 import { LedgerWriter } from '@tollgate/cost-ledger/src/ledger-writer';
 import { createReportWorker } from '@tollgate/cost-ledger/src/reports';
 import { startAlerting } from '@tollgate/alerting/src/service';
+import { consumeForAnalytics } from '@tollgate/analytics/src/consumer';
+import { RollupWriter } from '@tollgate/analytics/src/rollup-writer';
 import { DEFAULT_SETTINGS } from '@tollgate/alerting/src/settings';
 import { type FaultConfig, startStub, stubEndpoints } from '@tollgate/stub-llm';
 import { neverNearBudget } from '@tollgate/vision/src/routing';
@@ -165,6 +169,11 @@ export async function startFullSystem(label: string, opts: FullSystemOptions = {
   const reader = new LedgerReader(redis, namespace);
   const reportWorker = createReportWorker({ reader, redis, bus: ledgerBus, namespace }, blocking());
 
+  // analytics
+  const analyticsBus = new EventBus({ redis, prefix: namespace, service: 'analytics', blockMs: 50, logger: logger('analytics') });
+  const analytics = consumeForAnalytics(analyticsBus, new RollupWriter(redis, namespace));
+  await analyticsBus.start();
+
   // alerting (its own connection, as a separate process would have)
   const alertingRedis = createRedis(TEST_REDIS_URL, { name: 'test-full-alerting' });
   const alerting = await startAlerting({
@@ -216,6 +225,8 @@ export async function startFullSystem(label: string, opts: FullSystemOptions = {
     ops: { errorRates, queues: [chatQueue, visionQueue] },
     cache: { cache: new ResponseCache(redis, namespace), settings: new CacheSettingsStore(redis, namespace, undefined, 0), bus: gatewayBus },
     flags: { store: new FlagStore(redis, namespace), snapshot: flags, bus: gatewayBus },
+    events: gatewayBus,
+    analytics: { reader: new AnalyticsReader(redis, namespace), funnels: new FunnelReader(redis, namespace) },
     costs: {
       reader,
       reports: new ReportDispatcher(reportQueue, reportEvents, redis, namespace),
@@ -237,6 +248,8 @@ export async function startFullSystem(label: string, opts: FullSystemOptions = {
     queues,
     reader,
     alerting,
+    analytics,
+    analyticsBus,
     logs,
     adminToken: FULL_ADMIN_TOKEN,
     providerKeys: FAKE_PROVIDER_KEYS,
@@ -260,6 +273,7 @@ export async function startFullSystem(label: string, opts: FullSystemOptions = {
       await visionWorker.close();
       await reportWorker.close();
       await ledgerBus.stop();
+      await analyticsBus.stop();
       await alerting.stop();
       await alertingRedis.quit().catch(() => undefined);
       for (const q of [chatEvents, visionEvents, reportEvents]) await q.close();

@@ -90,6 +90,13 @@ export async function runVisionWorkflow(job: VisionJob, jobId: string, deps: Vis
     userId: job.user_id,
     projectId: job.project_id,
     jobId,
+    tags: {
+      streamed: false,
+      ...(job.route && { route: job.route }),
+      ...(job.journey && { journey: job.journey }),
+      ...(job.flag_variant && { flag_variant: job.flag_variant }),
+    },
+    ...(job.enqueued_at && { enqueuedAt: job.enqueued_at }),
   });
   const attempts: AttemptRecord[] = [];
   const recorded: Array<Promise<unknown>> = [];
@@ -138,7 +145,7 @@ export async function runVisionWorkflow(job: VisionJob, jobId: string, deps: Vis
       const avoided = avoidedMicros(hit, deps.priceTable);
       const { provider, model, analysis } = hit.value;
       await deps.cache.record(keys[0]!, 'HIT', avoided ?? 0).catch(() => undefined);
-      await finish(run, job, { provider, model, cached: true, imageSha256, degraded }, {
+      await finish(run, job, { provider, model, cached: true, imageSha256, degraded, attempts: [], fallbackUsed: false }, {
         provider,
         model,
         service: SERVICE,
@@ -197,7 +204,7 @@ export async function runVisionWorkflow(job: VisionJob, jobId: string, deps: Vis
     const result = outcome.value;
 
     // The call is billed: its usage goes out with the end of the run, before anything else can fail.
-    await finish(run, job, { provider: result.provider, model: result.model, cached: false, imageSha256, degraded: route.degraded }, {
+    await finish(run, job, { provider: result.provider, model: result.model, cached: false, imageSha256, degraded: route.degraded, attempts: outcome.attempts, fallbackUsed: outcome.fallbackUsed }, {
       provider: result.provider,
       model: result.model,
       service: SERVICE,
@@ -235,10 +242,15 @@ export async function runVisionWorkflow(job: VisionJob, jobId: string, deps: Vis
   } catch (error) {
     if (error instanceof RecoveryFailedError) attempts.push(...error.attempts);
     await Promise.all(recorded);
+    const last = attempts[attempts.length - 1];
     return {
       ok: false,
       attempts,
-      error: await run.failure(error),
+      error: await run.failure(error, {
+        attempts: attempts.length,
+        fallback_used: new Set(attempts.map((a) => `${a.provider}/${a.model}`)).size > 1,
+        ...(last && { provider: last.provider, model: last.model }),
+      }),
     };
   } finally {
     if (lock) await deps.cache.release(lock.key, lock.token).catch(() => undefined);
@@ -251,11 +263,20 @@ export async function runVisionWorkflow(job: VisionJob, jobId: string, deps: Vis
 async function finish(
   run: WorkflowRun,
   job: VisionJob,
-  r: { provider: string; model: string; cached: boolean; imageSha256: string; degraded: boolean },
+  r: { provider: string; model: string; cached: boolean; imageSha256: string; degraded: boolean; attempts: AttemptRecord[]; fallbackUsed: boolean },
   usage: EventData<'usage.recorded'>,
 ): Promise<void> {
+  const served = r.attempts.find((a) => a.outcome === 'ok');
   await run.complete(
-    { provider: r.provider, model: r.model },
+    {
+      provider: r.provider,
+      model: r.model,
+      // A cache hit made no provider call; its absence of attempts is what analytics counts.
+      ...(r.attempts.length > 0 && { attempts: r.attempts.length }),
+      fallback_used: r.fallbackUsed,
+      cache: r.cached ? 'hit' : 'miss',
+      ...(served && { generation_ms: Math.max(0, Math.round(served.durationMs)) }),
+    },
     { type: 'usage.recorded', data: usage },
     {
       type: 'vision.analysis_completed',

@@ -24,7 +24,7 @@ export function createVisionWorker(deps: VisionDeps, opts: VisionWorkerOptions):
       }
       // Progress is a courtesy to observers; failing to report it must not fail the analysis.
       const progress = (step: keyof typeof VISION_STEPS) => job.updateProgress({ step, percent: VISION_STEPS[step] }).catch(() => undefined);
-      return runVisionWorkflow(parsed.data, job.id ?? parsed.data.request_id, deps, progress);
+      return runVisionWorkflow({ enqueued_at: job.timestamp, ...parsed.data }, job.id ?? parsed.data.request_id, deps, progress);
     },
     { connection: opts.connection, prefix: queuePrefix(deps.namespace), concurrency: opts.concurrency, autorun: true, ...WORKER_RECOVERY },
   );

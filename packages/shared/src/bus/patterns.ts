@@ -7,6 +7,20 @@ import type { AnyEvent } from '../events/envelope';
 export function matchesPattern(pattern: string, type: string): boolean {
   if (pattern === '*' || pattern === type) return true;
   if (!pattern.includes('*')) return false;
+  // Every delivered event is matched against every subscription: remember wildcard answers
+  // (bounded, as types come off the stream and a foreign producer could send any).
+  const key = `${pattern}\0${type}`;
+  const known = WILDCARD_MATCHES.get(key);
+  if (known !== undefined) return known;
+  const result = matchesWildcard(pattern, type);
+  if (WILDCARD_MATCHES.size >= 10_000) WILDCARD_MATCHES.clear();
+  WILDCARD_MATCHES.set(key, result);
+  return result;
+}
+
+const WILDCARD_MATCHES = new Map<string, boolean>();
+
+function matchesWildcard(pattern: string, type: string): boolean {
   const want = pattern.split('.');
   const have = type.split('.');
   return want.length === have.length && want.every((seg, i) => seg === '*' || seg === have[i]);

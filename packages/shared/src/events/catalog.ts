@@ -16,6 +16,22 @@ export const ERROR_CATEGORY_VALUES = ERROR_CATEGORIES;
 export const RECOVERY_STRATEGY_VALUES = RECOVERY_STRATEGIES;
 
 const workflowKind = z.enum(['chat', 'vision']);
+
+/** Cache outcome of a request, as `x-tollgate-cache` reports it. */
+export const EVENT_CACHE_STATUSES = ['hit', 'miss', 'bypass', 'refresh'] as const;
+
+/**
+ * Optional request dimensions stamped on the workflow lifecycle events, for analytics: the HTTP
+ * route that took the request, whether it streamed, its cache outcome, the flag variant it was
+ * served under and the journey it belongs to.
+ */
+const requestTags = {
+  route: z.string().min(1).max(128).optional(),
+  streamed: z.boolean().optional(),
+  cache: z.enum(EVENT_CACHE_STATUSES).optional(),
+  flag_variant: name.optional(),
+  journey: name.optional(),
+};
 const scope = z.enum(['global', 'user', 'project']);
 const period = z.enum(['day', 'week', 'month']);
 
@@ -55,7 +71,7 @@ const circuitData = z.object({
 export const EVENT_CATALOG = {
   'workflow.started': {
     version: 1,
-    data: z.object({ workflow: workflowKind, job_id: name.optional(), attempt: z.number().int().min(1).optional() }),
+    data: z.object({ workflow: workflowKind, job_id: name.optional(), attempt: z.number().int().min(1).optional(), ...requestTags }),
   },
   'workflow.completed': {
     version: 1,
@@ -65,11 +81,44 @@ export const EVENT_CATALOG = {
       duration_ms: count,
       provider: name.optional(),
       model: name.optional(),
+      ...requestTags,
+      /** From the gateway's enqueue to the end of the answer: what the client waited, minus HTTP. */
+      latency_ms: count.optional(),
+      /** From the gateway's enqueue to the first content chunk of a streamed answer. */
+      ttft_ms: count.optional(),
+      /** From the first content chunk to the last (output tokens per second divide by this). */
+      generation_ms: count.optional(),
+      attempts: z.number().int().min(1).optional(),
+      fallback_used: z.boolean().optional(),
+      input_tokens: count.optional(),
+      output_tokens: count.optional(),
     }),
   },
   'workflow.failed': {
     version: 1,
-    data: z.object({ workflow: workflowKind, job_id: name.optional(), duration_ms: count, error: resolutionSchema }),
+    data: z.object({
+      workflow: workflowKind,
+      job_id: name.optional(),
+      duration_ms: count,
+      error: resolutionSchema,
+      ...requestTags,
+      latency_ms: count.optional(),
+      attempts: z.number().int().min(0).optional(),
+      fallback_used: z.boolean().optional(),
+      provider: name.optional(),
+      model: name.optional(),
+    }),
+  },
+  /** The gateway turned a request away before any work: rate limit or hard budget. */
+  'request.refused': {
+    version: 1,
+    data: z.object({
+      route: z.string().min(1).max(128),
+      reason: z.enum(['rate_limited', 'budget_exceeded']),
+      code: name,
+      workflow: workflowKind.optional(),
+      streamed: z.boolean().optional(),
+    }),
   },
   'chat.message_received': {
     version: 1,

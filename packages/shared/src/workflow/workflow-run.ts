@@ -1,6 +1,6 @@
 import type { EventBus } from '../bus/event-bus';
 import { type Classification, classify } from '../errors/classify';
-import type { EventData, EventType, Resolution } from '../events/catalog';
+import type { EVENT_CACHE_STATUSES, EventData, EventType, Resolution } from '../events/catalog';
 import type { EventEnvelope, EventMeta } from '../events/envelope';
 import type { JobError } from '../jobs';
 import { RecoveryFailedError } from '../providers/recovery';
@@ -29,7 +29,26 @@ export interface WorkflowContext {
   userId?: string;
   projectId?: string;
   jobId?: string;
+  /** Request dimensions for analytics, stamped on started/completed/failed. */
+  tags?: RunTags;
+  /** When the gateway enqueued the request (epoch ms): latency and time to first token count from here. */
+  enqueuedAt?: number;
 }
+
+export interface RunTags {
+  route?: string;
+  streamed?: boolean;
+  cache?: (typeof EVENT_CACHE_STATUSES)[number];
+  flag_variant?: string;
+  journey?: string;
+}
+
+/** What a completed run adds to `workflow.completed` besides provider and model. */
+export type CompletionFacts = Pick<
+  EventData<'workflow.completed'>,
+  'provider' | 'model' | 'ttft_ms' | 'generation_ms' | 'attempts' | 'fallback_used' | 'input_tokens' | 'output_tokens' | 'cache'
+>;
+export type FailureFacts = Pick<EventData<'workflow.failed'>, 'attempts' | 'fallback_used' | 'provider' | 'model'>;
 
 /** The error that decides the outcome: recovery wraps the last provider error with its attempts. */
 export function rootError(error: unknown): unknown {
@@ -67,6 +86,15 @@ export class WorkflowRun {
     return Date.now() - this.startedAt;
   }
 
+  /** Since the gateway enqueued the request (or since the run started when that is unknown); never negative under clock skew. */
+  sinceEnqueuedMs(at = Date.now()): number {
+    return Math.max(0, at - (this.ctx.enqueuedAt ?? this.startedAt));
+  }
+
+  private tags(): RunTags {
+    return this.ctx.tags ?? {};
+  }
+
   meta(): EventMeta {
     return {
       correlation_id: this.ctx.correlationId,
@@ -98,7 +126,10 @@ export class WorkflowRun {
   /** Marks the run started; `then` are published right after `workflow.started`, in the same round trip. */
   async start(...then: RunEvent[]): Promise<void> {
     this.current = 'running';
-    await this.publishAll([{ type: 'workflow.started', data: { workflow: this.ctx.workflow, ...(this.ctx.jobId && { job_id: this.ctx.jobId }) } }, ...then]);
+    await this.publishAll([
+      { type: 'workflow.started', data: { workflow: this.ctx.workflow, ...(this.ctx.jobId && { job_id: this.ctx.jobId }), ...this.tags() } },
+      ...then,
+    ]);
   }
 
   /** Records an error and how it was handled, and reports it on the bus for error rates. */
@@ -132,20 +163,27 @@ export class WorkflowRun {
   }
 
   /** Completes the run; `before` are published ahead of `workflow.completed`, in the same round trip. */
-  async complete(result: { provider?: string; model?: string } = {}, ...before: RunEvent[]): Promise<void> {
+  async complete(result: CompletionFacts = {}, ...before: RunEvent[]): Promise<void> {
     this.current = 'completed';
     await this.publishAll([
       ...before,
       {
         type: 'workflow.completed',
-        data: { workflow: this.ctx.workflow, duration_ms: this.elapsedMs, ...(this.ctx.jobId && { job_id: this.ctx.jobId }), ...result },
+        data: {
+          workflow: this.ctx.workflow,
+          duration_ms: this.elapsedMs,
+          latency_ms: this.sinceEnqueuedMs(),
+          ...(this.ctx.jobId && { job_id: this.ctx.jobId }),
+          ...this.tags(),
+          ...definedOnly(result),
+        },
       },
     ]);
   }
 
   /** Fails the run and returns the failure as the client sees it (job results carry no error objects). */
-  async failure(error: unknown): Promise<JobError> {
-    const record = await this.fail(error);
+  async failure(error: unknown, facts: FailureFacts = {}): Promise<JobError> {
+    const record = await this.fail(error, facts);
     const c = classify(rootError(error));
     return {
       code: record.resolution.code,
@@ -157,15 +195,22 @@ export class WorkflowRun {
     };
   }
 
-  async fail(error: unknown): Promise<ErrorRecord> {
+  async fail(error: unknown, facts: FailureFacts = {}): Promise<ErrorRecord> {
     const record = await this.recordError(error, 'failed');
     this.current = 'failed';
     await this.publish('workflow.failed', {
       workflow: this.ctx.workflow,
       duration_ms: this.elapsedMs,
+      latency_ms: this.sinceEnqueuedMs(),
       ...(this.ctx.jobId && { job_id: this.ctx.jobId }),
+      ...this.tags(),
+      ...definedOnly(facts),
       error: record.resolution,
     });
     return record;
   }
+}
+
+function definedOnly<T extends object>(o: T): T {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as T;
 }

@@ -137,6 +137,7 @@ export function chatRoutes(guards: Guards, dispatcher: ChatDispatcher, spend: Sp
     const run = () =>
       dispatcher.run({
         request_id: requestId,
+        route: '/v1/chat',
         user_id: who.user_id,
         project_id: who.project_id,
         messages,

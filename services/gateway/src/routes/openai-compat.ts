@@ -96,6 +96,7 @@ export function openAiRoutes(guards: Guards, dispatcher: ChatDispatcher, spend: 
     const lookup: Lookup = answers ? await answers.lookup(who, directive, shape, true) : { status: 'BYPASS', reason: 'no cache configured' };
     const input: ChatJobInput = {
       request_id: requestId,
+      route: '/v1/chat/completions',
       user_id: who.user_id,
       project_id: who.project_id,
       messages,

@@ -134,6 +134,7 @@ export function visionRoutes(guards: Guards, opts: VisionRouteOptions, priceTabl
     }
     const result = await opts.dispatcher.run({
       request_id: res.locals.requestId as string,
+      route: '/v1/vision',
       user_id: who.user_id,
       project_id: who.project_id,
       image,

@@ -1,0 +1,4 @@
+export * from './schema';
+export * from './metrics';
+export * from './reader';
+export * from './funnel';

@@ -1,0 +1,49 @@
+import { type AnyEvent, type EventBus, matchesPattern, timelineAttrs } from '@tollgate/shared';
+import { contributionOf, ROLLUP_TYPES } from './contributions';
+import type { RollupWriter, WriteOutcome } from './rollup-writer';
+
+/** Funnel steps followed by default: request lifecycles, refusals, and journeys and flag exposures once they exist. */
+export const DEFAULT_TIMELINE_TYPES = ['workflow.*', 'request.refused', 'vision.analysis_completed', 'rag.context_retrieved', 'journey.*', 'flag.exposed'];
+
+export interface IngestStats {
+  counted: number;
+  duplicate: number;
+  late: number;
+}
+
+/** What one event becomes for the writer. */
+export function toCounted(event: AnyEvent, timelineTypes: readonly string[]) {
+  const contribution = contributionOf(event);
+  const onTimeline = event.user_id !== undefined && timelineTypes.some((p) => matchesPattern(p, event.type));
+  const t = Date.parse(event.occurred_at);
+  return {
+    id: event.id,
+    t,
+    contribution,
+    ...(onTimeline && {
+      timeline: {
+        user: event.user_id!,
+        entry: { t, type: event.type, corr: event.correlation_id, project: event.project_id ?? '', attrs: timelineAttrs(event.data as Record<string, unknown>) },
+      },
+    }),
+  };
+}
+
+/**
+ * Subscribes the rollups (and funnel timelines) to the bus. Only the types they need are
+ * subscribed, so the bus acks every other event undecoded.
+ */
+export function consumeForAnalytics(bus: EventBus, writer: RollupWriter, timelineTypes: readonly string[] = DEFAULT_TIMELINE_TYPES): { stats: IngestStats; handle: (e: AnyEvent) => Promise<WriteOutcome> } {
+  const stats: IngestStats = { counted: 0, duplicate: 0, late: 0 };
+  const handle = async (event: AnyEvent): Promise<WriteOutcome> => {
+    const outcome = await writer.write(toCounted(event, timelineTypes));
+    stats[outcome]++;
+    return outcome;
+  };
+  // One subscription per pattern, none covered by another, so every type has exactly one handler
+  // and the bus matches as few patterns per event as possible.
+  const all = [...new Set([...timelineTypes, ...ROLLUP_TYPES])];
+  const patterns = all.filter((p) => !all.some((q) => q !== p && q.endsWith('*') && matchesPattern(q, p)));
+  for (const p of patterns) bus.subscribe(p, (event: AnyEvent) => handle(event), { name: `analytics:${p}` });
+  return { stats, handle };
+}

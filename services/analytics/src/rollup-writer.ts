@@ -1,0 +1,164 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type Redis from 'ioredis';
+import {
+  analyticsKeys,
+  bucketStart,
+  encodeSeries,
+  GRAIN_MS,
+  GRAIN_RETENTION_MS,
+  GRAINS,
+  LuaScript,
+  METRIC_SEP,
+  TIMELINE_RETENTION_DAYS,
+  timelineMember,
+  type TimelineEntry,
+} from '@tollgate/shared';
+import type { Contribution } from './contributions';
+
+const ROLLUP = new LuaScript(readFileSync(join(__dirname, 'rollup.lua'), 'utf8'));
+
+/** One event's share of a batch. */
+export interface Counted {
+  id: string;
+  /** occurred_at, epoch ms: the bucket it lands in. */
+  t: number;
+  contribution: Contribution | null;
+  timeline?: { user: string; entry: TimelineEntry };
+}
+
+export type WriteOutcome = 'counted' | 'duplicate' | 'late';
+
+/**
+ * An event older than this is not counted: its minute bucket and seen set are gone (48 h), so it
+ * could no longer be recognised as already counted. An hour's margin under the minute retention.
+ */
+export const LATE_AFTER_MS = GRAIN_RETENTION_MS.minute - GRAIN_MS.hour;
+const BATCH_MAX = 1_000;
+const sec = (ms: number) => Math.ceil(ms / 1000);
+
+/**
+ * Batches the events handled in one tick into one script call (see rollup.lua), so ingest costs
+ * one round trip per batch and one HINCRBY per distinct field, not per event.
+ */
+export class RollupWriter {
+  private readonly keys;
+  private pending: Array<{ item: Counted; resolve: (o: WriteOutcome) => void; reject: (e: unknown) => void }> = [];
+  private scheduled = false;
+
+  constructor(
+    private readonly redis: Redis,
+    namespace: string,
+    private readonly now: () => number = Date.now,
+  ) {
+    this.keys = analyticsKeys(namespace);
+  }
+
+  write(item: Counted): Promise<WriteOutcome> {
+    if (item.t < this.now() - LATE_AFTER_MS) return Promise.resolve('late');
+    return new Promise((resolve, reject) => {
+      this.pending.push({ item, resolve, reject });
+      if (this.pending.length >= BATCH_MAX) this.flush();
+      else if (!this.scheduled) {
+        this.scheduled = true;
+        setImmediate(() => this.flush());
+      }
+    });
+  }
+
+  private flush(): void {
+    this.scheduled = false;
+    const batch = this.pending.splice(0);
+    if (batch.length === 0) return;
+    void this.writeBatch(batch.map((b) => b.item)).then(
+      (outcomes) => batch.forEach((b, i) => b.resolve(outcomes[i]!)),
+      (err: unknown) => batch.forEach((b) => b.reject(err)),
+    );
+  }
+
+  /** Writes a batch; events already counted (or twice in the batch) come back as duplicates. */
+  async writeBatch(items: Counted[]): Promise<WriteOutcome[]> {
+    const outcomes: WriteOutcome[] = items.map(() => 'counted');
+    const firstOf = new Map<string, number>();
+    items.forEach((it, i) => {
+      if (firstOf.has(it.id)) outcomes[i] = 'duplicate';
+      else firstOf.set(it.id, i);
+    });
+    let live = [...firstOf.values()];
+    while (live.length > 0) {
+      const { keys, args } = this.plan(live.map((i) => items[i]!));
+      const res = (await ROLLUP.run(this.redis, keys, args)) as string[];
+      if (res[0] === 'ok') break;
+      const dupIds = new Set(res.slice(1));
+      const dup = new Set(live.filter((i) => dupIds.has(items[i]!.id)));
+      for (const i of dup) outcomes[i] = 'duplicate';
+      live = live.filter((i) => !dup.has(i));
+    }
+    return outcomes;
+  }
+
+  private plan(items: Counted[]): { keys: string[]; args: Array<string | number> } {
+    const keys: string[] = [];
+    const index = new Map<string, number>();
+    const expireAt: Array<string | number> = [];
+    const at = (key: string, expiresMs: number): number => {
+      let i = index.get(key);
+      if (i === undefined) {
+        keys.push(key);
+        index.set(key, (i = keys.length));
+        expireAt.push(i, sec(expiresMs));
+      }
+      return i;
+    };
+    // Per minute (its hour and day follow from it): field -> summed amount.
+    const byMinute = new Map<number, Map<string, number>>();
+    const seen = new Map<number, string[]>();
+    const lists: Array<string | number> = [];
+    const subjects = new Set<string>();
+    const sets: Array<string | number> = [];
+    for (const it of items) {
+      const minute = bucketStart(it.t, 'minute');
+      const seenKey = at(this.keys.seen(minute), minute + GRAIN_RETENTION_MS.minute + GRAIN_MS.minute);
+      const ids = seen.get(seenKey);
+      if (ids) ids.push(it.id);
+      else seen.set(seenKey, [it.id]);
+      if (it.contribution) {
+        const series = encodeSeries(it.contribution.series);
+        let sums = byMinute.get(minute);
+        if (!sums) byMinute.set(minute, (sums = new Map()));
+        for (const [metric, n] of it.contribution.sums) {
+          if (n === 0) continue;
+          const field = `${series}${METRIC_SEP}${metric}`;
+          sums.set(field, (sums.get(field) ?? 0) + n);
+        }
+      }
+      if (it.timeline) {
+        const day = bucketStart(it.t, 'day');
+        const until = day + TIMELINE_RETENTION_DAYS * GRAIN_MS.day;
+        lists.push(at(this.keys.timeline(day, it.timeline.user), until), timelineMember(it.timeline.entry));
+        const subject = `${it.timeline.user}\x1f${it.timeline.entry.project}`;
+        const k = at(this.keys.subjects(day), until);
+        if (!subjects.has(`${k}|${subject}`)) {
+          subjects.add(`${k}|${subject}`);
+          sets.push(k, subject);
+        }
+      }
+    }
+    const groups: Array<string | number> = [];
+    for (const [minute, sums] of byMinute) {
+      groups.push(...GRAINS.map((g) => {
+        const start = bucketStart(minute, g);
+        return at(this.keys.bucket(g, start), start + GRAIN_RETENTION_MS[g] + GRAIN_MS[g]);
+      }), sums.size);
+      for (const [field, n] of sums) groups.push(field, n);
+    }
+    const args = [
+      seen.size, ...[...seen].flatMap(([k, ids]) => [k, ids.length, ...ids]),
+      byMinute.size, ...groups,
+      lists.length / 2, ...lists,
+      sets.length / 2, ...sets,
+      expireAt.length / 2, ...expireAt,
+    ];
+    return { keys, args };
+  }
+}
