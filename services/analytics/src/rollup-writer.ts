@@ -1,5 +1,3 @@
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import type Redis from 'ioredis';
 import {
   analyticsKeys,
@@ -15,8 +13,9 @@ import {
   type TimelineEntry,
 } from '@tollgate/shared';
 import type { Contribution } from './contributions';
+import ROLLUP_LUA from './rollup-n.lua';
 
-const ROLLUP = new LuaScript(readFileSync(join(__dirname, 'rollup.lua'), 'utf8'));
+const ROLLUP = new LuaScript(ROLLUP_LUA);
 
 /** One event's share of a batch. */
 export interface Counted {
@@ -38,7 +37,7 @@ const BATCH_MAX = 1_000;
 const sec = (ms: number) => Math.ceil(ms / 1000);
 
 /**
- * Batches the events handled in one tick into one script call (see rollup.lua), so ingest costs
+ * Batches the events handled in one tick into one script call (see rollup-n.lua), so ingest costs
  * one round trip per batch and one HINCRBY per distinct field, not per event.
  */
 export class RollupWriter {

@@ -93,9 +93,9 @@ test('a scripted mix: counts equal what was sent, cost equals the ledger, quanti
   sys.stub.setFaults({});
 
   // Bob spends past a tiny hard budget, then is refused.
-  expect((await call('PUT', '/v1/budgets/project/mobile', sys.adminToken, { periods: [{ period: 'day', limit_micros: 1, mode: 'hard' }] })).status).toBe(201);
   expect((await call('POST', '/v1/chat', bob, { message: 'spend' })).status).toBe(200);
   sent.plain++;
+  expect((await call('PUT', '/v1/budgets/project/mobile', sys.adminToken, { periods: [{ period: 'day', limit_micros: 1, mode: 'hard' }] })).status).toBe(201);
   expect(await waitFor(async () => (await call('GET', '/v1/budgets/project/mobile', sys.adminToken)).json.status[0].blocked === true)).toBe(true);
   expect((await call('POST', '/v1/chat', bob, { message: 'refused' })).status).toBe(402);
   sent.refused++;

@@ -7,7 +7,7 @@
 -- JSON: decoding a few hundred KB of JSON per batch cost Redis more than the increments.
 --
 -- KEYS: every key the batch touches (seen sets, rollup hashes, timelines, timeline subject sets).
--- ARGV, in sections, each led by its count (key arguments are 1-based positions in KEYS):
+-- ARGV: in sections, each led by its count (key arguments are 1-based positions in KEYS):
 --   E, then E x (seen set key, N, then N event ids)                             -- per minute of occurred_at
 --   G, then G x (minute key, hour key, day key, F, then F x (field, amount))  -- HINCRBY in all three
 --   L, then L x (list key, member)                                               -- RPUSH (timelines)
