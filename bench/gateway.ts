@@ -11,7 +11,7 @@ import { randomUUID } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import autocannon from 'autocannon';
-import { ApiKeyStore, createRedis, deleteByPrefix, hashTagged, ledgerKeys } from '../packages/shared/src';
+import { ApiKeyStore, BudgetStore, createRedis, deleteByPrefix, hashTagged, ledgerKeys } from '../packages/shared/src';
 
 import type { SummaryRow } from './summary';
 
@@ -150,6 +150,13 @@ export async function run(): Promise<SummaryRow[]> {
     await waitHttp(`http://127.0.0.1:${PORTS.portkey}/`);
     await waitHttp(`${gatewayUrl}/readyz`);
     const { key } = await new ApiKeyStore(redis, ns).create({ name: 'bench', user_id: 'bench', project_id: 'bench', scopes: ['chat'] });
+    // BENCH_HARD_BUDGET_MICROS: a hard day budget on the bench project, so every request takes the
+    // hold path (held at admission, settled by the ledger); set it high enough that none is refused.
+    if (process.env.BENCH_HARD_BUDGET_MICROS) {
+      const limit = Number(process.env.BENCH_HARD_BUDGET_MICROS);
+      await new BudgetStore(redis, ns).put('project', 'bench', { periods: [{ period: 'day', limit_micros: limit, mode: 'hard' }] });
+      console.log(`  the bench project has a hard day budget of ${limit} micros: every request is held and settled`);
+    }
     const idle = await idleMemory(procs);
 
     const targets: Array<[string, string, Record<string, string>]> = [
