@@ -1,5 +1,6 @@
 import { Command, CommanderError } from 'commander';
 import { alertsCommands } from './commands/alerts';
+import { analyticsCommands } from './commands/analytics';
 import { budgetsCommands } from './commands/budgets';
 import { costsCommands } from './commands/costs';
 import { eventsCommands } from './commands/events';
@@ -30,7 +31,7 @@ function group(parent: Command, name: string, description: string): Command {
 
 export function buildProgram(): Command {
   const program = new Command('tollgate')
-    .description('Operate Tollgate from a terminal: API keys, budgets, costs, alerts and events, straight from Redis.')
+    .description('Operate Tollgate from a terminal: API keys, budgets, costs, alerts, events and analytics, straight from Redis.')
     .usage('<command> [options]')
     .version(version, '-V, --version')
     .option('--redis-url <url>', 'Redis to use (default $REDIS_URL, else redis://127.0.0.1:6379)')
@@ -45,6 +46,7 @@ export function buildProgram(): Command {
   costsCommands(group(program, 'costs', 'spend from the ledger: summary'), globals);
   alertsCommands(group(program, 'alerts', 'budget and ops alerts: tail'), globals);
   eventsCommands(group(program, 'events', 'the event bus: tail, replay'), globals);
+  analyticsCommands(group(program, 'analytics', 'latency, errors, cost and conversion from the rollups: overview, query, funnel'), globals);
 
   return program;
 }

@@ -30,3 +30,4 @@ export {
 } from '@tollgate/shared/src/alerting';
 // API keys are the gateway's store (hashing included); the CLI writes through the same code.
 export { ApiKeyStore, type ApiKeyRecord, newKeySchema, SCOPES, type Scope as KeyScope } from '../../../services/gateway/src/auth/api-keys';
+export { AnalyticsReader, DIMENSIONS, type Dimension, FunnelReader, GRANULARITIES, type Granularity, METRICS, type Metric, OVERVIEW_PERIODS, type OverviewPeriod } from '@tollgate/shared/src/analytics';
