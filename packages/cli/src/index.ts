@@ -1,5 +1,6 @@
 import { Command, CommanderError } from 'commander';
 import { alertsCommands } from './commands/alerts';
+import { analyticsCommands } from './commands/analytics';
 import { budgetsCommands } from './commands/budgets';
 import { cacheCommands } from './commands/cache';
 import { costsCommands } from './commands/costs';
@@ -32,7 +33,7 @@ function group(parent: Command, name: string, description: string): Command {
 
 export function buildProgram(): Command {
   const program = new Command('tollgate')
-    .description('Operate Tollgate from a terminal: API keys, budgets, costs, alerts, events, the cache and feature flags, straight from Redis.')
+    .description('Operate Tollgate from a terminal: API keys, budgets, costs, alerts, events, analytics, the cache and feature flags, straight from Redis.')
     .usage('<command> [options]')
     .version(version, '-V, --version')
     .option('--redis-url <url>', 'Redis to use (default $REDIS_URL, else redis://127.0.0.1:6379)')
@@ -49,6 +50,7 @@ export function buildProgram(): Command {
   eventsCommands(group(program, 'events', 'the event bus: tail, replay'), globals);
   cacheCommands(group(program, 'cache', 'the response cache: stats, purge'), globals);
   flagsCommands(group(program, 'flags', 'feature flags: list, get, set, enable, disable, import, history'), globals);
+  analyticsCommands(group(program, 'analytics', 'latency, errors, cost and conversion from the rollups: overview, query, funnel'), globals);
 
   return program;
 }

@@ -36,3 +36,4 @@ export { CacheSettingsStore, type CacheSettings } from '@tollgate/shared/src/cac
 export { clientFeaturesSchema, featureSchema, FLAG_TYPE_NAMES, flagNameSchema, type FlagType, type StoredFlag } from '@tollgate/shared/src/flags/model';
 export { FlagStore, importEdit, publishFlagChanges } from '@tollgate/shared/src/flags/store';
 export { FlagInputError, flagView, flagWarnings, prepareFeature } from '@tollgate/shared/src/flags/admin';
+export { AnalyticsReader, DIMENSIONS, type Dimension, FunnelReader, GRANULARITIES, type Granularity, METRICS, type Metric, OVERVIEW_PERIODS, type OverviewPeriod } from '@tollgate/shared/src/analytics';

@@ -8,7 +8,7 @@
 --
 -- KEYS: every key the batch touches (seen sets, rollup hashes, timelines, timeline subject sets).
 -- ARGV: in sections, each led by its count (key arguments are 1-based positions in KEYS):
---   E, then E x (seen set key, N, then N event ids)                             -- per minute of occurred_at
+--   C, then C seen set keys to check, the seen set key to add to, N, then N event ids
 --   G, then G x (minute key, hour key, day key, F, then F x (field, amount))  -- HINCRBY in all three
 --   L, then L x (list key, member)                                               -- RPUSH (timelines)
 --   S, then S x (set key, member)                                                -- SADD (subjects)
@@ -21,20 +21,20 @@ local function take()
 end
 local function key() return KEYS[tonumber(take())] end
 
-local seen = {}
+local checks = {}
+for i = 1, tonumber(take()) do checks[i] = key() end
+local add = key()
+local ids = {}
+for i = 1, tonumber(take()) do ids[i] = take() end
 local dups = {'dup'}
-for _ = 1, tonumber(take()) do
-  local k = key()
-  local ids = {}
-  for i = 1, tonumber(take()) do ids[i] = take() end
+for _, k in ipairs(checks) do
   local found = redis.call('SMISMEMBER', k, unpack(ids))
   for i = 1, #ids do
     if found[i] == 1 then dups[#dups + 1] = ids[i] end
   end
-  seen[#seen + 1] = {k, ids}
 end
 if #dups > 1 then return dups end
-for _, s in ipairs(seen) do redis.call('SADD', s[1], unpack(s[2])) end
+redis.call('SADD', add, unpack(ids))
 for _ = 1, tonumber(take()) do
   local m, h, d = key(), key(), key()
   for _ = 1, tonumber(take()) do

@@ -29,10 +29,12 @@ export interface Counted {
 export type WriteOutcome = 'counted' | 'duplicate' | 'late';
 
 /**
- * An event older than this is not counted: its minute bucket and seen set are gone (48 h), so it
- * could no longer be recognised as already counted. An hour's margin under the minute retention.
+ * An event older than this is not counted: its minute bucket is gone (48 h), and it could have
+ * been counted before the oldest seen set checked. An hour's margin under the minute retention.
  */
 export const LATE_AFTER_MS = GRAIN_RETENTION_MS.minute - GRAIN_MS.hour;
+/** Seen sets checked: the day of counting and the two before, so every id counted in the last 48 h or more. */
+const SEEN_DAYS = 3;
 const BATCH_MAX = 1_000;
 const sec = (ms: number) => Math.ceil(ms / 1000);
 
@@ -111,16 +113,18 @@ export class RollupWriter {
     };
     // Per minute (its hour and day follow from it): field -> summed amount.
     const byMinute = new Map<number, Map<string, number>>();
-    const seen = new Map<number, string[]>();
+    const today = bucketStart(this.now(), 'day');
+    const checks = Array.from({ length: SEEN_DAYS }, (_, i) => {
+      const day = today - i * GRAIN_MS.day;
+      return at(this.keys.seen(day), day + (SEEN_DAYS + 1) * GRAIN_MS.day);
+    });
+    const ids: string[] = [];
     const lists: Array<string | number> = [];
     const subjects = new Set<string>();
     const sets: Array<string | number> = [];
     for (const it of items) {
       const minute = bucketStart(it.t, 'minute');
-      const seenKey = at(this.keys.seen(minute), minute + GRAIN_RETENTION_MS.minute + GRAIN_MS.minute);
-      const ids = seen.get(seenKey);
-      if (ids) ids.push(it.id);
-      else seen.set(seenKey, [it.id]);
+      ids.push(it.id);
       if (it.contribution) {
         const series = encodeSeries(it.contribution.series);
         let sums = byMinute.get(minute);
@@ -152,7 +156,7 @@ export class RollupWriter {
       for (const [field, n] of sums) groups.push(field, n);
     }
     const args = [
-      seen.size, ...[...seen].flatMap(([k, ids]) => [k, ids.length, ...ids]),
+      checks.length, ...checks, checks[0]!, ids.length, ...ids,
       byMinute.size, ...groups,
       lists.length / 2, ...lists,
       sets.length / 2, ...sets,

@@ -153,6 +153,10 @@ test('a redelivered or replayed stream changes no figure', async () => {
   // The same envelopes again, through the stream...
   await publishAll(events);
   expect(await waitFor(() => ingest.stats.duplicate >= events.length, 15_000)).toBe(true);
+  // ...republished by a redelivered producer: same id, a new time (another minute, even hour)...
+  const moved = events.map((e) => ({ ...e, occurred_at: new Date(Date.parse(e.occurred_at) + 61 * GRAIN_MS.minute).toISOString() }));
+  await publishAll(moved);
+  expect(await waitFor(() => ingest.stats.duplicate >= 2 * events.length, 15_000)).toBe(true);
   // ...and as a replay of the bus history straight into the handler.
   const replayed = await consumer.replay({ since: 0, limit: 10_000 }, (e) => ingest.handle(e));
   expect(replayed).toBeGreaterThanOrEqual(events.length);

@@ -1,10 +1,13 @@
 import { type Job, type Queue, Worker } from 'bullmq';
 import type Redis from 'ioredis';
 import {
+  AnalyticsReader,
   type CostReport,
+  HEADLINE,
   type EventBus,
   type LedgerReader,
   ledgerKeys,
+  periodBounds,
   periodKey,
   previousPeriodKey,
   QUEUES,
@@ -27,10 +30,29 @@ export async function scheduleReports(queue: Queue<ReportJob, CostReport>): Prom
   }
 }
 
+/**
+ * The latency, error and conversion sections of a report: the analytics day rollups of the same
+ * period (kept two years), so a report of a closed period is built without any raw event.
+ */
+async function reportAnalytics(deps: { redis: Redis; namespace: string }, period: ReportJob['period'], key: string): Promise<CostReport['analytics']> {
+  const { start, end } = periodBounds(period, key);
+  const base = { filters: {}, from: start.getTime(), to: end.getTime(), granularity: 'day', limit: 50, series: false } as const;
+  const [total, byModel, byOperation] = await new AnalyticsReader(deps.redis, deps.namespace, () => end.getTime()).queryMany(base, [
+    { group_by: [], metrics: HEADLINE },
+    { group_by: ['provider', 'model'], metrics: ['completed', 'failed', 'error_rate', 'latency_p50', 'latency_p95', 'latency_p99', 'ttft_p50', 'ttft_p95', 'fallback_rate', 'cost_per_success_micros'] },
+    { group_by: ['operation'], metrics: ['started', 'completed', 'conversion_rate'] },
+  ]);
+  return {
+    totals: total!.groups[0]?.totals ?? {},
+    by_model: byModel!.groups.filter((g) => g.key.model !== null).map((g) => ({ ...g.key, ...g.totals })),
+    conversion: byOperation!.groups.filter((g) => g.key.operation !== null).map((g) => ({ workflow: g.key.operation ?? null, ...g.totals })),
+  };
+}
+
 /** Builds a period's report from the aggregates, stores it and announces it. */
 export async function buildReport(job: ReportJob, deps: { reader: LedgerReader; redis: Redis; bus: EventBus; namespace: string }, now = new Date()): Promise<CostReport> {
   const key = job.period_key ?? previousPeriodKey(job.period, periodKey(job.period, now));
-  const report = await deps.reader.report(job.period, key);
+  const report: CostReport = { ...(await deps.reader.report(job.period, key)), analytics: await reportAnalytics(deps, job.period, key) };
   await deps.redis.set(ledgerKeys(deps.namespace).report(job.period, key), JSON.stringify(report));
   await deps.bus.publish(
     'cost.report_generated',

@@ -212,6 +212,13 @@ test('overview and funnel over the same traffic', async () => {
   const mine = await call('GET', '/v1/analytics/overview', bob);
   expect(mine.json.totals).toMatchObject({ requests: 2, completed: 1, refused_budget: 1 });
 
+  // The daily cost report carries the same day's latency, error and conversion sections.
+  const report = await call('GET', '/v1/costs/reports/day', sys.adminToken);
+  expect(report.status).toBe(200);
+  expect(report.json.analytics.totals).toMatchObject({ requests: 12, completed: 10, failed: 1, refused_budget: 1, errors_by_category: { provider_unavailable: 1 } });
+  expect(report.json.analytics.totals.latency_p95).toBeGreaterThan(0);
+  expect(report.json.analytics.conversion).toEqual([expect.objectContaining({ workflow: 'chat', started: 11, completed: 10 })]);
+
   const funnel = await call('POST', '/v1/analytics/funnel', sys.adminToken, {
     from: '-1h',
     by: 'request',

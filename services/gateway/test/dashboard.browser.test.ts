@@ -40,6 +40,14 @@ type DashState = {
   events: Array<{ type: string }>;
   status: { breakers: unknown[] } | null;
   buckets: { model: Map<number, Record<string, number>> };
+  analytics: {
+    from: number;
+    to: number;
+    totals: Record<string, number | null> | null;
+    points: Array<{ t: string; requests?: number; latency_p50?: number | null }>;
+    axes: Record<string, { min: number; max: number }>;
+  } | null;
+  analyticsRefreshes?: number;
 };
 
 // Page-side globals, typed here because the test compiles without the DOM library.
@@ -106,6 +114,41 @@ test('gauges, chart data and alerts appear live as usage flows through the syste
   // The cache panel: one row per kind, from /v1/cache/stats.
   await page.waitForFunction(() => (globalThis as unknown as PageGlobals).document.querySelectorAll('#cache tbody tr').length === 3, undefined, { timeout: 15_000 });
   expect(await page.textContent('#cache tbody')).toMatch(/^chat.*rag.*vision/);
+
+  // Analytics panels: real chats (one streamed) through the system show up with today's time axis.
+  const chatKey = (await sys.keys.create({ name: 'dash-chat', user_id: 'alice', project_id: 'web', scopes: ['chat'] })).key;
+  const chat = (body: unknown, path = '/v1/chat') =>
+    fetch(`${sys.url}${path}`, { method: 'POST', headers: { authorization: `Bearer ${chatKey}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  for (let i = 0; i < 3; i++) expect((await chat({ message: `dash ${i}` })).status).toBe(200);
+  const streamed = await chat({ model: 'gpt-4o-mini', stream: true, messages: [{ role: 'user', content: 'stream please' }] }, '/v1/chat/completions');
+  expect(streamed.status).toBe(200);
+  await streamed.text();
+  expect(
+    await waitFor(async () => {
+      await page.click('#an-apply');
+      await page.waitForFunction((n) => ((globalThis as unknown as PageGlobals).__tollgate.analyticsRefreshes ?? 0) > n, await dash((s) => s.analyticsRefreshes ?? 0), { timeout: 10_000 });
+      return (await dash((s) => s.analytics?.totals?.completed ?? 0)) >= 4;
+    }, 20_000, 200),
+  ).toBe(true);
+  const an = (await dash((s) => s.analytics))!;
+  const now = Date.now();
+  expect(an.totals).toMatchObject({ requests: 4, completed: 4, failed: 0 });
+  expect(an.totals!.latency_p50).toBeGreaterThan(0);
+  expect(an.totals!.ttft_p50).toBeGreaterThan(0);
+  // Today's axis: both charts span the last 24 hours up to now, and the traffic is in today's last bucket.
+  for (const id of ['an-latency', 'an-throughput']) {
+    expect(an.axes[id]!.max * 1000).toBeGreaterThan(now - 60_000);
+    expect(an.axes[id]!.max * 1000).toBeLessThanOrEqual(now + 60_000);
+    expect(an.axes[id]!.min * 1000).toBeGreaterThanOrEqual(now - 24 * 3_600_000 - 60_000);
+  }
+  const busy = an.points.filter((p) => (p.requests ?? 0) > 0);
+  expect(busy.length).toBeGreaterThan(0);
+  for (const p of busy) expect(p.t.slice(0, 10)).toBe(new Date().toISOString().slice(0, 10));
+  expect(await page.locator('#an-latency .uplot').count()).toBe(1);
+  expect(await page.locator('#an-throughput .uplot').count()).toBe(1);
+  // Cost per successful request by model: the chat models, and the images priced by the ledger.
+  expect(await page.locator('#an-models tbody tr').count()).toBeGreaterThanOrEqual(2);
+  expect(await page.textContent('#an-models')).toContain('gemini/gemini-2.0-flash');
 
   mkdirSync(ARTIFACTS, { recursive: true });
   await page.screenshot({ path: join(ARTIFACTS, 'dashboard.png'), fullPage: true });

@@ -26,8 +26,11 @@ export function analyticsKeys(namespace: string) {
   const base = `${namespace}:an`;
   return {
     bucket: (grain: Grain, start: number) => `${base}:${GRAIN_CODE[grain]}:${start}`,
-    /** Event ids counted, per minute of `occurred_at`: what makes a redelivery or replay count once. */
-    seen: (minuteStart: number) => `${base}:seen:${minuteStart}`,
+    /**
+     * Event ids counted, per UTC day of counting (not of `occurred_at`: a republished event keeps
+     * its id but not always its time): what makes a redelivery or replay count once.
+     */
+    seen: (dayStart: number) => `${base}:seen:${dayStart}`,
     /** A subject's funnel timeline for one UTC day. */
     timeline: (dayStart: number, user: string) => `${base}:tl:${dayStart}:${user}`,
     /** The subjects (user and project) with a timeline that day. */

@@ -40,6 +40,14 @@ export interface CostReport {
   change: Money & { pct: number | null };
   top: Record<'services' | 'operations' | 'providers' | 'models' | 'users' | 'projects', Array<{ key: string } & Money>>;
   generated_at: string;
+  /** Latency, errors and conversion of the same period, from the analytics rollups (when the report job has them). */
+  analytics?: ReportAnalytics;
+}
+
+export interface ReportAnalytics {
+  totals: Record<string, number | null | Record<string, number>>;
+  by_model: Array<Record<string, number | string | null | Record<string, number>>>;
+  conversion: Array<Record<string, number | string | null | Record<string, number>>>;
 }
 
 export interface Recommendation {

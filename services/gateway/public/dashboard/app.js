@@ -16,6 +16,8 @@
     costEvents: 0,
     flags: [],
     flagChanges: [],
+    /** The last analytics query answer (series by bucket) and its range, for the panels and the test. */
+    analytics: null,
   };
   // Exposed for the browser test and for operators poking at the console.
   window.__tollgate = state;
@@ -146,7 +148,18 @@
           width: Math.max(320, box.clientWidth || 800),
           height: 240,
           // A ten-minute window at least, so a first point is not stretched over years.
-          scales: { x: { time: true, range: (_u, min, max) => [Math.min(min, max - 600), max + 10] } },
+          // From the data itself: the min/max uPlot passes for one or two points were padded out to
+          // years (an axis from 2027 to 2029 under today's spend).
+          scales: {
+            x: {
+              time: true,
+              range: (u) => {
+                const xs = u.data[0] ?? [];
+                const max = xs.length ? xs[xs.length - 1] : Date.now() / 1000;
+                return [Math.min(xs.length ? xs[0] : max, max - 600), max + 10];
+              },
+            },
+          },
           series: [{}, ...names.map((n, i) => ({ label: n, stroke: COLORS[i % COLORS.length], width: 2, value: (_u, v) => (v == null ? '-' : `$${v.toFixed(6)}`) }))],
           axes: [{ stroke: '#8a96a3' }, { stroke: '#8a96a3', values: (_u, vals) => vals.map((v) => `$${v}`) }],
         },
@@ -156,6 +169,107 @@
     } else {
       plot.setData(data);
     }
+  }
+
+  // ---- analytics panels ----
+  const RANGE_MS = { '1h': 3_600_000, '6h': 6 * 3_600_000, '24h': 24 * 3_600_000, '7d': 7 * 24 * 3_600_000 };
+  const AN_METRICS = ['requests', 'completed', 'failed', 'errors_by_category', 'error_rate', 'fallback_rate', 'latency_p50', 'latency_p95', 'latency_p99', 'ttft_p50', 'ttft_p95', 'cost_micros', 'avoided_micros', 'cost_per_success_micros'];
+  const anPlots = {};
+
+  async function post(path, body) {
+    const r = await fetch(path, { method: 'POST', headers: { authorization: `Bearer ${state.key}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    if (!r.ok) throw new Error(`${path}: HTTP ${r.status}`);
+    return r.json();
+  }
+
+  function analyticsFilters() {
+    const filters = {};
+    const user = $('an-user').value.trim();
+    const project = $('an-project').value.trim();
+    if (user) filters.user = user;
+    if (project) filters.project = project;
+    return filters;
+  }
+
+  function drawSeries(id, series, xs, scale) {
+    const box = $(id);
+    const data = [xs, ...series.map((s) => s.values)];
+    const signature = series.map((s) => s.label).join(',');
+    if (!anPlots[id] || anPlots[id].signature !== signature) {
+      anPlots[id]?.plot.destroy();
+      box.replaceChildren();
+      const plot = new uPlot(
+        {
+          width: Math.max(320, box.clientWidth || 800),
+          height: 200,
+          // The query's own range, so the axis is always the range asked for (today's, not 2027's).
+          scales: { x: { time: true, range: () => [state.analytics.from / 1000, state.analytics.to / 1000] }, ...(scale && { y2: { range: [0, 1] } }) },
+          series: [{}, ...series.map((s, i) => ({ label: s.label, stroke: COLORS[i % COLORS.length], width: 2, spanGaps: true, ...(s.scale && { scale: s.scale }) }))],
+          axes: [{ stroke: '#8a96a3' }, { stroke: '#8a96a3' }, ...(scale ? [{ scale: 'y2', side: 1, stroke: '#8a96a3', values: (_u, v) => v.map((x) => `${Math.round(x * 100)}%`) }] : [])],
+        },
+        data,
+        box,
+      );
+      anPlots[id] = { plot, signature };
+    } else {
+      anPlots[id].plot.setScale('x', { min: state.analytics.from / 1000, max: state.analytics.to / 1000 });
+      anPlots[id].plot.setData(data);
+    }
+  }
+
+  async function refreshAnalytics() {
+    const range = RANGE_MS[$('an-range').value] ?? RANGE_MS['24h'];
+    const to = Date.now();
+    const filters = analyticsFilters();
+    const [overall, byModel] = await Promise.all([
+      post('/v1/analytics/query', { metrics: AN_METRICS, filters, from: to - range, to, granularity: 'auto' }),
+      post('/v1/analytics/query', { metrics: ['completed', 'latency_p50', 'cost_micros', 'avoided_micros', 'cost_per_success_micros'], group_by: ['provider', 'model'], filters, from: to - range, to, granularity: 'auto', limit: 20 }),
+    ]);
+    const group = overall.groups[0];
+    const points = group ? group.series : overall.buckets.map((t) => ({ t }));
+    state.analytics = { from: to - range, to, granularity: overall.granularity, points, totals: group?.totals ?? null, models: byModel.groups };
+    const xs = points.map((p) => Date.parse(p.t) / 1000);
+    const col = (m) => points.map((p) => (p[m] ?? null));
+    drawSeries('an-latency', [
+      { label: 'latency p50', values: col('latency_p50') },
+      { label: 'latency p95', values: col('latency_p95') },
+      { label: 'latency p99', values: col('latency_p99') },
+      { label: 'TTFT p50', values: col('ttft_p50') },
+      { label: 'TTFT p95', values: col('ttft_p95') },
+    ], xs);
+    drawSeries('an-throughput', [
+      { label: `requests per ${overall.granularity}`, values: col('requests') },
+      { label: 'error rate', values: col('error_rate'), scale: 'y2' },
+      { label: 'fallback rate', values: col('fallback_rate'), scale: 'y2' },
+    ], xs, true);
+    // What the charts' time axes actually show (seconds), for the browser test.
+    state.analytics.axes = Object.fromEntries(Object.entries(anPlots).map(([id, p]) => [id, { min: p.plot.scales.x.min, max: p.plot.scales.x.max }]));
+    state.analyticsRefreshes = (state.analyticsRefreshes ?? 0) + 1;
+    const t = group?.totals;
+    $('an-summary').textContent = t ? `${t.requests} requests, ${t.completed} completed, ${t.failed} failed, p95 ${t.latency_p95 ?? '-'} ms, TTFT p95 ${t.ttft_p95 ?? '-'} ms` : 'no traffic in this range';
+    const finished = t ? t.completed + t.failed : 0;
+    $('an-errors').tBodies[0].replaceChildren(
+      ...Object.entries(t?.errors_by_category ?? {}).map(([c, n]) => {
+        const tr = el('tr');
+        tr.append(el('td', {}, c), el('td', {}, String(n)), el('td', {}, finished ? `${((n / finished) * 100).toFixed(1)}%` : '-'));
+        return tr;
+      }),
+    );
+    $('an-models').tBodies[0].replaceChildren(
+      ...byModel.groups.filter((g) => g.key.model).map((g) => {
+        const tr = el('tr', { 'data-model': g.key.model });
+        const x = g.totals;
+        tr.append(
+          el('td', {}, `${g.key.provider}/${g.key.model}`),
+          el('td', {}, String(x.completed)),
+          el('td', {}, x.latency_p50 == null ? '-' : String(x.latency_p50)),
+          el('td', {}, usd(x.cost_micros)),
+          el('td', {}, x.cost_per_success_micros == null ? '-' : usd(x.cost_per_success_micros)),
+          el('td', {}, usd(x.avoided_micros)),
+        );
+        return tr;
+      }),
+    );
   }
 
   // ---- alerts, events, status ----
@@ -297,7 +411,12 @@
       void refreshCache().catch(() => undefined);
       void refreshFlags().catch(() => undefined);
     }, 3_000);
-    signal.addEventListener('abort', () => clearInterval(poll));
+    void refreshAnalytics().catch(() => undefined);
+    const anPoll = setInterval(() => void refreshAnalytics().catch(() => undefined), 10_000);
+    signal.addEventListener('abort', () => {
+      clearInterval(poll);
+      clearInterval(anPoll);
+    });
   }
 
   function logout(message) {
@@ -317,6 +436,8 @@
     void connect();
   });
   $('event-apply').addEventListener('click', followEvents);
+  $('an-apply').addEventListener('click', () => void refreshAnalytics().catch(() => undefined));
+  $('an-range').addEventListener('change', () => void refreshAnalytics().catch(() => undefined));
   for (const radio of document.querySelectorAll('input[name="chart-by"]')) {
     radio.addEventListener('change', () => {
       state.chartBy = radio.value;
