@@ -11,7 +11,7 @@
  * ledger entry; Redis restarted with its ledger intact; `down -v` leaving nothing behind.
  * Prints each step with its time, then build times and image sizes; exits 1 on any failure.
  *
- * Options: `--cold` first removes this suite's images (tollgate/*, tollgate-base/*) so the run
+ * Bounded by COMPOSE_TEST_TIMEOUT_SECONDS (900). Options: `--cold` first removes this suite's images (tollgate/*, tollgate-base/*) so the run
  * starts without them; `--keep` leaves the stack up at the end (no `down -v` check).
  */
 import { randomUUID } from 'node:crypto';
@@ -38,6 +38,8 @@ const artifacts = join(root, 'test-artifacts', 'compose');
 const args = new Set(process.argv.slice(2));
 const COLD = args.has('--cold');
 const KEEP = args.has('--keep');
+/** The whole run's bound (a cold run on 2 cores takes about 6 minutes); past it the stack is taken down and the run fails. */
+const DEADLINE_S = Number(process.env.COMPOSE_TEST_TIMEOUT_SECONDS) > 0 ? Number(process.env.COMPOSE_TEST_TIMEOUT_SECONDS) : 900;
 
 type Redis = ReturnType<typeof createRedis>;
 
@@ -634,6 +636,13 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     void cleanUp().finally(() => process.exit(130));
   });
 }
+
+setTimeout(() => {
+  if (stopping) return;
+  stopping = true;
+  console.error(`\ncompose: FAILED: the run took longer than ${DEADLINE_S} s (COMPOSE_TEST_TIMEOUT_SECONDS); taking the stack down`);
+  void cleanUp().finally(() => process.exit(1));
+}, DEADLINE_S * 1000).unref();
 
 main().catch(async (err: unknown) => {
   const e = err as Error;
