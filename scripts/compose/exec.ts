@@ -37,7 +37,7 @@ const KEEP = 256 * 1024; // the end of the output is what explains a failure
 export function run(cmd: string, args: string[], opts: RunOptions = {}): Promise<RunResult> {
   const started = Date.now();
   return new Promise((resolve) => {
-    const child = spawn(cmd, args, { env: opts.env ?? process.env, cwd: opts.cwd, stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(cmd, args, { env: opts.env ?? process.env, cwd: opts.cwd, stdio: [opts.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
     const log = opts.logFile ? createWriteStream(opts.logFile, { flags: 'a' }) : undefined;
     let stdout = '';
     let stderr = '';
@@ -53,8 +53,8 @@ export function run(cmd: string, args: string[], opts: RunOptions = {}): Promise
         for (const line of lines) opts.onLine(line);
       }
     };
-    child.stdout.on('data', (c: Buffer) => take(c, 'out'));
-    child.stderr.on('data', (c: Buffer) => take(c, 'err'));
+    child.stdout!.on('data', (c: Buffer) => take(c, 'out'));
+    child.stderr!.on('data', (c: Buffer) => take(c, 'err'));
     const timer = opts.timeoutMs ? setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs) : undefined;
     child.on('error', (err) => {
       stderr += `${err.message}\n`;
@@ -64,7 +64,10 @@ export function run(cmd: string, args: string[], opts: RunOptions = {}): Promise
       log?.end();
       resolve({ code, stdout, stderr, ms: Date.now() - started });
     });
-    child.stdin.end(opts.input ?? '');
+    if (child.stdin) {
+      child.stdin.on('error', () => undefined); // a command that exits without reading its input
+      child.stdin.end(opts.input);
+    }
   });
 }
 

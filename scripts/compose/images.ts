@@ -48,14 +48,20 @@ async function pull(image: string, log: Log): Promise<boolean> {
   return r.code === 0;
 }
 
+// Both root file systems are made at once; apt installs debootstrap for them once.
+let debootstrapReady: Promise<void> | undefined;
+
+async function installDebootstrap(log: Log): Promise<void> {
+  if (await onPath('debootstrap')) return;
+  log('  apt: installing debootstrap');
+  await must('apt-get', ['install', '-y', '-qq', '--no-install-recommends', 'debootstrap'], { timeoutMs: 300_000, env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
+}
+
 /** A minimal Debian root file system of `suite` as an image (tollgate-base/debian:<suite>). */
 async function rootfs(suite: string, log: Log): Promise<string> {
   const image = `tollgate-base/debian:${suite}`;
   if (await exists(image)) return image;
-  if (!(await onPath('debootstrap'))) {
-    log('  apt: installing debootstrap');
-    await must('apt-get', ['install', '-y', '-qq', '--no-install-recommends', 'debootstrap'], { timeoutMs: 300_000, env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
-  }
+  await (debootstrapReady ??= installDebootstrap(log));
   const mirror = debianMirror();
   const dir = mkdtempSync(join(tmpdir(), `tollgate-${suite}-`));
   try {
