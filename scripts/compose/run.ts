@@ -545,6 +545,7 @@ async function main(): Promise<void> {
 
   // BuildKit's plain progress: `#N [service stage k/n] RUN ...` opens a step, `#N DONE 12.3s` ends it.
   const stepNames = new Map<string, string>();
+  const cachedIds = new Set<string>();
   let ran = 0;
   let cached = 0;
   await phase('docker compose build', () =>
@@ -555,17 +556,22 @@ async function main(): Promise<void> {
       logFile: join(artifacts, 'build.log'),
       onLine: (line) => {
         const open = /^(#\d+) (\[.*)$/.exec(line);
-        if (open && !stepNames.has(open[1]!)) stepNames.set(open[1]!, open[2]!);
-        if (/^#\d+ CACHED$/.test(line)) cached++;
+        // Only the Dockerfile's own steps: not [internal] context loads, exports or namings.
+        if (open && !stepNames.has(open[1]!) && !/^\[internal\]/.test(open[2]!) && / (RUN|COPY|FROM|WORKDIR) /.test(open[2]!)) stepNames.set(open[1]!, open[2]!);
+        const hit = /^(#\d+) CACHED$/.exec(line);
+        if (hit) {
+          cached++;
+          cachedIds.add(hit[1]!);
+        }
         const done = /^(#\d+) DONE (\d+(?:\.\d+)?)s$/.exec(line);
-        if (done && stepNames.has(done[1]!)) {
+        if (done && stepNames.has(done[1]!) && !cachedIds.has(done[1]!)) {
           ran++;
           if (Number(done[2]) >= 2) say(`  ${done[2]!.padStart(5)} s  ${stepNames.get(done[1]!)!.slice(0, 110)}`);
         }
       },
     }),
   );
-  say(`  ${ran} build steps ran, ${cached} came from the cache (the whole log: test-artifacts/compose/build.log)`);
+  say(`  ${ran} Dockerfile steps ran, ${cached} came from the cache (the whole log: test-artifacts/compose/build.log)`);
 
   const total = await phase('docker compose --profile stub up --build -d, until healthy', async () => {
     await compose(['up', '--build', '-d'], 300_000, 'up.log');
