@@ -38,6 +38,9 @@ import {
 
 type Obj = Record<string, any>;
 
+/** A compose value with each `${VAR:-default}` replaced by its default, as compose reads it with VAR unset. */
+const withDefaults = (value: string) => value.replace(/\$\{[A-Z_]+:-([^}]*)\}/g, '$1');
+
 const SECRET_VARS = ['ADMIN_TOKEN', 'OPENAI_API_KEY', 'GEMINI_API_KEY', 'DEEPSEEK_API_KEY'];
 const DOCKERFILE = 'infra/docker/Dockerfile';
 
@@ -56,6 +59,12 @@ const userLine = runtimeOps('USER').at(-1)?.args ?? '';
 const DOCKER_UID = Number(userLine.split(':')[0]);
 
 describe('infra/docker/Dockerfile', () => {
+  it('needs no image registry but for its base image (no `# syntax=` frontend to pull)', () => {
+    for (const file of [DOCKERFILE, ...readdirSync(rootPath('infra/docker/base')).filter((f) => f.endsWith('.Dockerfile')).map((f) => `infra/docker/base/${f}`)]) {
+      expect([file, /^#\s*syntax\s*=/im.test(readText(file))]).toEqual([file, false]);
+    }
+  });
+
   it('builds on Node 20 from the workspace with the pinned pnpm and the frozen lockfile', () => {
     expect(nodeImage).toMatch(/^node:20(\b|-)/);
     for (const stage of docker.stages) expect(imageOfStage(stage)).toMatch(/^(node:20(\b|-)|pnpm|build|deploy)/);
@@ -138,11 +147,35 @@ const STUB_COMPOSE = composeNameOf(STUB);
 describe('docker-compose.yml', () => {
   it('runs Redis 7 with the append-only file on a volume and a redis-cli ping healthcheck', () => {
     const redis = composeServices.redis!;
-    expect(redis.image).toMatch(/^redis:7(\b|[-.])/);
+    // REDIS_IMAGE swaps in a locally built Redis 7 (pnpm test:compose where no registry answers).
+    expect(redis.image).toMatch(/^\$\{REDIS_IMAGE:-redis:7(\b|[-.])[^}]*\}$/);
+    expect(withDefaults(redis.image)).toMatch(/^redis:7(\b|[-.])/);
     expect((redis.command as string[]).join(' ')).toMatch(/--appendonly yes\b/);
     expect(redis.healthcheck.test).toEqual(['CMD', 'redis-cli', 'ping']);
     expect(redis.volumes).toEqual(expect.arrayContaining([expect.stringMatching(/^redis-data:\/data$/)]));
     expect(compose.volumes).toHaveProperty('redis-data');
+  });
+
+  it('publishes Redis on the host loopback only, on REDIS_PORT (6379 by default), as the user Kubernetes runs it as', () => {
+    const redis = composeServices.redis!;
+    expect(redis.ports).toEqual(['127.0.0.1:${REDIS_PORT:-6379}:6379']);
+    expect(withDefaults(redis.ports[0])).toBe(`127.0.0.1:${new URL(loadConfig({}).redisUrl).port || 6379}:6379`);
+    const k8sRedis = kinds('StatefulSet').find((s) => s.metadata.name === 'tollgate-redis')!.spec.template.spec.securityContext;
+    expect(redis.user).toBe(`${k8sRedis.runAsUser}:${k8sRedis.runAsGroup}`);
+    // The locally built Redis image (infra/docker/base) runs as that user too, and owns /data.
+    const local = readText('infra/docker/base/redis.Dockerfile');
+    expect(local).toContain(`USER ${redis.user}`);
+    expect(local).toMatch(new RegExp(`--uid ${k8sRedis.runAsUser}\\b`));
+  });
+
+  it('hardens every container as the Kubernetes manifests do: read-only root, writable /tmp, no capabilities', () => {
+    const k8sContainers = [...kinds('Deployment'), ...kinds('StatefulSet')].flatMap((w) => w.spec.template.spec.containers as Obj[]);
+    // Kubernetes makes every container's root file system read-only, so compose does too.
+    for (const c of k8sContainers) expect([c.name, c.securityContext?.readOnlyRootFilesystem, c.securityContext?.capabilities?.drop]).toEqual([c.name, true, ['ALL']]);
+    for (const [name, svc] of Object.entries(composeServices)) {
+      if (!svc.build && name !== 'redis') continue;
+      expect([name, svc.read_only, svc.tmpfs, svc.cap_drop, svc.security_opt]).toEqual([name, true, ['/tmp'], ['ALL'], ['no-new-privileges:true']]);
+    }
   });
 
   it('has one service per services/ folder, built from the Dockerfile with its SERVICE, depending on a healthy Redis', () => {
@@ -150,7 +183,13 @@ describe('docker-compose.yml', () => {
     for (const name of SERVICES) {
       const svc = composeServices[name];
       expect([name, svc !== undefined]).toEqual([name, true]);
-      expect(svc!.build).toEqual({ context: '.', dockerfile: DOCKERFILE, args: { SERVICE: name } });
+      // NODE_IMAGE and BUILD_NETWORK: machines without a registry or a bridge (pnpm test:compose).
+      expect(svc!.build).toEqual({
+        context: '.',
+        dockerfile: DOCKERFILE,
+        network: '${BUILD_NETWORK:-default}',
+        args: { SERVICE: name, NODE_IMAGE: `\${NODE_IMAGE:-${nodeImage}}` },
+      });
       expect(svc!.image).toBe(imageOf(name));
       expect(svc!.depends_on).toEqual({ redis: { condition: 'service_healthy' } });
       expect(svc!.profiles).toBeUndefined(); // always on

@@ -14,6 +14,7 @@ import {
   startSharedBreakers,
 } from '@tollgate/shared';
 import { randomUUID } from 'node:crypto';
+import { hostname } from 'node:os';
 import { SERVICE } from './chat-workflow';
 import { ConversationStore } from './conversation-store';
 import { createChatWorker } from './worker';
@@ -22,7 +23,8 @@ async function main(): Promise<void> {
   const config = loadConfig();
   const logger = createLogger(SERVICE, { level: config.logLevel });
   const namespace = hashTagged(config.prefix);
-  const instance = `${SERVICE}-${process.pid}-${randomUUID().slice(0, 6)}`;
+  // The host name is the container's id in Docker and the pod's name in Kubernetes.
+  const instance = `${SERVICE}-${hostname()}-${process.pid}-${randomUUID().slice(0, 6)}`;
   // Commands wait out a Redis outage instead of failing after ~20 retries: the usage event of a
   // call the provider already billed must reach the bus however long Redis is away.
   // Auto-pipelining: the events and writes of concurrent jobs share one round trip; on a busy
@@ -46,7 +48,7 @@ async function main(): Promise<void> {
       priceTable: loadPriceTable({ file: config.priceTableFile }),
       cacheSettings: new CacheSettingsStore(redis, namespace, config.cache),
     },
-    { connection: createRedis(config.redisUrl, { logger, blocking: true, name: `${SERVICE}-worker` }), concurrency: config.chatWorkerConcurrency },
+    { connection: createRedis(config.redisUrl, { logger, blocking: true, name: `${SERVICE}-worker` }), concurrency: config.chatWorkerConcurrency, name: instance },
   );
   worker.on('error', (err) => logger.error('worker error', { error: err.message }));
   logger.info('chat-workflow ready', { concurrency: config.chatWorkerConcurrency, instance });

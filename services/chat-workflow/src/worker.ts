@@ -7,6 +7,8 @@ export interface ChatWorkerOptions {
   /** A connection with `maxRetriesPerRequest: null`, as BullMQ workers require. */
   connection: Redis;
   concurrency: number;
+  /** Stored on each job it runs (BullMQ's `processedBy`): which replica served a request. */
+  name?: string;
 }
 
 /**
@@ -30,6 +32,6 @@ export function createChatWorker(chatDeps: ChatDeps, opts: ChatWorkerOptions): W
       }
       return runChatWorkflow({ enqueued_at: job.timestamp, ...parsed.data }, job.id ?? parsed.data.request_id, deps);
     },
-    { connection: opts.connection, prefix: queuePrefix(deps.namespace), concurrency: opts.concurrency, autorun: true, ...WORKER_RECOVERY },
+    { connection: opts.connection, prefix: queuePrefix(deps.namespace), concurrency: opts.concurrency, autorun: true, ...(opts.name && { name: opts.name }), ...WORKER_RECOVERY },
   );
 }
