@@ -574,7 +574,9 @@ async function main(): Promise<void> {
 
   const total = await phase('docker compose --profile stub up --build -d, until healthy', async () => {
     await compose(['up', '--build', '-d'], 300_000, 'up.log');
-    const list = await waitHealthy(7);
+    // One container per compose service of the stub profile: every services/ folder, Redis and the stub.
+    const services = (await compose(['config', '--services'], 30_000)).stdout.trim().split('\n').filter(Boolean);
+    const list = await waitHealthy(services.length);
     return list.length;
   });
   record(result('every container reports healthy', [], `${total} containers: ${(await containers()).map((c) => c.Service).join(', ')}`));
