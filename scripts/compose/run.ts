@@ -396,7 +396,8 @@ async function checkKill(keys: Keys, redis: Redis, stubPort: number): Promise<vo
   const inFlight = load.pending;
   const killAt = Date.now();
   await must('docker', ['kill', victim.id], { timeoutMs: 30_000 });
-  say(`  killed ${victim.hostname} holding ${held} running chat jobs (${inFlight} requests in flight)`);
+  const killedAt = Date.now();
+  say(`  killed ${victim.hostname} holding ${held} running chat jobs (${inFlight} requests in flight); docker kill took ${killedAt - killAt} ms`);
   await load.done();
   // Drained: every request answered; now the ledger must stop moving.
   const asks = new Set(load.outcomes.map((o) => o.ask));
@@ -413,7 +414,7 @@ async function checkKill(keys: Keys, redis: Redis, stubPort: number): Promise<vo
   }
   const outcomes = checkOutcomes(load.outcomes, load.requestsSent, DEADLINE_MS);
   const s = summarizeOutcomes(load.outcomes, load.requestsSent);
-  const rec = reconcile(calls, entries, load.outcomes, [{ name: 'chat-workflow', at: killAt }], new Date());
+  const rec = reconcile(calls, entries, load.outcomes, [{ name: 'chat-workflow', at: killAt, doneAt: killedAt }], new Date());
   const problems = [...(outcomes.problems ?? []), ...rec.problems];
   if (held === 0) problems.push('the killed replica held no running job at the kill, so the kill proved nothing');
   if (s.replies !== load.requestsSent) problems.push(`${load.requestsSent - s.replies} of ${load.requestsSent} requests were not answered with a reply: ${JSON.stringify(s.errors)}`);

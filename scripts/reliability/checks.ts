@@ -133,7 +133,13 @@ function signature(provider: string, modelKey: string, units: { input_tokens?: n
 /** A SIGKILL of a worker that calls providers: chat-workflow makes the text calls, vision the image calls. */
 export interface Kill {
   name: string;
+  /** When the kill was asked for. */
   at: number;
+  /**
+   * When the kill was known done, if later: `docker kill` goes through the daemon, so on a busy
+   * machine the process may live for a second after it was asked to die.
+   */
+  doneAt?: number;
 }
 
 /**
@@ -221,7 +227,7 @@ export function reconcile(calls: BilledCall[], entries: LedgerEntry[], outcomes:
         (k) =>
           k.name === (call.image ? 'vision' : 'chat-workflow') &&
           call.at >= k.at - KILL_WINDOW.beforeMs &&
-          call.at <= k.at + KILL_WINDOW.afterMs &&
+          call.at <= (k.doneAt ?? k.at) + KILL_WINDOW.afterMs &&
           outcome !== undefined &&
           outcome.sentAt < k.at,
       );

@@ -111,8 +111,9 @@ export class RollupWriter {
       }
       return i;
     };
-    // Per minute (its hour and day follow from it): field -> summed amount.
-    const byMinute = new Map<number, Map<string, number>>();
+    // Per minute (its hour and day follow from it), per series: metric -> summed amount. Field
+    // names are built once per distinct series and metric, not once per event.
+    const byMinute = new Map<number, Map<string, Map<string, number>>>();
     const today = bucketStart(this.now(), 'day');
     const checks = Array.from({ length: SEEN_DAYS }, (_, i) => {
       const day = today - i * GRAIN_MS.day;
@@ -127,12 +128,12 @@ export class RollupWriter {
       ids.push(it.id);
       if (it.contribution) {
         const series = encodeSeries(it.contribution.series);
-        let sums = byMinute.get(minute);
-        if (!sums) byMinute.set(minute, (sums = new Map()));
+        let bySeries = byMinute.get(minute);
+        if (!bySeries) byMinute.set(minute, (bySeries = new Map()));
+        let sums = bySeries.get(series);
+        if (!sums) bySeries.set(series, (sums = new Map()));
         for (const [metric, n] of it.contribution.sums) {
-          if (n === 0) continue;
-          const field = `${series}${METRIC_SEP}${metric}`;
-          sums.set(field, (sums.get(field) ?? 0) + n);
+          if (n !== 0) sums.set(metric, (sums.get(metric) ?? 0) + n);
         }
       }
       if (it.timeline) {
@@ -148,12 +149,21 @@ export class RollupWriter {
       }
     }
     const groups: Array<string | number> = [];
-    for (const [minute, sums] of byMinute) {
-      groups.push(...GRAINS.map((g) => {
+    for (const [minute, bySeries] of byMinute) {
+      for (const g of GRAINS) {
         const start = bucketStart(minute, g);
-        return at(this.keys.bucket(g, start), start + GRAIN_RETENTION_MS[g] + GRAIN_MS[g]);
-      }), sums.size);
-      for (const [field, n] of sums) groups.push(field, n);
+        groups.push(at(this.keys.bucket(g, start), start + GRAIN_RETENTION_MS[g] + GRAIN_MS[g]));
+      }
+      const count = groups.push(0) - 1;
+      let fields = 0;
+      for (const [series, sums] of bySeries) {
+        for (const [metric, n] of sums) {
+          if (n === 0) continue;
+          groups.push(`${series}${METRIC_SEP}${metric}`, n);
+          fields++;
+        }
+      }
+      groups[count] = fields;
     }
     const args = [
       checks.length, ...checks, checks[0]!, ids.length, ...ids,

@@ -142,6 +142,8 @@ export class EventBus {
   private readonly opts: Required<Omit<EventBusOptions, 'redis' | 'prefix' | 'service' | 'consumer' | 'logger'>>;
   private readonly logger?: BusLogger;
   private readonly subs: Subscription[] = [];
+  /** Subscriptions by event type, so an entry costs one lookup rather than a match per pattern. */
+  private readonly subsByType = new Map<string, Subscription[]>();
   private reader?: Redis;
   private running = false;
   private loop?: Promise<void>;
@@ -239,9 +241,11 @@ export class EventBus {
       handler: handler as EventHandler,
     };
     this.subs.push(sub);
+    this.subsByType.clear();
     return () => {
       const i = this.subs.indexOf(sub);
       if (i >= 0) this.subs.splice(i, 1);
+      this.subsByType.clear();
     };
   }
 
@@ -399,7 +403,7 @@ export class EventBus {
     // bus costs more than handling the few a service needs. Validation stays with the consumers of
     // that type, which dead-letter it if it is bad; an unknown type is still dead-lettered here.
     const type = field(fields, 'type');
-    if (type !== undefined && isEventType(type) && !this.subs.some((s) => matchesPattern(s.pattern, type))) return this.ack(id);
+    if (type !== undefined && isEventType(type) && this.subscribedTo(type).length === 0) return this.ack(id);
     let event: AnyEvent;
     try {
       event = parseEvent(JSON.parse(raw));
@@ -407,12 +411,18 @@ export class EventBus {
     } catch (err) {
       return this.deadLetter(id, raw, [{ handler: '(decode)', reason: errorText(err), attempts: 0 }]);
     }
-    const subs = this.subs.filter((s) => matchesPattern(s.pattern, event.type) && matchesFilter(s.filter, event));
+    const subs = this.subscribedTo(event.type).filter((s) => matchesFilter(s.filter, event));
     const failures = (await Promise.all(subs.map((s) => this.runHandler(s, event, id, deliveries)))).filter(
       (f): f is HandlerFailure => f !== null,
     );
     if (failures.length > 0) return this.deadLetter(id, raw, failures);
     this.ack(id);
+  }
+
+  private subscribedTo(type: string): Subscription[] {
+    let subs = this.subsByType.get(type);
+    if (!subs) this.subsByType.set(type, (subs = this.subs.filter((s) => matchesPattern(s.pattern, type))));
+    return subs;
   }
 
   /** One handler, isolated: its failure never touches the other handlers of the same event. */
