@@ -19,6 +19,8 @@ const root = join(__dirname, '..');
 const { build } = require('../scripts/build.js') as { build(options?: { only?: string[] }): Promise<unknown> };
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const DURATION = Number(process.env.BENCH_DURATION_S ?? 10);
+/** Load on each target before anything is measured, so JIT warm-up is not charged to requests. */
+const WARMUP = Number(process.env.BENCH_WARMUP_S ?? 3);
 const CONCURRENCIES = (process.env.BENCH_CONCURRENCY ?? '20,100').split(',').map(Number);
 const PORTS = { stub: 4110, portkey: 8797, gateway: 8190 };
 const BODY = JSON.stringify({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'Summarise the benefits of circuit breakers.' }] });
@@ -103,14 +105,14 @@ interface Row {
   errors: number;
 }
 
-async function load(target: string, url: string, headers: Record<string, string>, concurrency: number): Promise<Row> {
+async function load(target: string, url: string, headers: Record<string, string>, concurrency: number, duration = DURATION): Promise<Row> {
   const result = await autocannon({
     url,
     method: 'POST',
     headers: { 'content-type': 'application/json', ...headers },
     body: BODY,
     connections: concurrency,
-    duration: DURATION,
+    duration,
   });
   return {
     target,
@@ -179,6 +181,13 @@ export async function run(): Promise<SummaryRow[]> {
     // Each write that wakes another process is a context switch on both sides: on a small or
     // virtualised machine they cost more than the work they carry.
     const writes: Array<Record<string, string | number>> = [];
+    const warmups: Row[] = [];
+    if (WARMUP > 0) {
+      for (const [name, url, headers] of targets) {
+        process.stdout.write(`  ${name}: warm-up at concurrency ${CONCURRENCIES[0]} for ${WARMUP}s (not measured)...\n`);
+        warmups.push(await load(name, url, headers, CONCURRENCIES[0]!, WARMUP));
+      }
+    }
     for (const concurrency of CONCURRENCIES) {
       for (const [name, url, headers] of targets) {
         process.stdout.write(`  ${name} at concurrency ${concurrency} for ${DURATION}s...\n`);
@@ -230,8 +239,8 @@ export async function run(): Promise<SummaryRow[]> {
     // Every Tollgate request that got a 2xx must have its cost in the ledger. Requests still in
     // flight when a run's clock stopped were served and billed but not counted by the load
     // generator, so the ledger may hold up to one per connection more, never fewer.
-    const served = rows.filter((r) => r.target === 'tollgate').reduce((s, r) => s + r.ok, 0);
-    const inFlight = CONCURRENCIES.reduce((s, c) => s + c, 0);
+    const served = [...warmups, ...rows].filter((r) => r.target === 'tollgate').reduce((s, r) => s + r.ok, 0);
+    const inFlight = CONCURRENCIES.reduce((s, c) => s + c, 0) + (warmups.length > 0 ? CONCURRENCIES[0]! : 0);
     const k = ledgerKeys(ns);
     const deadline = Date.now() + 60_000;
     let entries = 0;

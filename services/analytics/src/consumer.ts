@@ -11,10 +11,21 @@ export interface IngestStats {
   late: number;
 }
 
+const followed = new WeakMap<readonly string[], Map<string, boolean>>();
+
+/** Whether a type is on the timeline, looked up once per type and list. */
+function onTimelineType(timelineTypes: readonly string[], type: string): boolean {
+  let byType = followed.get(timelineTypes);
+  if (!byType) followed.set(timelineTypes, (byType = new Map()));
+  let on = byType.get(type);
+  if (on === undefined) byType.set(type, (on = timelineTypes.some((p) => matchesPattern(p, type))));
+  return on;
+}
+
 /** What one event becomes for the writer. */
 export function toCounted(event: AnyEvent, timelineTypes: readonly string[]) {
   const contribution = contributionOf(event);
-  const onTimeline = event.user_id !== undefined && timelineTypes.some((p) => matchesPattern(p, event.type));
+  const onTimeline = event.user_id !== undefined && onTimelineType(timelineTypes, event.type);
   const t = Date.parse(event.occurred_at);
   return {
     id: event.id,
