@@ -1,0 +1,10 @@
+-- Publishes the next version of a template: versions are numbered here, so two admins publishing
+-- at once get two versions, never one overwritten.
+-- KEYS: 1 the template's hash (latest, and one JSON per version), 2 the set of template keys
+-- ARGV: 1 template key, 2 the template JSON with the string "__VERSION__" where its version goes
+-- Returns: the new version number
+local v = redis.call('HINCRBY', KEYS[1], 'latest', 1)
+local doc = string.gsub(ARGV[2], '"__VERSION__"', tostring(v))
+redis.call('HSET', KEYS[1], tostring(v), doc)
+redis.call('SADD', KEYS[2], ARGV[1])
+return v
