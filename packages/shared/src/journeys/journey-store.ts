@@ -312,7 +312,7 @@ export class JourneyStore {
 
   /** The ledger entries of a journey's requests, oldest first. */
   async entries(id: string): Promise<LedgerEntry[]> {
-    const members = await this.redis.zrange(this.ledger.index({ journey: id }), 0, -1);
+    const members = await this.redis.zrange(this.ledger.index({ journey: id }), '0', '-1');
     if (members.length === 0) return [];
     const out: LedgerEntry[] = [];
     for (let i = 0; i < members.length; i += 500) {
