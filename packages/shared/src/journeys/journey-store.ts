@@ -19,6 +19,7 @@ import {
   type TemplateInput,
   templateInputSchema,
   templateSchema,
+  TEMPLATE_KEY,
   progressPct,
 } from './schema';
 import APPLY_JOURNEY from './apply-journey-7.lua';
@@ -135,11 +136,14 @@ export class JourneyStore {
 
   // ---- templates ----
 
-  async publishTemplate(key: string, input: TemplateInput, by: string, now = new Date()): Promise<JourneyTemplate> {
+  async publishTemplate(key: string, input: TemplateInput, by: string, now?: Date): Promise<JourneyTemplate>;
+  async publishTemplate(key: string, input: TemplateInput, by: string, now: Date | undefined, onlyIfAbsent: true): Promise<JourneyTemplate | null>;
+  async publishTemplate(key: string, input: TemplateInput, by: string, now = new Date(), onlyIfAbsent = false): Promise<JourneyTemplate | null> {
+    if (!TEMPLATE_KEY.test(key)) throw new JourneyError('invalid_request', 'A template key is lower-case letters, digits and -, up to 63 characters.');
     const parsed = templateInputSchema.parse(input);
     const draft = { key, version: '__VERSION__', ...parsed, published_at: now.toISOString(), published_by: by };
-    const version = Number(await PUBLISH.run(this.redis, [this.keys.template(key), this.keys.templates()], [key, JSON.stringify(draft)]));
-    return templateSchema.parse({ ...draft, version });
+    const version = Number(await PUBLISH.run(this.redis, [this.keys.template(key), this.keys.templates()], [key, JSON.stringify(draft), onlyIfAbsent ? '1' : '']));
+    return version === 0 ? null : templateSchema.parse({ ...draft, version });
   }
 
   /** One version (default: the latest). */
@@ -165,15 +169,9 @@ export class JourneyStore {
     return out.filter((t): t is JourneyTemplate => t !== null);
   }
 
-  /** Publishes `input` unless the latest version already has the same content (start-up seeding). */
-  async ensureTemplate(key: string, input: TemplateInput, by: string): Promise<JourneyTemplate> {
-    const parsed = templateInputSchema.parse(input);
-    const latest = await this.template(key);
-    if (latest) {
-      const { key: _k, version: _v, published_at: _p, published_by: _b, ...content } = latest;
-      if (JSON.stringify(templateInputSchema.parse(content)) === JSON.stringify(parsed)) return latest;
-    }
-    return this.publishTemplate(key, parsed, by);
+  /** Publishes `input` as version 1 unless the template exists (start-up seeding: an admin's versions are never overwritten). */
+  async seedTemplate(key: string, input: TemplateInput, by: string, now = new Date()): Promise<JourneyTemplate | null> {
+    return this.publishTemplate(key, input, by, now, true);
   }
 
   // ---- journeys ----
@@ -300,9 +298,12 @@ export class JourneyStore {
     throw new JourneyError('conflict', 'The journey kept changing; try again.');
   }
 
-  /** Ids of active journeys idle since before `now` (ms), oldest first. */
-  idleJourneys(now: number, limit = 500): Promise<string[]> {
-    return this.redis.zrangebyscore(this.keys.active(), '-inf', now, 'LIMIT', 0, limit);
+  /** Active journeys whose idle deadline (ms) is at or before `now`, oldest first. */
+  async idleJourneys(now: number, limit = 500): Promise<Array<{ id: string; due: number }>> {
+    const flat = await this.redis.zrangebyscore(this.keys.active(), '-inf', now, 'WITHSCORES', 'LIMIT', 0, limit);
+    const out: Array<{ id: string; due: number }> = [];
+    for (let i = 0; i < flat.length; i += 2) out.push({ id: flat[i]!, due: Number(flat[i + 1]) });
+    return out;
   }
 
   /** Pushes an active journey's idle deadline out (any event of it is activity); never shortens it. */
