@@ -68,8 +68,10 @@ export async function advance(store: JourneyStore, templates: TemplateCache, eve
   const id = event.journey_id;
   if (id === undefined || event.type.startsWith('journey.')) return 'ignored';
   for (let round = 0; round < CAS_ROUNDS; round++) {
-    const cur = await store.get(id);
+    // Seen first: a replayed event must not complete a later step it also matches.
+    const cur = await store.getForEvent(id, event.id);
     if (!cur) return 'unknown_journey';
+    if (cur.seen) return 'seen';
     const doc = cur.doc;
     const template = await templates.get(doc.template, doc.template_version);
     if (!template) return 'unknown_journey';

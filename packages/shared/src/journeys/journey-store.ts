@@ -182,6 +182,15 @@ export class JourneyStore {
     return { doc: journeyDocSchema.parse(JSON.parse(doc)), rev };
   }
 
+  /** The journey, and whether `eventId` was applied to it already, in one round trip. */
+  async getForEvent(id: string, eventId: string): Promise<(StoredJourney & { seen: boolean }) | null> {
+    const res = await this.redis.multi().hmget(this.keys.journey(id), 'doc', 'rev').sismember(this.keys.seen(id), eventId).exec();
+    const [[, fields], [, seen]] = res as [[unknown, Array<string | null>], [unknown, number]];
+    const [doc, rev] = fields;
+    if (!doc || !rev) return null;
+    return { doc: journeyDocSchema.parse(JSON.parse(doc)), rev, seen: seen === 1 };
+  }
+
   /** Newest first; `user` limits to one owner. */
   async list(q: { user?: string; state?: JourneyState; limit?: number }): Promise<JourneyDoc[]> {
     const limit = Math.min(q.limit ?? 100, 1000);
