@@ -75,7 +75,7 @@ const view = async (id: string) => (await call('GET', `/v1/journeys/${id}`, alic
 
 async function ledgerEntriesOf(requestIds: string[]): Promise<LedgerEntry[]> {
   const k = ledgerKeys(sys.namespace);
-  const members = await sys.redis.zrange(k.index({ user: 'alice' }), 0, -1);
+  const members = await sys.redis.zrange(k.index({ user: 'alice' }), '0', '-1');
   const raws = members.length ? await sys.redis.mget(...members.map((m) => k.entry(m.slice(m.indexOf(':') + 1)))) : [];
   return raws.map((r) => JSON.parse(r!) as LedgerEntry).filter((e) => requestIds.includes(e.request_id));
 }
