@@ -86,6 +86,7 @@ export function envReadsIn(file: string): string[] {
 
 export const CONFIG_VARS = envSchemaKeys('packages/shared/src/config.ts');
 export const ALERTING_VARS = envSchemaKeys('services/alerting/src/settings.ts');
+export const JOURNEY_VARS = envSchemaKeys('services/journeys/src/settings.ts');
 export const LOGGER_VARS = envReadsIn('packages/shared/src/logger.ts');
 export const STUB_VARS = envReadsIn('packages/stub-llm/src/cli.ts');
 
@@ -94,10 +95,11 @@ export function varsReadBy(name: string): Set<string> {
   if (name === STUB) return new Set(STUB_VARS);
   const vars = new Set([...CONFIG_VARS, ...LOGGER_VARS]);
   if (name === 'alerting') for (const v of ALERTING_VARS) vars.add(v);
+  if (name === 'journeys') for (const v of JOURNEY_VARS) vars.add(v);
   return vars;
 }
 
-export const ALL_READ_VARS = new Set([...CONFIG_VARS, ...ALERTING_VARS, ...LOGGER_VARS, ...STUB_VARS]);
+export const ALL_READ_VARS = new Set([...CONFIG_VARS, ...ALERTING_VARS, ...JOURNEY_VARS, ...LOGGER_VARS, ...STUB_VARS]);
 
 /** .env.example: `NAME=value` lines and documented defaults `# NAME=value`. */
 export function envExample(): { active: Record<string, string>; documented: Record<string, string> } {

@@ -7,10 +7,12 @@
 import { existsSync, readdirSync } from 'node:fs';
 import { createWorkerRegistry, ErrorRateTracker, loadConfig } from '../../packages/shared/src';
 import { loadAlertingSettings } from '../../services/alerting/src/settings';
+import { loadJourneySettings } from '../../services/journeys/src/settings';
 import { createMetrics } from '../../services/gateway/src/metrics';
 import {
   ALERTING_VARS,
   ALL_READ_VARS,
+  JOURNEY_VARS,
   assignments,
   compose,
   composeEnv,
@@ -299,6 +301,8 @@ describe('.env.example', () => {
         expect([name, loadConfig({ ...env, [name]: value })]).toEqual([name, expected]);
       } else if (ALERTING_VARS.includes(name)) {
         expect([name, loadAlertingSettings({ [name]: value })]).toEqual([name, loadAlertingSettings({})]);
+      } else if (JOURNEY_VARS.includes(name)) {
+        expect([name, loadJourneySettings({ [name]: value })]).toEqual([name, loadJourneySettings({})]);
       } else if (name === 'LOG_FORMAT') {
         expect(value).toBe('json'); // the logger writes JSON unless LOG_FORMAT=pretty
       } else {

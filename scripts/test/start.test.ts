@@ -111,7 +111,7 @@ test('a second start while the first runs names the earlier Tollgate and its pnp
   expect(key).toBeDefined();
   expect(readFileSync(join(stateDir, 'dev-key'), 'utf8').trim()).toBe(key);
   // Every worker was found ready on its own health port before the key was printed.
-  expect(first.out()).toMatch(/workers' \/readyz and \/metrics on alerting :\d+, analytics :\d+, chat-workflow :\d+, cost-ledger :\d+, vision :\d+/);
+  expect(first.out()).toMatch(/workers' \/readyz and \/metrics on alerting :\d+, analytics :\d+, chat-workflow :\d+, cost-ledger :\d+, journeys :\d+, vision :\d+/);
 
   const second = start(env);
   expect(await second.exited).toBe(1);

@@ -6,6 +6,7 @@ import { cacheCommands } from './commands/cache';
 import { costsCommands } from './commands/costs';
 import { eventsCommands } from './commands/events';
 import { flagsCommands } from './commands/flags';
+import { journeysCommands } from './commands/journeys';
 import { keysCommands } from './commands/keys';
 import { version } from '../package.json';
 import type { GlobalOptions } from './context';
@@ -33,7 +34,7 @@ function group(parent: Command, name: string, description: string): Command {
 
 export function buildProgram(): Command {
   const program = new Command('tollgate')
-    .description('Operate Tollgate from a terminal: API keys, budgets, costs, alerts, events, analytics, the cache and feature flags, straight from Redis.')
+    .description('Operate Tollgate from a terminal: API keys, budgets, costs, alerts, events, analytics, journeys, the cache and feature flags, straight from Redis.')
     .usage('<command> [options]')
     .version(version, '-V, --version')
     .option('--redis-url <url>', 'Redis to use (default $REDIS_URL, else redis://127.0.0.1:6379)')
@@ -51,6 +52,7 @@ export function buildProgram(): Command {
   cacheCommands(group(program, 'cache', 'the response cache: stats, purge'), globals);
   flagsCommands(group(program, 'flags', 'feature flags: list, get, set, enable, disable, import, history'), globals);
   analyticsCommands(group(program, 'analytics', 'latency, errors, cost and conversion from the rollups: overview, query, funnel'), globals);
+  journeysCommands(group(program, 'journeys', 'journey templates and journeys: templates, publish, list, show, cancel, stats'), globals);
 
   return program;
 }

@@ -37,3 +37,4 @@ export { clientFeaturesSchema, featureSchema, FLAG_TYPE_NAMES, flagNameSchema, t
 export { FlagStore, importEdit, publishFlagChanges } from '@tollgate/shared/src/flags/store';
 export { FlagInputError, flagView, flagWarnings, prepareFeature } from '@tollgate/shared/src/flags/admin';
 export { AnalyticsReader, DIMENSIONS, type Dimension, FunnelReader, GRANULARITIES, type Granularity, METRICS, type Metric, OVERVIEW_PERIODS, type OverviewPeriod } from '@tollgate/shared/src/analytics';
+export { EXAMPLE_TEMPLATES, JOURNEY_STATES, JourneyStore, type JourneyState, type JourneyView, type TemplateStats } from '@tollgate/shared/src/journeys';

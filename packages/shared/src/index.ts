@@ -42,3 +42,4 @@ export * from './conversations';
 export * from './cache';
 export * from './flags';
 export * from './analytics';
+export * from './journeys';

@@ -72,6 +72,7 @@ export type GroundingOutcome = z.infer<typeof groundingOutcomeSchema>;
 export const jobTags = {
   route: z.string().min(1).max(128).optional(),
   journey: id.optional(),
+  journey_step: id.optional(),
   flag_variant: id.optional(),
   enqueued_at: z.number().int().positive().optional(),
 };

@@ -71,6 +71,13 @@ const SAMPLES: { [T in EventType]: EventData<T> } = {
   'flags.changed': { version: 3, names: ['tollgate.kill.vision-high'], actor: 'operator' },
   'flag.exposed': { flag: 'tollgate.experiment.chat-provider', variant: 'gemini', subject: 'alice', feature_enabled: true, day: '2026-12-02' },
   'request.refused': { route: '/v1/chat', reason: 'budget_exceeded', code: 'budget_exceeded', workflow: 'chat', streamed: false },
+  'journey.started': { journey: 'jrn_1', template: 'kitchen-renovation', template_version: 1, external_id: 'crm-7' },
+  'journey.step_completed': {
+    journey: 'jrn_1', template: 'kitchen-renovation', template_version: 1, step: 'brief', by_event_id: 'e-1', by_event_type: 'chat.response_generated', time_in_step_ms: 10, progress_pct: 20,
+  },
+  'journey.completed': { journey: 'jrn_1', template: 'kitchen-renovation', template_version: 1, duration_ms: 100, progress_pct: 100 },
+  'journey.abandoned': { journey: 'jrn_1', template: 'kitchen-renovation', template_version: 1, idle_ms: 1000, at_step: 'photos', progress_pct: 20 },
+  'journey.cancelled': { journey: 'jrn_1', template: 'kitchen-renovation', template_version: 1, progress_pct: 20 },
 };
 
 const meta = (i: number): EventMeta => ({ correlation_id: `fuzz-${i}`, user_id: 'alice', project_id: 'web' });

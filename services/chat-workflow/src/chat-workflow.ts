@@ -77,6 +77,7 @@ export async function runChatWorkflow(job: ChatJob, jobId: string, deps: ChatRun
       ...(job.journey && { journey: job.journey }),
       ...(job.flag_variant && { flag_variant: job.flag_variant }),
     },
+    ...(job.journey_step && { journeyStep: job.journey_step }),
     ...(job.enqueued_at && { enqueuedAt: job.enqueued_at }),
   });
   const output = job.stream ? new OutputStream(deps.redis, chatOutputKey(deps.namespace, jobId)) : undefined;

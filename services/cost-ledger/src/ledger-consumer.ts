@@ -34,6 +34,8 @@ export function consumeUsage(bus: EventBus, writer: LedgerWriter, table: PriceTa
           correlation_id: event.correlation_id,
           ...(event.user_id !== undefined && { user_id: event.user_id }),
           ...(event.project_id !== undefined && { project_id: event.project_id }),
+          ...(event.journey_id !== undefined && { journey_id: event.journey_id }),
+          ...(event.journey_step !== undefined && { journey_step: event.journey_step }),
         },
       );
     },

@@ -183,7 +183,10 @@ export class LedgerWriter {
         add(key, `user:${entry.user_id}`, amount);
         add(key, `project:${entry.project_id}`, amount);
       }
-      for (const idx of [k.index(), k.index({ user: entry.user_id }), k.index({ project: entry.project_id })]) {
+      const idxKeys = [k.index(), k.index({ user: entry.user_id }), k.index({ project: entry.project_id })];
+      // A journey's cost is read back from its own entries, so it equals the ledger by construction.
+      if (entry.journey_id !== undefined) idxKeys.push(k.index({ journey: entry.journey_id }));
+      for (const idx of idxKeys) {
         const key = ref(idx);
         const list = indexes.get(key) ?? [];
         list.push(n0 + 1);

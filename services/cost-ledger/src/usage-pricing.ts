@@ -38,6 +38,8 @@ export function toEntry(event: UsageEvent, table: PriceTable, now = new Date()):
     project_id: event.project_id ?? UNATTRIBUTED,
     correlation_id: event.correlation_id,
     request_id: d.request_id,
+    ...(event.journey_id !== undefined && { journey_id: event.journey_id }),
+    ...(event.journey_step !== undefined && { journey_step: event.journey_step }),
     occurred_at: event.occurred_at,
     recorded_at: now.toISOString(),
   };

@@ -121,7 +121,7 @@ export class AnswerCache {
    * Records a hit: the ledger gets a zero-cost entry with what it avoided and the request it
    * reused (one XADD), and the stats count it.
    */
-  async recordHit(key: CacheKey, hit: Cached<StoredAnswer>, requestId: string, who: Principal): Promise<void> {
+  async recordHit(key: CacheKey, hit: Cached<StoredAnswer>, requestId: string, who: Principal, journey: { journey?: string; journey_step?: string } = {}): Promise<void> {
     const r = hit.value.result;
     await Promise.all([
       this.deps.bus.publish(
@@ -138,7 +138,13 @@ export class AnswerCache {
           avoided_micros: hit.value.cost_micros,
           reused_request_id: hit.value.request_id,
         },
-        { correlation_id: requestId, user_id: who.user_id, project_id: who.project_id },
+        {
+          correlation_id: requestId,
+          user_id: who.user_id,
+          project_id: who.project_id,
+          ...(journey.journey !== undefined && { journey_id: journey.journey }),
+          ...(journey.journey_step !== undefined && { journey_step: journey.journey_step }),
+        },
       ),
       this.deps.cache.record(key, 'HIT', hit.value.cost_micros).catch(() => undefined),
     ]);

@@ -19,13 +19,14 @@ import { openAiRoutes } from './routes/openai-compat';
 import { alertRoutes } from './routes/alerts';
 import { budgetRoutes } from './routes/budgets';
 import { cacheRoutes } from './routes/cache';
-import { AlertStore, BudgetStore, ExposureLog, WebhookTargets } from '@tollgate/shared';
+import { AlertStore, BudgetStore, ExposureLog, JourneyStore, WebhookTargets } from '@tollgate/shared';
 import { type VisionRouteOptions, visionRoutes } from './routes/vision';
 import { dashboardRoutes } from './routes/dashboard';
 import { type OpsRouteDeps, opsRoutes } from './routes/ops';
 import type { Guards } from './routes/guards';
 import { DEFAULT_MAX_OUTPUT_TOKENS, type SpendOptions, visionWork } from './spend';
 import { type FlagRouteDeps, flagRoutes } from './routes/flags';
+import { journeyRoutes } from './routes/journeys';
 
 export interface GatewayDeps {
   redis: Redis;
@@ -116,6 +117,7 @@ export function createApp(deps: GatewayDeps): Express {
     ),
   );
   if (deps.analytics) app.use(analyticsRoutes(guards, deps.analytics));
+  app.use(journeyRoutes({ use: [admission(admit, 'chat', { budget: false })], admin: guards.admin }, new JourneyStore(deps.redis, deps.namespace, 'gateway')));
   app.use((req, _res, next) => next(new ApiError('not_found', `No endpoint ${req.method} ${req.path}.`)));
   if (deps.events) app.use(reportRefusals(deps.events));
   app.use(errorHandler);

@@ -96,6 +96,7 @@ export async function runVisionWorkflow(job: VisionJob, jobId: string, deps: Vis
       ...(job.journey && { journey: job.journey }),
       ...(job.flag_variant && { flag_variant: job.flag_variant }),
     },
+    ...(job.journey_step && { journeyStep: job.journey_step }),
     ...(job.enqueued_at && { enqueuedAt: job.enqueued_at }),
   });
   const attempts: AttemptRecord[] = [];

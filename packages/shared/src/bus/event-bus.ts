@@ -121,6 +121,11 @@ export function permanent<E extends Error>(error: E): E & { retryable: false } {
 }
 
 const PAGE = 500;
+
+/** The bus stream's key under a prefix: what a script that appends events itself writes to. */
+export function busStreamKey(prefix: string): string {
+  return keyspace(prefix)('bus');
+}
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 const errorText = (err: unknown) => (err instanceof Error ? `${err.name}: ${err.message}` : String(err));
 const toMs = (t: Date | number | string) => (t instanceof Date ? t.getTime() : typeof t === 'number' ? t : Date.parse(t));
@@ -159,7 +164,7 @@ export class EventBus {
   constructor(options: EventBusOptions) {
     const k = keyspace(options.prefix);
     this.redis = options.redis;
-    this.stream = k('bus');
+    this.stream = busStreamKey(options.prefix);
     this.deadLetterStream = k('bus', 'dead');
     this.group = options.service;
     this.consumer = options.consumer ?? `${hostname()}-${process.pid}-${randomUUID().slice(0, 8)}`;

@@ -68,6 +68,14 @@ const circuitData = z.object({
   instance: name.optional(),
 });
 
+/** What every journey event says: which journey, on which template version. */
+const journeyData = z.object({
+  journey: name,
+  template: name,
+  template_version: z.number().int().min(1),
+  external_id: name.optional(),
+});
+
 export const EVENT_CATALOG = {
   'workflow.started': {
     version: 1,
@@ -290,6 +298,26 @@ export const EVENT_CATALOG = {
       day: z.string().regex(/^\d{4}-\d{2}-\d{2}$/),
     }),
   },
+  /** A journey began (POST /v1/journeys), on the template version it keeps to its end. */
+  'journey.started': { version: 1, data: journeyData },
+  /** One step of a journey was completed by the event `by_event_id` (once, however often that event is delivered). */
+  'journey.step_completed': {
+    version: 1,
+    data: journeyData.extend({
+      step: name,
+      by_event_id: name,
+      by_event_type: name,
+      /** From when the step could start (journey start or its last dependency) to its completion. */
+      time_in_step_ms: count,
+      progress_pct: z.number().min(0).max(100),
+    }),
+  },
+  /** Every required step is done. */
+  'journey.completed': { version: 1, data: journeyData.extend({ duration_ms: count, progress_pct: z.number().min(0).max(100) }) },
+  /** No activity for the template's abandonment window; `at_step` is the first required step left open. */
+  'journey.abandoned': { version: 1, data: journeyData.extend({ idle_ms: count, at_step: name.optional(), progress_pct: z.number().min(0).max(100) }) },
+  /** Its owner (or an admin) ended it. */
+  'journey.cancelled': { version: 1, data: journeyData.extend({ at_step: name.optional(), progress_pct: z.number().min(0).max(100) }) },
 } as const;
 
 export type EventType = keyof typeof EVENT_CATALOG;

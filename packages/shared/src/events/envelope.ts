@@ -14,6 +14,9 @@ export const envelopeSchema = z.strictObject({
   correlation_id: id,
   user_id: id.optional(),
   project_id: id.optional(),
+  /** The journey the request that caused this event belongs to (`x-tollgate-journey`), and its step tag. */
+  journey_id: id.optional(),
+  journey_step: id.optional(),
   data: z.unknown(),
 });
 
@@ -26,6 +29,8 @@ export interface EventEnvelope<T extends EventType = EventType> {
   correlation_id: string;
   user_id?: string;
   project_id?: string;
+  journey_id?: string;
+  journey_step?: string;
   data: EventData<T>;
 }
 
@@ -36,6 +41,8 @@ export interface EventMeta {
   correlation_id: string;
   user_id?: string;
   project_id?: string;
+  journey_id?: string;
+  journey_step?: string;
   /** Defaults to now; set by replays and tests. */
   occurred_at?: string;
   /** Defaults to a new UUID; set it to make a publish idempotent downstream. */
@@ -69,6 +76,8 @@ export function createEvent<T extends EventType>(type: T, data: EventData<T>, me
     correlation_id: meta.correlation_id,
     ...(meta.user_id !== undefined && { user_id: meta.user_id }),
     ...(meta.project_id !== undefined && { project_id: meta.project_id }),
+    ...(meta.journey_id !== undefined && { journey_id: meta.journey_id }),
+    ...(meta.journey_step !== undefined && { journey_step: meta.journey_step }),
     data: parsed.data,
   };
   const checked = envelopeSchema.safeParse(envelope);

@@ -24,6 +24,9 @@ export const ledgerEntrySchema = z.object({
   project_id: z.string(),
   correlation_id: z.string(),
   request_id: z.string(),
+  /** The journey the request belonged to (`x-tollgate-journey`), and the step it was tagged with. */
+  journey_id: z.string().optional(),
+  journey_step: z.string().optional(),
   occurred_at: z.string(),
   recorded_at: z.string(),
 });

@@ -6,7 +6,7 @@ import type { Period } from '../time/periods';
  * script's keys share one Redis Cluster slot.
  *
  * - entry:{id}                      the entry (JSON); its SET NX is the idempotency check
- * - idx:all | idx:user:{u} | idx:project:{p}
+ * - idx:all | idx:user:{u} | idx:project:{p} | idx:journey:{j}
  *                                   sorted sets, score 0, member `{ms padded}:{entry id}`: time order and cursors by lex
  * - agg:day:{day}                   global detail for a UTC day: total, count, avoided, `{dimension}:{value}`
  * - agg:day:{day}:user:{u} / :project:{p}
@@ -18,8 +18,14 @@ export function ledgerKeys(namespace: string) {
   const k = (...parts: string[]) => [namespace, 'ledger', ...parts].join(':');
   return {
     entry: (entryId: string) => k('entry', entryId),
-    index: (scope?: { user?: string; project?: string }) =>
-      scope?.user !== undefined ? k('idx', 'user', scope.user) : scope?.project !== undefined ? k('idx', 'project', scope.project) : k('idx', 'all'),
+    index: (scope?: { user?: string; project?: string; journey?: string }) =>
+      scope?.user !== undefined
+        ? k('idx', 'user', scope.user)
+        : scope?.project !== undefined
+          ? k('idx', 'project', scope.project)
+          : scope?.journey !== undefined
+            ? k('idx', 'journey', scope.journey)
+            : k('idx', 'all'),
     day: (dayKey: string, scope?: { user?: string; project?: string }) =>
       scope?.user !== undefined
         ? k('agg', 'day', dayKey, 'user', scope.user)

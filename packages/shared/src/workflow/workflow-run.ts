@@ -31,6 +31,8 @@ export interface WorkflowContext {
   jobId?: string;
   /** Request dimensions for analytics, stamped on started/completed/failed. */
   tags?: RunTags;
+  /** The request's `x-tollgate-journey-step` tag; the journey itself is `tags.journey`. Both go on every event's envelope. */
+  journeyStep?: string;
   /** When the gateway enqueued the request (epoch ms): latency and time to first token count from here. */
   enqueuedAt?: number;
 }
@@ -100,6 +102,8 @@ export class WorkflowRun {
       correlation_id: this.ctx.correlationId,
       ...(this.ctx.userId !== undefined && { user_id: this.ctx.userId }),
       ...(this.ctx.projectId !== undefined && { project_id: this.ctx.projectId }),
+      ...(this.ctx.tags?.journey !== undefined && { journey_id: this.ctx.tags.journey }),
+      ...(this.ctx.journeyStep !== undefined && { journey_step: this.ctx.journeyStep }),
     };
   }
 

@@ -12,6 +12,9 @@ import {
   conversationKey,
   finishHold,
   holdKeys,
+  JOURNEY_ID,
+  journeyKeys,
+  STEP_KEY,
   HOLD_MARGIN_MS,
   keyspace,
   type KeyScope,
@@ -25,13 +28,14 @@ import {
 } from '@tollgate/shared';
 import { ApiError } from '../errors';
 import { bearer, OPERATOR, type Principal, sameSecret } from './middleware';
-import ADMIT_SOURCE from './admit-9.lua';
+import ADMIT_SOURCE from './admit-10.lua';
 
 const ADMIT = new LuaScript(ADMIT_SOURCE);
 
 type Verdict =
   | ['unknown']
   | ['forbidden', string]
+  | ['journey', string, string]
   | ['rate_limited', string, number, number]
   | ['ok', string, number, number, number?, number?, number?, string?]
   | ['over', string, number, number, number, number, number, number, number, number, number, number];
@@ -80,6 +84,31 @@ export interface Hold {
   handed_off?: boolean;
 }
 
+/** The journey a request carries (`x-tollgate-journey`, `x-tollgate-journey-step`), checked at admission. */
+export interface RequestJourney {
+  id: string;
+  step?: string;
+}
+
+/** The job and event fields of the request's journey, if it has one. */
+export function journeyOf(res: Response): { journey?: string; journey_step?: string } {
+  const j = res.locals.journey as RequestJourney | undefined;
+  return j ? { journey: j.id, ...(j.step !== undefined && { journey_step: j.step }) } : {};
+}
+
+/** The journey header, checked for shape (so a key is never built from junk); absent: undefined. */
+function journeyHeader(req: Request): RequestJourney | undefined {
+  const id = req.header('x-tollgate-journey');
+  const step = req.header('x-tollgate-journey-step');
+  if (id === undefined || id === '') {
+    if (step !== undefined) throw new ApiError('invalid_request', 'x-tollgate-journey-step needs x-tollgate-journey beside it.');
+    return undefined;
+  }
+  if (!JOURNEY_ID.test(id)) throw new ApiError('invalid_request', 'x-tollgate-journey is not a journey id (jrn_...).');
+  if (step !== undefined && !STEP_KEY.test(step)) throw new ApiError('invalid_request', 'x-tollgate-journey-step is not a step key (lower-case letters, digits, - and _).');
+  return { id, ...(step !== undefined && { step }) };
+}
+
 export function holdOf(res: Response): Hold | undefined {
   return res.locals.hold as Hold | undefined;
 }
@@ -108,6 +137,7 @@ export function admission(opts: AdmissionOptions, scope: KeyScope, { budget }: {
   const holds = holdKeys(opts.namespace);
   const budgetTemplate = alertingKeys(opts.namespace).budget('{SCOPE}' as BudgetScope, '{ID}');
   const holdTtl = (opts.deadlineMs ?? 60_000) + (opts.holdMarginMs ?? HOLD_MARGIN_MS);
+  const journeys = journeyKeys(opts.namespace);
 
   return async (req, res, next) => {
     try {
@@ -118,7 +148,15 @@ export function admission(opts: AdmissionOptions, scope: KeyScope, { budget }: {
 
       let work: PaidWork | undefined;
       let invalid: unknown;
+      let journey: RequestJourney | undefined;
       if (budget) {
+        try {
+          journey = journeyHeader(req);
+        } catch (err) {
+          invalid = err;
+        }
+      }
+      if (budget && invalid === undefined) {
         try {
           work = budget(req, res);
         } catch (err) {
@@ -138,6 +176,8 @@ export function admission(opts: AdmissionOptions, scope: KeyScope, { budget }: {
           ...PERIODS.map((period) => holds.held(period, p.keys[period])),
           holds.expiry,
           holds.hold(holdId),
+          // Cluster-safe either way: every key is under the namespace's hash tag.
+          journey ? journeys.journey(journey.id) : holds.expiry,
         );
         args.push(
           now,
@@ -151,12 +191,19 @@ export function admission(opts: AdmissionOptions, scope: KeyScope, { budget }: {
           ...p.expiries,
           work.bounds.length,
           ...work.bounds.flatMap((b) => [b.input_per_mtok, b.fixed_micros]),
+          journey?.id ?? '',
         );
       }
       const verdict = (await ADMIT.run(opts.redis, keys, args)) as Verdict;
 
       if (verdict[0] === 'unknown') throw new ApiError('unauthorized', 'The API key is not valid or has been revoked.');
       if (verdict[0] === 'forbidden') throw new ApiError('forbidden', `This API key lacks the "${scope}" scope.`);
+      if (verdict[0] === 'journey') {
+        const why = verdict[2];
+        if (why === 'missing') throw new ApiError('not_found', `No journey "${journey!.id}".`);
+        if (why === 'forbidden') throw new ApiError('forbidden', 'This journey belongs to another user: a key may only use its own user\'s journeys.');
+        throw new ApiError('conflict', `The journey is ${why}: start a new one to record more against it.`);
+      }
       const record = JSON.parse(verdict[1]) as ApiKeyRecord;
       const { created_at: _created, ...rest } = record;
       const principal: Principal = { ...rest, operator };
@@ -184,6 +231,7 @@ export function admission(opts: AdmissionOptions, scope: KeyScope, { budget }: {
       if (work) {
         const [, , , , worst = 0, history = 0, expired = 0, id = ''] = verdict;
         if (expired > 0) opts.onHoldsExpired?.(expired);
+        if (journey) res.locals.journey = journey;
         const hold: Hold = { worst_micros: worst, history_bytes: history, ...(id !== '' && { hold_id: id }) };
         res.locals.hold = hold;
         if (id !== '') {

@@ -15,7 +15,7 @@ import {
 } from '@tollgate/shared';
 import { z } from 'zod';
 import { type AnswerCache, cacheDirectiveOf, cacheInfo, jobCacheOf, type OkResult, setCacheHeaders, type StoredAnswer } from '../answer-cache';
-import { type Estimator, holdOf } from '../auth/admission';
+import { type Estimator, holdOf, journeyOf } from '../auth/admission';
 import { principalOf } from '../auth/middleware';
 import type { ChatDispatcher, ChatJobInput } from '../chat-dispatch';
 import { sendJobError } from '../errors';
@@ -138,6 +138,7 @@ export function chatRoutes(guards: Guards, dispatcher: ChatDispatcher, spend: Sp
       dispatcher.run({
         request_id: requestId,
         route: '/v1/chat',
+        ...journeyOf(res),
         user_id: who.user_id,
         project_id: who.project_id,
         messages,
@@ -155,12 +156,12 @@ export function chatRoutes(guards: Guards, dispatcher: ChatDispatcher, spend: Sp
       return send(result);
     }
     if (lookup.status === 'HIT') {
-      await answers.recordHit(lookup.key, lookup.hit, requestId, who);
+      await answers.recordHit(lookup.key, lookup.hit, requestId, who, journeyOf(res));
       return send(lookup.hit.value.result, lookup.hit);
     }
     const outcome = await answers.compute(lookup, requestId, Date.now() + dispatcher.deadlineMs, run);
     if ('reused' in outcome) {
-      await answers.recordHit(lookup.key, outcome.reused, requestId, who);
+      await answers.recordHit(lookup.key, outcome.reused, requestId, who, journeyOf(res));
       return send(outcome.reused.value.result, outcome.reused);
     }
     if (!outcome.result.ok) return sendJobError(res, outcome.result.error);

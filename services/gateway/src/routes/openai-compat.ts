@@ -2,7 +2,7 @@ import { Router, type Response } from 'express';
 import { type Cached, type CacheStatus, type ChatJobResult, type ChatMessage, type ChatStreamItem, formatUsd, groundingKilled, type PriceTable, requestFlagContext, type UsageUnits } from '@tollgate/shared';
 import { z } from 'zod';
 import { type AnswerCache, cacheDirectiveOf, cacheInfo, jobCacheOf, type Lookup, setCacheHeaders, type StoredAnswer } from '../answer-cache';
-import type { Estimator } from '../auth/admission';
+import { type Estimator, journeyOf } from '../auth/admission';
 import { type Principal, principalOf } from '../auth/middleware';
 import type { ChatDispatcher, ChatJobInput } from '../chat-dispatch';
 import { ApiError, sendJobError } from '../errors';
@@ -97,6 +97,7 @@ export function openAiRoutes(guards: Guards, dispatcher: ChatDispatcher, spend: 
     const input: ChatJobInput = {
       request_id: requestId,
       route: '/v1/chat/completions',
+        ...journeyOf(res),
       user_id: who.user_id,
       project_id: who.project_id,
       messages,
@@ -113,7 +114,7 @@ export function openAiRoutes(guards: Guards, dispatcher: ChatDispatcher, spend: 
     const o = { id, created, model: body.model, includeUsage: Boolean(body.stream_options?.include_usage), requestId, priceTable, reason };
 
     if (lookup.status === 'HIT') {
-      await answers?.recordHit(lookup.key, lookup.hit, requestId, who);
+      await answers?.recordHit(lookup.key, lookup.hit, requestId, who, journeyOf(res));
       return body.stream ? replayCompletion(res, lookup.hit, o) : sendCompletion(res, lookup.hit.value.result, 'HIT', o, lookup.hit);
     }
 
@@ -122,7 +123,7 @@ export function openAiRoutes(guards: Guards, dispatcher: ChatDispatcher, spend: 
       if (answers && (lookup.status === 'MISS' || lookup.status === 'REFRESH')) {
         const outcome = await answers.compute(lookup, requestId, Date.now() + dispatcher.deadlineMs, () => dispatcher.run(input));
         if ('reused' in outcome) {
-          await answers.recordHit(lookup.key, outcome.reused, requestId, who);
+          await answers.recordHit(lookup.key, outcome.reused, requestId, who, journeyOf(res));
           return sendCompletion(res, outcome.reused.value.result, 'HIT', o, outcome.reused);
         }
         result = outcome.result;
@@ -226,7 +227,7 @@ async function streamThroughCache(
     return final ?? { ok: false, attempts: [], error: { code: 'stream_incomplete', category: 'provider_unavailable', message: 'The stream ended without an answer.', suggested_actions: [], http_status: 502 } };
   });
   if ('reused' in outcome) {
-    await answers.recordHit(lookup.key, outcome.reused, o.requestId, who);
+    await answers.recordHit(lookup.key, outcome.reused, o.requestId, who, journeyOf(res));
     replayCompletion(res, outcome.reused, o);
   }
 }

@@ -17,6 +17,7 @@ import {
 } from '@tollgate/shared';
 import { z } from 'zod';
 import { principalOf } from '../auth/middleware';
+import { journeyOf } from '../auth/admission';
 import { ApiError, sendJobError } from '../errors';
 import { sniffImage } from '../image-type';
 import type { VisionDispatcher } from '../vision-dispatch';
@@ -135,6 +136,7 @@ export function visionRoutes(guards: Guards, opts: VisionRouteOptions, priceTabl
     const result = await opts.dispatcher.run({
       request_id: res.locals.requestId as string,
       route: '/v1/vision',
+        ...journeyOf(res),
       user_id: who.user_id,
       project_id: who.project_id,
       image,
@@ -201,7 +203,14 @@ async function serveCachedAnalysis(
     avoided = 0;
   }
   const requestId = res.locals.requestId as string;
-  const meta = { correlation_id: requestId, user_id: r.who.user_id, project_id: r.who.project_id };
+  const { journey, journey_step } = journeyOf(res);
+  const meta = {
+    correlation_id: requestId,
+    user_id: r.who.user_id,
+    project_id: r.who.project_id,
+    ...(journey !== undefined && { journey_id: journey }),
+    ...(journey_step !== undefined && { journey_step }),
+  };
   await Promise.all([
     c.bus.publishMany([
       {

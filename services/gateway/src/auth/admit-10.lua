@@ -4,15 +4,17 @@
 -- project and the global scope: refused when spent + held + worst case > limit on any of them.
 -- Spent is the ledger's running totals (written with each entry), held the other requests' holds.
 -- KEYS: 1 the key record (by hash); 2..4 ledger running totals: day, week, month;
---       5..7 held totals: day, week, month; 8 hold expiry sorted set; 9 this request's hold
+--       5..7 held totals: day, week, month; 8 hold expiry sorted set; 9 this request's hold;
+--       10 the journey named by x-tollgate-journey (its hash; any key when there is none)
 -- ARGV: 1 inline record ('' to read KEYS[1]), 2 scope, 3 rate key prefix, 4 window ms,
 --       5 requests per window, 6 '1' for paid work (else the rest is absent),
 --       7 now (ms), 8 hold id, 9 hold expiry (ms), 10 hold key prefix,
 --       11 budget key template ({SCOPE}, {ID}), 12 conversation key template ({USER}) or '',
 --       13 most history messages, 14 input tokens of the request itself,
 --       15..17 when the held hashes may expire (day, week, month; ms),
---       18 n targets, then per target: input micros per 1M tokens, fixed micros (capped output, units)
--- Returns: {'unknown'} | {'forbidden', raw} | {'rate_limited', raw, count, ttl}
+--       18 n targets, then per target: input micros per 1M tokens, fixed micros (capped output, units),
+--       then the journey id ('' for none)
+-- Returns: {'unknown'} | {'forbidden', raw} | {'journey', raw, 'missing' | 'forbidden' | its state} | {'rate_limited', raw, count, ttl}
 --   | {'ok', raw, count, ttl, worst, history tokens, expired, hold id or ''}
 --   | {'over', raw, count, ttl, worst, history tokens, expired, scope (1-3), period (1-3), spent, held, limit}
 -- @include "../../../../packages/shared/src/budget/release-hold.lua"
@@ -26,6 +28,16 @@ for _, s in ipairs(rec.scopes or {}) do
   if s == ARGV[2] or s == 'admin' then allowed = true end
 end
 if not allowed then return {'forbidden', raw} end
+-- A journey from another tenant is refused before anything is counted or held.
+if ARGV[6] == '1' then
+  local jid = ARGV[19 + 2 * tonumber(ARGV[18])]
+  if jid and jid ~= '' then
+    local j = redis.call('HMGET', KEYS[10], 'user', 'project', 'state')
+    if not j[1] then return {'journey', raw, 'missing'} end
+    if j[1] ~= rec.user_id or j[2] ~= rec.project_id then return {'journey', raw, 'forbidden'} end
+    if j[3] ~= 'active' then return {'journey', raw, j[3]} end
+  end
+end
 local rate = ARGV[3] .. rec.key_id
 local count = redis.call('INCR', rate)
 local ttl = redis.call('PTTL', rate)

@@ -1,0 +1,3 @@
+export * from './schema';
+export * from './journey-store';
+export * from './examples';
