@@ -191,6 +191,25 @@ test('a type no subscription wants is acked without decoding; a bad entry of a w
   expect(handled).toEqual([good.id]);
 });
 
+test('a journeys-only subscription gets the events of a journey and acks the rest of the bus undecoded', async () => {
+  const s = `journeys${n++}`;
+  const follower = makeBus(s, 'journeys');
+  const handled: string[] = [];
+  follower.subscribe('*', (e) => void handled.push(`${e.type}:${e.journey_id}`), { journeysOnly: true });
+  await follower.start();
+  const producer = makeBus(s, 'chat-workflow');
+  await producer.publish('usage.recorded', usage(1), { correlation_id: 'c1' });
+  const mine = await producer.publish('usage.recorded', usage(2), { correlation_id: 'c2', journey_id: 'j-1' });
+  await producer.publishMany([{ type: 'usage.recorded', data: usage(3), meta: { correlation_id: 'c3', journey_id: 'j-2' } }]);
+  // An entry without the journey field is never decoded, so even a broken body is not judged.
+  await redis.xadd(follower.stream, '*', 'type', 'usage.recorded', 'event', '{"broken"');
+  expect(await waitFor(async () => handled.length >= 2 && (await follower.pendingCount()) === 0)).toBe(true);
+  expect(handled.sort()).toEqual(['usage.recorded:j-1', 'usage.recorded:j-2']);
+  expect(await follower.deadLetters()).toEqual([]);
+  const [[, fields]] = (await redis.xrange(follower.stream, '-', '+')).filter(([, f]) => f.includes(mine.id) || f.some((v) => v.includes(mine.id)));
+  expect(fields.slice(0, 4)).toEqual(['type', 'usage.recorded', 'journey', 'j-1']);
+});
+
 test('a consumer that lingers between short reads still delivers every event, in batches', async () => {
   const s = `linger${n++}`;
   const bus = makeBus(s, 'ledger', { lingerMs: 200 });

@@ -11,7 +11,7 @@ export function consumeForJourneys(bus: EventBus, store: JourneyStore, templates
     async (event: AnyEvent) => {
       counts[await advance(store, templates, event)]++;
     },
-    { name: 'journeys', filter: (e) => e.journey_id !== undefined && !e.type.startsWith('journey.') },
+    { name: 'journeys', journeysOnly: true, filter: (e) => !e.type.startsWith('journey.') },
   );
   return { counts, stop };
 }

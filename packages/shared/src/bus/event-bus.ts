@@ -67,6 +67,11 @@ export interface SubscribeOptions {
   /** Names the handler in dead letters; defaults to the pattern and its position. */
   name?: string;
   filter?: EventFilter;
+  /**
+   * Only events of a journey. Entries say in a field of their own whether their event has one,
+   * so a service that follows journeys acks the rest of the bus undecoded.
+   */
+  journeysOnly?: boolean;
 }
 
 export interface HistoryQuery {
@@ -101,7 +106,14 @@ interface Subscription {
   name: string;
   pattern: string;
   filter?: EventFilter;
+  journeysOnly: boolean;
   handler: EventHandler;
+}
+
+/** A stream entry's fields: the type and journey beside the event, readable without decoding it. */
+function entryFields(e: EventEnvelope): string[] {
+  const json = JSON.stringify(e);
+  return e.journey_id !== undefined ? ['type', e.type, 'journey', e.journey_id, 'event', json] : ['type', e.type, 'event', json];
 }
 
 interface HandlerFailure {
@@ -190,7 +202,7 @@ export class EventBus {
   /** Validates and appends one event; an unknown type or bad data throws `invalid_event` and writes nothing. */
   async publish<T extends EventType>(type: T, data: EventData<T>, meta: EventMeta): Promise<EventEnvelope<T>> {
     const event = createEvent(type, data, meta, this.source);
-    await this.redis.xadd(this.stream, '*', 'type', type, 'event', JSON.stringify(event));
+    await this.redis.xadd(this.stream, '*', ...entryFields(event));
     this.countPublished(1);
     return event;
   }
@@ -200,10 +212,10 @@ export class EventBus {
     const events = items.map((i) => createEvent(i.type, i.data as never, i.meta, this.source) as EventEnvelope);
     if (this.redis.options.enableAutoPipelining) {
       // Joins the connection's automatic pipeline, together with whatever else this tick sends.
-      await Promise.all(events.map((e) => this.redis.xadd(this.stream, '*', 'type', e.type, 'event', JSON.stringify(e))));
+      await Promise.all(events.map((e) => this.redis.xadd(this.stream, '*', ...entryFields(e))));
     } else {
       const pipe = this.redis.pipeline();
-      for (const e of events) pipe.xadd(this.stream, '*', 'type', e.type, 'event', JSON.stringify(e));
+      for (const e of events) pipe.xadd(this.stream, '*', ...entryFields(e));
       const results = await pipe.exec();
       const failed = results?.find(([err]) => err);
       if (failed) throw failed[0];
@@ -243,6 +255,7 @@ export class EventBus {
       name: options.name ?? `${pattern}#${this.subs.length}`,
       pattern,
       filter: options.filter,
+      journeysOnly: options.journeysOnly ?? false,
       handler: handler as EventHandler,
     };
     this.subs.push(sub);
@@ -408,7 +421,11 @@ export class EventBus {
     // bus costs more than handling the few a service needs. Validation stays with the consumers of
     // that type, which dead-letter it if it is bad; an unknown type is still dead-lettered here.
     const type = field(fields, 'type');
-    if (type !== undefined && isEventType(type) && this.subscribedTo(type).length === 0) return this.ack(id);
+    if (type !== undefined && isEventType(type)) {
+      const wanted = this.subscribedTo(type);
+      if (wanted.length === 0) return this.ack(id);
+      if (wanted.every((s) => s.journeysOnly) && field(fields, 'journey') === undefined) return this.ack(id);
+    }
     let event: AnyEvent;
     try {
       event = parseEvent(JSON.parse(raw));
@@ -416,7 +433,7 @@ export class EventBus {
     } catch (err) {
       return this.deadLetter(id, raw, [{ handler: '(decode)', reason: errorText(err), attempts: 0 }]);
     }
-    const subs = this.subscribedTo(event.type).filter((s) => matchesFilter(s.filter, event));
+    const subs = this.subscribedTo(event.type).filter((s) => (!s.journeysOnly || event.journey_id !== undefined) && matchesFilter(s.filter, event));
     const failures = (await Promise.all(subs.map((s) => this.runHandler(s, event, id, deliveries)))).filter(
       (f): f is HandlerFailure => f !== null,
     );

@@ -42,6 +42,7 @@ for i = 0, n - 1 do
 end
 local at = 14 + 2 * n
 for i = 0, tonumber(ARGV[at]) - 1 do
-  redis.call('XADD', KEYS[5], '*', 'type', ARGV[at + 1 + 2 * i], 'event', ARGV[at + 2 + 2 * i])
+  -- The same fields as EventBus writes: type and journey readable without decoding the event.
+  redis.call('XADD', KEYS[5], '*', 'type', ARGV[at + 1 + 2 * i], 'journey', ARGV[6], 'event', ARGV[at + 2 + 2 * i])
 end
 return {'ok'}
