@@ -26,6 +26,7 @@ import { type OpsRouteDeps, opsRoutes } from './routes/ops';
 import type { Guards } from './routes/guards';
 import { DEFAULT_MAX_OUTPUT_TOKENS, type SpendOptions, visionWork } from './spend';
 import { type FlagRouteDeps, flagRoutes } from './routes/flags';
+import { usageRoutes } from './routes/usage';
 
 export interface GatewayDeps {
   redis: Redis;
@@ -60,6 +61,8 @@ export interface GatewayDeps {
   events?: EventBus;
   /** The analytics API (`/v1/analytics/...`). */
   analytics?: AnalyticsRouteOptions;
+  /** External usage (`/v1/usage`, holds): needs the bus its usage events go to. */
+  usage?: { bus: EventBus };
 }
 
 /** The HTTP API: every body validated at the door, every error in one shape. */
@@ -91,6 +94,7 @@ export function createApp(deps: GatewayDeps): Express {
     chat: (estimate) => [admission(admit, 'chat', { budget: estimate })],
     vision: [admission(admit, 'vision', { budget: () => visionWork(deps.priceTable) })],
     costs: [admission(admit, 'costs', { budget: false })],
+    usage: (estimate) => [admission(admit, 'usage', { budget: estimate })],
     admin: [authenticate(deps.keys, deps.adminToken, 'admin')],
   };
   // Ahead of the global JSON parser: vision reads its own bodies (images far above maxBodyBytes), after authentication.
@@ -116,6 +120,7 @@ export function createApp(deps: GatewayDeps): Express {
     ),
   );
   if (deps.analytics) app.use(analyticsRoutes(guards, deps.analytics));
+  if (deps.usage) app.use(usageRoutes(guards, { redis: deps.redis, namespace: deps.namespace, bus: deps.usage.bus, priceTable: deps.priceTable }));
   app.use((req, _res, next) => next(new ApiError('not_found', `No endpoint ${req.method} ${req.path}.`)));
   if (deps.events) app.use(reportRefusals(deps.events));
   app.use(errorHandler);

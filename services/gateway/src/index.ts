@@ -98,6 +98,7 @@ async function main(): Promise<void> {
     cache: { cache: new ResponseCache(redis, namespace), settings: new CacheSettingsStore(redis, namespace, config.cache), bus },
     flags: { store: new FlagStore(redis, namespace), snapshot: flags, bus },
     events: bus,
+    usage: { bus },
     analytics: { reader: new AnalyticsReader(redis, namespace), funnels: new FunnelReader(redis, namespace) },
     costs: {
       reader: new LedgerReader(redis, namespace),

@@ -159,6 +159,7 @@ export async function startReplicas(label: string, o: ReplicaOptions = {}) {
       requestDeadlineMs: deadlineMs,
       ...(o.holdMarginMs !== undefined && { holdMarginMs: o.holdMarginMs }),
       chatFallbackChain: CHAIN,
+      usage: { bus: new EventBus({ redis: r, prefix: namespace, service: 'gateway' }) },
       vision: { dispatcher: new VisionDispatcher(visionQueue, visionEvents, r, namespace, deadlineMs), maxImageBytes: 1024 * 1024 },
     });
     const server = app.listen(0, '127.0.0.1');
