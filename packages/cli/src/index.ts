@@ -7,6 +7,7 @@ import { costsCommands } from './commands/costs';
 import { eventsCommands } from './commands/events';
 import { flagsCommands } from './commands/flags';
 import { keysCommands } from './commands/keys';
+import { usageCommands } from './commands/usage';
 import { version } from '../package.json';
 import type { GlobalOptions } from './context';
 import { CliError, oneLine } from './format';
@@ -50,6 +51,7 @@ export function buildProgram(): Command {
   eventsCommands(group(program, 'events', 'the event bus: tail, replay'), globals);
   cacheCommands(group(program, 'cache', 'the response cache: stats, purge'), globals);
   flagsCommands(group(program, 'flags', 'feature flags: list, get, set, enable, disable, import, history'), globals);
+  usageCommands(group(program, 'usage', 'metered external calls, through the gateway: hold, report, release'), globals);
   analyticsCommands(group(program, 'analytics', 'latency, errors, cost and conversion from the rollups: overview, query, funnel'), globals);
 
   return program;
