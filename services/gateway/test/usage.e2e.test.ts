@@ -79,6 +79,11 @@ describe('external usage holds', () => {
       amount_micros: PLACES, provider: 'google', model: 'places-text-search', service: 'external', operation: 'google/places-text-search',
       units: { calls: 1, quantity: 3 }, usage_source: 'reported', price_version: '2026-01-01',
     });
+    // Reports and summaries group it like any other call: by service, operation, provider, model.
+    const summary = await new LedgerReader(sys.redis, sys.namespace).summary({ period: 'day', at: new Date(), groupBy: 'service', scope: { project } });
+    expect(summary.groups).toEqual([expect.objectContaining({ key: 'external', micros: PLACES })]);
+    const byOp = await new LedgerReader(sys.redis, sys.namespace).summary({ period: 'month', at: new Date(), groupBy: 'operation', scope: { project } });
+    expect(byOp.groups).toEqual([expect.objectContaining({ key: 'google/places-text-search', micros: PLACES })]);
     await until(async () => (await heldOf(sys, project)) === 0, 'the hold to settle');
   });
 
