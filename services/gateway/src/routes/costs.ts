@@ -68,8 +68,10 @@ function scopeFor(p: Principal, q: { user_id?: string; project_id?: string }): S
 
 const CSV_COLUMNS = [
   'entry_id', 'occurred_at', 'user_id', 'project_id', 'service', 'operation', 'provider', 'model',
-  'input_tokens', 'cached_input_tokens', 'output_tokens', 'reasoning_tokens', 'images', 'search_queries', 'calls', 'quantity',
+  'input_tokens', 'cached_input_tokens', 'output_tokens', 'reasoning_tokens', 'images', 'search_queries',
   'amount_micros', 'amount_usd', 'avoided_micros', 'price_version', 'usage_source', 'cached', 'request_id',
+  // Added with external usage; at the end, so readers by column position keep working.
+  'calls', 'quantity',
 ] as const;
 
 function csvCell(value: string | number | boolean): string {
