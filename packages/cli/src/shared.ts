@@ -37,3 +37,6 @@ export { clientFeaturesSchema, featureSchema, FLAG_TYPE_NAMES, flagNameSchema, t
 export { FlagStore, importEdit, publishFlagChanges } from '@tollgate/shared/src/flags/store';
 export { FlagInputError, flagView, flagWarnings, prepareFeature } from '@tollgate/shared/src/flags/admin';
 export { AnalyticsReader, DIMENSIONS, type Dimension, FunnelReader, GRANULARITIES, type Granularity, METRICS, type Metric, OVERVIEW_PERIODS, type OverviewPeriod } from '@tollgate/shared/src/analytics';
+// Prices: the table (seed and PRICE_TABLE_FILE) and the store the price API writes through.
+export { buildPriceTable, isExternal, loadPriceTable, SEED_PRICE_TABLE, selectPriceVersion } from '@tollgate/shared/src/pricing/price-table';
+export { PriceStore, priceVersionInputSchema } from '@tollgate/shared/src/pricing/price-store';

@@ -61,7 +61,7 @@ export function usageCommands(usage: Command, globals: (cmd: Command) => GlobalO
     await run(o, async (client, out) => {
       const h = await client.hold(operation, count(units), { ...(o.calls !== undefined && { calls: o.calls }), ...(o.ttl !== undefined && { ttlSeconds: o.ttl }) });
       if (out.json) return out.document(h);
-      out.line(`Held ${out.paint('bold', usd(h.worst_micros))} for ${h.operation} (${h.units} units, ${h.calls} call${h.calls === 1 ? '' : 's'})${h.held ? '' : ' (no hard budget covers this key: nothing reserved)'} until ${h.expires_at}.`);
+      out.line(`Held ${out.paint('bold', usd(h.worst_micros))} for ${h.operation} (${h.units} units, ${h.calls} call${h.calls === 1 ? '' : 's'})${h.held ? '' : ' (nothing reserved: no hard budget covers this key, or the worst case is 0)'} until ${h.expires_at}.`);
       out.line(`Hold id: ${h.hold_id}`);
     });
   });
