@@ -170,7 +170,7 @@ async function main(): Promise<void> {
   const keys = new ApiKeyStore(redis, hashTagged(config.prefix));
   let devKey = readState('dev-key');
   if (!devKey || !(await keys.verify(devKey))) {
-    devKey = (await keys.create({ name: 'dev', user_id: 'dev', project_id: 'dev', scopes: ['chat', 'vision', 'costs'] })).key;
+    devKey = (await keys.create({ name: 'dev', user_id: 'dev', project_id: 'dev', scopes: ['chat', 'vision', 'costs', 'usage'] })).key;
     writeState('dev-key', devKey);
   }
   await redis.quit();

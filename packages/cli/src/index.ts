@@ -8,6 +8,8 @@ import { eventsCommands } from './commands/events';
 import { flagsCommands } from './commands/flags';
 import { journeysCommands } from './commands/journeys';
 import { keysCommands } from './commands/keys';
+import { usageCommands } from './commands/usage';
+import { pricesCommands } from './commands/prices';
 import { version } from '../package.json';
 import type { GlobalOptions } from './context';
 import { CliError, oneLine } from './format';
@@ -51,6 +53,8 @@ export function buildProgram(): Command {
   eventsCommands(group(program, 'events', 'the event bus: tail, replay'), globals);
   cacheCommands(group(program, 'cache', 'the response cache: stats, purge'), globals);
   flagsCommands(group(program, 'flags', 'feature flags: list, get, set, enable, disable, import, history'), globals);
+  pricesCommands(group(program, 'prices', 'the versioned price table: list, set, delete'), globals);
+  usageCommands(group(program, 'usage', 'metered external calls, through the gateway: hold, report, release'), globals);
   analyticsCommands(group(program, 'analytics', 'latency, errors, cost and conversion from the rollups: overview, query, funnel'), globals);
   journeysCommands(group(program, 'journeys', 'journey templates and journeys: templates, publish, list, show, cancel, stats'), globals);
 

@@ -38,3 +38,6 @@ export { FlagStore, importEdit, publishFlagChanges } from '@tollgate/shared/src/
 export { FlagInputError, flagView, flagWarnings, prepareFeature } from '@tollgate/shared/src/flags/admin';
 export { AnalyticsReader, DIMENSIONS, type Dimension, FunnelReader, GRANULARITIES, type Granularity, METRICS, type Metric, OVERVIEW_PERIODS, type OverviewPeriod } from '@tollgate/shared/src/analytics';
 export { EXAMPLE_TEMPLATES, JOURNEY_STATES, JourneyStore, type JourneyState, type JourneyView, type TemplateStats } from '@tollgate/shared/src/journeys';
+// Prices: the table (seed and PRICE_TABLE_FILE) and the store the price API writes through.
+export { buildPriceTable, isExternal, loadPriceTable, SEED_PRICE_TABLE, selectPriceVersion } from '@tollgate/shared/src/pricing/price-table';
+export { PriceStore, priceVersionInputSchema } from '@tollgate/shared/src/pricing/price-store';

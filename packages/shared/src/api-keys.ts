@@ -3,7 +3,7 @@ import type Redis from 'ioredis';
 import { z } from 'zod';
 
 /** What an API key may do; `admin` is every scope. */
-export const KEY_SCOPES = ['chat', 'vision', 'costs', 'admin'] as const;
+export const KEY_SCOPES = ['chat', 'vision', 'costs', 'usage', 'admin'] as const;
 export type KeyScope = (typeof KEY_SCOPES)[number];
 
 export interface ApiKeyRecord {

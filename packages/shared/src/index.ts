@@ -16,6 +16,7 @@ export type { EventFilter, MetadataFilter } from './bus/patterns';
 export { matchesPattern } from './bus/patterns';
 export * from './pricing/price-table';
 export * from './pricing/price';
+export * from './pricing/price-store';
 export * from './time/periods';
 export * from './config';
 export { createLogger, isSecretKey, REDACTED, redact, redactString } from './logger';

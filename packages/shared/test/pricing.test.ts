@@ -374,3 +374,26 @@ describe('formatUsd', () => {
     expect((thrown(() => formatUsd(0.5)) as TollgateError).code).toBe('invalid_amount');
   });
 });
+
+describe('external operations', () => {
+  const table = buildPriceTable([
+    { ...SEED_PRICE_VERSION, models: { ...SEED_PRICE_VERSION.models, 'acme/both': { per_call: 7, per_unit: 2, per_1k_units: 1_001 } } },
+  ]);
+
+  test('per call, per unit and per 1,000 units, exact and rounded once', () => {
+    expect(micros('google', 'places-text-search', { calls: 3, quantity: 60 })).toBe(96_000);
+    expect(micros('google', 'custom-search', { calls: 1, quantity: 7 })).toBe(35_000);
+    // YouTube bills quota, not money: units are recorded at no cost.
+    const yt = price({ provider: 'youtube', model: 'search', units: { calls: 1, quantity: 100 } }, { at: AT });
+    expect(yt.amount_micros).toBe(0);
+    expect(yt.breakdown.quantity).toEqual({ units: 100, rate_micros: 0, per: 'unit', micros_x1e6: '0' });
+    // 2 calls x 7 + 3 units x 2 + 3 x 1001 / 1000 = 20 + 3.003 -> 23
+    expect(price({ provider: 'acme', model: 'both', units: { calls: 2, quantity: 3 } }, { at: AT, table }).amount_micros).toBe(23);
+    expect(price({ provider: 'acme', model: 'both', units: { calls: 0, quantity: 500 } }, { at: AT, table }).amount_micros).toBe(1_501);
+  });
+
+  test('and a model reporting calls or quantity is unpriced, never free', () => {
+    expect(thrown(() => micros('openai', 'gpt-4o', { calls: 1 }))).toBeInstanceOf(UnknownPriceError);
+    expect(thrown(() => micros('openai', 'gpt-4o', { quantity: 1 }))).toBeInstanceOf(UnknownPriceError);
+  });
+});

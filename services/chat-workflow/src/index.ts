@@ -8,7 +8,10 @@ import {
   EventBus,
   hashTagged,
   loadConfig,
+  LivePriceTable,
   loadPriceTable,
+  PRICE_POLL_MS,
+  PriceStore,
   onShutdown,
   startHealthServer,
   startSharedBreakers,
@@ -45,7 +48,11 @@ async function main(): Promise<void> {
       fallbackChain: config.chatFallbackChain,
       callTimeoutMs: config.providerTimeoutMs,
       maxAttempts: config.maxProviderAttempts,
-      priceTable: loadPriceTable({ file: config.priceTableFile }),
+      priceTable: (
+        await new LivePriceTable(new PriceStore(redis, namespace), loadPriceTable({ file: config.priceTableFile })).start(PRICE_POLL_MS, (err) =>
+          logger.warn('price versions could not be re-read', { error: (err as Error).message }),
+        )
+      ).table,
       cacheSettings: new CacheSettingsStore(redis, namespace, config.cache),
     },
     { connection: createRedis(config.redisUrl, { logger, blocking: true, name: `${SERVICE}-worker` }), concurrency: config.chatWorkerConcurrency, name: instance },

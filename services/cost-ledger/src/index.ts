@@ -7,7 +7,10 @@ import {
   hashTagged,
   LedgerReader,
   loadConfig,
+  LivePriceTable,
   loadPriceTable,
+  PRICE_POLL_MS,
+  PriceStore,
   onShutdown,
   QUEUES,
   queuePrefix,
@@ -37,7 +40,11 @@ async function main(): Promise<void> {
     batchSize: 500,
     logger,
   });
-  const table = loadPriceTable({ file: config.priceTableFile });
+  // Re-reads versions written through the price API, which take effect only after every service has them.
+  const prices = await new LivePriceTable(new PriceStore(redis, namespace), loadPriceTable({ file: config.priceTableFile })).start(PRICE_POLL_MS, (err) =>
+    logger.warn('price versions could not be re-read', { error: (err as Error).message }),
+  );
+  const table = prices.table;
   consumeUsage(bus, new LedgerWriter(redis, namespace), table);
   await bus.start();
 

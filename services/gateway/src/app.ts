@@ -1,7 +1,7 @@
 import express, { type Express } from 'express';
 import helmet from 'helmet';
 import type Redis from 'ioredis';
-import { type ApiKeyStore, type CacheSettingsStore, DEFAULT_CHAT_CHAIN, type EventBus, type PriceTable, type ResponseCache, type Target } from '@tollgate/shared';
+import { type ApiKeyStore, type CacheSettingsStore, DEFAULT_CHAT_CHAIN, type EventBus, type LivePriceTable, type PriceTable, type ResponseCache, type Target } from '@tollgate/shared';
 import { AnswerCache } from './answer-cache';
 import { reportRefusals } from './refusals';
 import { type AnalyticsRouteOptions, analyticsRoutes } from './routes/analytics';
@@ -27,6 +27,8 @@ import type { Guards } from './routes/guards';
 import { DEFAULT_MAX_OUTPUT_TOKENS, type SpendOptions, visionWork } from './spend';
 import { type FlagRouteDeps, flagRoutes } from './routes/flags';
 import { journeyRoutes } from './routes/journeys';
+import { usageRoutes } from './routes/usage';
+import { priceRoutes } from './routes/prices';
 
 export interface GatewayDeps {
   redis: Redis;
@@ -61,6 +63,10 @@ export interface GatewayDeps {
   events?: EventBus;
   /** The analytics API (`/v1/analytics/...`). */
   analytics?: AnalyticsRouteOptions;
+  /** The price API (`/v1/prices`); `priceTable` should then be its live table. */
+  prices?: LivePriceTable;
+  /** External usage (`/v1/usage`, holds): needs the bus its usage events go to. */
+  usage?: { bus: EventBus };
 }
 
 /** The HTTP API: every body validated at the door, every error in one shape. */
@@ -92,6 +98,7 @@ export function createApp(deps: GatewayDeps): Express {
     chat: (estimate) => [admission(admit, 'chat', { budget: estimate })],
     vision: [admission(admit, 'vision', { budget: () => visionWork(deps.priceTable) })],
     costs: [admission(admit, 'costs', { budget: false })],
+    usage: (estimate) => [admission(admit, 'usage', { budget: estimate })],
     admin: [authenticate(deps.keys, deps.adminToken, 'admin')],
   };
   // Ahead of the global JSON parser: vision reads its own bodies (images far above maxBodyBytes), after authentication.
@@ -118,6 +125,8 @@ export function createApp(deps: GatewayDeps): Express {
   );
   if (deps.analytics) app.use(analyticsRoutes(guards, deps.analytics));
   app.use(journeyRoutes({ use: [admission(admit, 'chat', { budget: false })], admin: guards.admin }, new JourneyStore(deps.redis, deps.namespace, 'gateway')));
+  if (deps.prices) app.use(priceRoutes(guards, deps.prices));
+  if (deps.usage) app.use(usageRoutes(guards, { redis: deps.redis, namespace: deps.namespace, bus: deps.usage.bus, priceTable: deps.priceTable }));
   app.use((req, _res, next) => next(new ApiError('not_found', `No endpoint ${req.method} ${req.path}.`)));
   if (deps.events) app.use(reportRefusals(deps.events));
   app.use(errorHandler);

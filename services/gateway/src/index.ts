@@ -17,7 +17,10 @@ import {
   FunnelReader,
   LedgerReader,
   loadConfig,
+  LivePriceTable,
   loadPriceTable,
+  PRICE_POLL_MS,
+  PriceStore,
   onShutdown,
   QUEUES,
   sweepHolds,
@@ -67,7 +70,8 @@ async function main(): Promise<void> {
   await reportEvents.waitUntilReady();
   // The ledger's dead letters for the cost API; and cache hits' zero-cost usage events.
   const bus = new EventBus({ redis, prefix: namespace, service: SERVICE });
-  const priceTable = loadPriceTable({ file: config.priceTableFile });
+  const prices = await new LivePriceTable(new PriceStore(redis, namespace), loadPriceTable({ file: config.priceTableFile })).start(PRICE_POLL_MS, (err) => logger.warn('price versions could not be re-read', { error: (err as Error).message }));
+  const priceTable = prices.table;
 
   // flags.changed reaches the snapshot through the metrics tail below: one bus tail per gateway.
   const flags = new FlagSnapshot({ redis, namespace, appName: SERVICE, logger, ...config.flags, follow: false });
@@ -98,6 +102,8 @@ async function main(): Promise<void> {
     cache: { cache: new ResponseCache(redis, namespace), settings: new CacheSettingsStore(redis, namespace, config.cache), bus },
     flags: { store: new FlagStore(redis, namespace), snapshot: flags, bus },
     events: bus,
+    usage: { bus },
+    prices,
     analytics: { reader: new AnalyticsReader(redis, namespace), funnels: new FunnelReader(redis, namespace) },
     costs: {
       reader: new LedgerReader(redis, namespace),

@@ -3,10 +3,12 @@ import { classify, type EventBus } from '@tollgate/shared';
 import type { Principal } from './auth/middleware';
 
 /** Routes that start paid work: a refusal there is a request analytics counts. */
-const PAID_ROUTES: Record<string, 'chat' | 'vision'> = {
+const PAID_ROUTES: Record<string, 'chat' | 'vision' | 'external'> = {
   '/v1/chat': 'chat',
   '/v1/chat/completions': 'chat',
   '/v1/vision': 'vision',
+  // A hold for an external call: no workflow of ours, so the event names only the route.
+  '/v1/usage/holds': 'external',
 };
 
 export interface RefusalLogger {
@@ -30,7 +32,7 @@ export function reportRefusals(bus: EventBus, logger?: RefusalLogger): ErrorRequ
         bus
           .publish(
             'request.refused',
-            { route: req.path, reason, code, workflow, streamed },
+            { route: req.path, reason, code, ...(workflow !== 'external' && { workflow, streamed }) },
             {
               correlation_id: String(res.locals.requestId ?? 'unknown'),
               ...(who && { user_id: who.user_id, project_id: who.project_id }),

@@ -12,7 +12,9 @@ import {
   createRedis,
   ErrorRateTracker,
   EventBus,
+  LivePriceTable,
   loadPriceTable,
+  PriceStore,
   QUEUES,
   queuePrefix,
   type Target,
@@ -50,6 +52,9 @@ export interface ReplicaOptions {
   faults?: FaultConfig;
   deadlineMs?: number;
   holdMarginMs?: number;
+  /** Price versions written through the API: lead time before they apply, and how often each service re-reads them. */
+  priceLeadMs?: number;
+  pricePollMs?: number;
 }
 
 /**
@@ -67,7 +72,15 @@ export async function startReplicas(label: string, o: ReplicaOptions = {}) {
   };
   const stub = await startStub({ port: 0, quiet: true, ...(o.faults && { faults: o.faults }) });
   const clients = createProviderClients(stubEndpoints(stub.url, KEYS), 2_000);
-  const priceTable = loadPriceTable();
+  const baseTable = loadPriceTable();
+  // Each replica re-reads the API's price versions on its own, as separate processes do.
+  const livePrices: LivePriceTable[] = [];
+  const pricesFor = async (r: Redis) => {
+    const live = await new LivePriceTable(new PriceStore(r, namespace, o.priceLeadMs), baseTable).start(o.pricePollMs);
+    livePrices.push(live);
+    return live;
+  };
+  const priceTable = (await pricesFor(redis)).table;
   const qPrefix = queuePrefix(namespace);
   const workers: Worker[] = [];
   const breakers: BreakerRegistry[] = [];
@@ -128,7 +141,7 @@ export async function startReplicas(label: string, o: ReplicaOptions = {}) {
   }
   for (let i = 0; i < (o.ledgers ?? 2); i++) {
     const bus = new EventBus({ redis: conn(), prefix: namespace, service: 'cost-ledger', blockMs: 50 });
-    consumeUsage(bus, new LedgerWriter(conn(), namespace), priceTable);
+    consumeUsage(bus, new LedgerWriter(conn(), namespace), (await pricesFor(conn())).table);
     await bus.start();
     buses.push(bus);
   }
@@ -145,6 +158,7 @@ export async function startReplicas(label: string, o: ReplicaOptions = {}) {
     await Promise.all([chatEvents.waitUntilReady(), visionEvents.waitUntilReady()]);
     queues.push(chatEvents, visionEvents, chatQueue, visionQueue);
     const metrics = createMetrics([chatQueue, visionQueue], new ErrorRateTracker());
+    const prices = await pricesFor(r);
     const deadlineMs = o.deadlineMs ?? 10_000;
     const app = createApp({
       redis: r,
@@ -152,13 +166,15 @@ export async function startReplicas(label: string, o: ReplicaOptions = {}) {
       keys: new ApiKeyStore(r, namespace),
       dispatcher: new ChatDispatcher(chatQueue, chatEvents, r, namespace, deadlineMs),
       metrics,
-      priceTable,
+      priceTable: prices.table,
+      prices,
       adminToken: REPLICA_ADMIN,
       maxBodyBytes: 1024 * 1024,
       rateLimitPerMinute: 1_000_000,
       requestDeadlineMs: deadlineMs,
       ...(o.holdMarginMs !== undefined && { holdMarginMs: o.holdMarginMs }),
       chatFallbackChain: CHAIN,
+      usage: { bus: new EventBus({ redis: r, prefix: namespace, service: 'gateway' }) },
       vision: { dispatcher: new VisionDispatcher(visionQueue, visionEvents, r, namespace, deadlineMs), maxImageBytes: 1024 * 1024 },
     });
     const server = app.listen(0, '127.0.0.1');
@@ -184,6 +200,7 @@ export async function startReplicas(label: string, o: ReplicaOptions = {}) {
       for (const b of buses) await b.stop();
       for (const q of queues) await q.close();
       for (const b of breakers) b.shutdown();
+      for (const p of livePrices) p.stop();
       await stub.close();
       for (const c of closers) await c();
       await cleanup();

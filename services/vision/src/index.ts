@@ -8,7 +8,10 @@ import {
   hashTagged,
   loadConfig,
   CacheSettingsStore,
+  LivePriceTable,
   loadPriceTable,
+  PRICE_POLL_MS,
+  PriceStore,
   ResponseCache,
   nearHardBudget,
   onShutdown,
@@ -43,7 +46,11 @@ async function main(): Promise<void> {
       breakers,
       cache: new ResponseCache(redis, namespace),
       cacheSettings: new CacheSettingsStore(redis, namespace, config.cache),
-      priceTable: loadPriceTable({ file: config.priceTableFile }),
+      priceTable: (
+        await new LivePriceTable(new PriceStore(redis, namespace), loadPriceTable({ file: config.priceTableFile })).start(PRICE_POLL_MS, (err) =>
+          logger.warn('price versions could not be re-read', { error: (err as Error).message }),
+        )
+      ).table,
       // The alerting service will supply the real budget check.
       // High quality steps down to standard once a hard budget of the caller is 80% used.
       nearHardBudget: async (user, project) => (await nearHardBudget(redis, namespace, user, project)) !== null,

@@ -153,6 +153,7 @@ const TOLLGATE_CODES: Record<string, Draft> = {
   payload_too_large: draft('invalid_request', 'payload_too_large', 413),
   unsupported_media_type: draft('invalid_request', 'unsupported_media_type', 415),
   not_found: draft('invalid_request', 'not_found', 404),
+  unknown_operation: draft('invalid_request', 'unknown_operation', 400),
   conflict: draft('invalid_request', 'conflict', 409),
   unauthorized: draft('authentication', 'unauthorized', 401),
   forbidden: draft('authentication', 'forbidden', 403),

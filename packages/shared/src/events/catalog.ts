@@ -46,6 +46,9 @@ export const usageUnitsSchema = z.object({
   grounded_prompts: count.optional(),
   /** Unique non-empty search queries (Gemini 3 bills these). */
   search_queries: count.optional(),
+  /** External operations (`/v1/usage`): calls made and units in the operation's own measure. */
+  calls: count.optional(),
+  quantity: count.optional(),
 });
 
 /** How an error was handled: what the caller is told and what the system did. */
@@ -193,8 +196,8 @@ export const EVENT_CATALOG = {
       service: name,
       operation: name,
       units: usageUnitsSchema,
-      /** Where the counts came from: the provider's own usage, our tokenizer when the provider sent none, or a cache hit. */
-      usage_source: z.enum(['provider', 'tokenizer', 'cache']),
+      /** Where the counts came from: the provider's own usage, our tokenizer when the provider sent none, a cache hit, or an application reporting an external call (/v1/usage). */
+      usage_source: z.enum(['provider', 'tokenizer', 'cache', 'reported']),
       request_id: name,
       /** A cache hit: priced at zero, with what the call would have cost recorded as avoided. */
       cached: z.boolean(),

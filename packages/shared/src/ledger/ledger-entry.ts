@@ -19,7 +19,7 @@ export const ledgerEntrySchema = z.object({
   cached: z.boolean(),
   /** On a cache hit: the request whose paid answer was reused. */
   reused_request_id: z.string().optional(),
-  usage_source: z.enum(['provider', 'tokenizer', 'cache']),
+  usage_source: z.enum(['provider', 'tokenizer', 'cache', 'reported']),
   user_id: z.string(),
   project_id: z.string(),
   correlation_id: z.string(),

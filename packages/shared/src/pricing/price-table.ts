@@ -18,6 +18,20 @@ export interface ModelPrice {
    */
   per_grounded_prompt?: number;
   per_search_query?: number;
+  /**
+   * External operations (a metered API an application calls itself, reported through
+   * `/v1/usage`): per call, per operation-defined unit (results, quota units) and per 1,000 units.
+   * A price with any of these is an external operation; `per_unit: 0` records units at no cost
+   * (YouTube's quota units).
+   */
+  per_call?: number;
+  per_unit?: number;
+  per_1k_units?: number;
+}
+
+/** An external operation: a metered API the application calls itself and reports through `/v1/usage`. */
+export function isExternal(p: ModelPrice): boolean {
+  return p.per_call !== undefined || p.per_unit !== undefined || p.per_1k_units !== undefined;
 }
 
 /**
@@ -60,6 +74,9 @@ export const ModelPriceSchema = z
     per_image: rate.optional(),
     per_grounded_prompt: rate.optional(),
     per_search_query: rate.optional(),
+    per_call: rate.optional(),
+    per_unit: rate.optional(),
+    per_1k_units: rate.optional(),
   })
   .refine((p) => Object.values(p).some((v) => v !== undefined), { error: 'a model needs at least one rate' });
 
@@ -102,6 +119,13 @@ export const SEED_PRICE_VERSION: PriceTableVersion = {
     'openai/gpt-4o': { input_per_mtok: 2_500_000, cached_input_per_mtok: 1_250_000, output_per_mtok: 10_000_000 },
     'openai/gpt-4.1-mini': { input_per_mtok: 400_000, cached_input_per_mtok: 100_000, output_per_mtok: 1_600_000 },
     'openai/o4-mini': { input_per_mtok: 1_100_000, cached_input_per_mtok: 275_000, output_per_mtok: 4_400_000 },
+    // External operations, reported by applications through /v1/usage (Google's list prices, Dec 2026).
+    // YouTube Data API search costs no money but 100 quota units a call: recorded, priced 0.
+    'youtube/search': { per_unit: 0 },
+    // Custom Search JSON API: $5 per 1,000 queries.
+    'google/custom-search': { per_1k_units: 5_000_000 },
+    // Places API Text Search (Pro): $32 per 1,000 requests.
+    'google/places-text-search': { per_call: 32_000 },
   },
 };
 

@@ -1,6 +1,7 @@
 import { TollgateError } from '../errors/tollgate-error';
 import { toUtcDate } from '../time/periods';
 import {
+  isExternal,
   type PriceTable,
   SEED_PRICE_TABLE,
   UnknownPriceError,
@@ -22,6 +23,9 @@ export interface Units {
   grounded_prompts?: number;
   /** Unique non-empty search queries the call ran. */
   search_queries?: number;
+  /** External operations: calls made, and units in the operation's own measure (results, queries, quota units). */
+  calls?: number;
+  quantity?: number;
 }
 
 export interface UsageToPrice {
@@ -30,7 +34,7 @@ export interface UsageToPrice {
   units: Units;
 }
 
-export type PriceComponent = 'input' | 'cached_input' | 'output' | 'reasoning' | 'images' | 'grounded_prompts' | 'search_queries';
+export type PriceComponent = 'input' | 'cached_input' | 'output' | 'reasoning' | 'images' | 'grounded_prompts' | 'search_queries' | 'calls' | 'quantity';
 
 /** The components that are the search fee of a grounded call. */
 export const SEARCH_COMPONENTS: readonly PriceComponent[] = ['grounded_prompts', 'search_queries'];
@@ -38,7 +42,7 @@ export const SEARCH_COMPONENTS: readonly PriceComponent[] = ['grounded_prompts',
 export interface PriceLine {
   units: number;
   rate_micros: number;
-  per: 'mtok' | 'unit';
+  per: 'mtok' | 'unit' | 'k';
   /** Exact, unrounded amount in micro-dollars x 1e-6, as a decimal string (can exceed 2^53). */
   micros_x1e6: string;
 }
@@ -69,6 +73,8 @@ const UNIT_KEYS = [
   'images',
   'grounded_prompts',
   'search_queries',
+  'calls',
+  'quantity',
 ] as const satisfies readonly (keyof Units)[];
 
 const MICRO_SCALE = 1_000_000n;
@@ -112,7 +118,7 @@ export function price(usage: UsageToPrice, opts: { at?: Date | string; table?: P
   const version = selectPriceVersion(opts.table ?? SEED_PRICE_TABLE, toUtcDate(opts.at ?? new Date()));
   const { model_key, price: rates } = resolveModelPrice(version, provider, model);
 
-  const components: { component: PriceComponent; units: number; rate: number | undefined; per: 'mtok' | 'unit' }[] = [
+  const components: { component: PriceComponent; units: number; rate: number | undefined; per: 'mtok' | 'unit' | 'k' }[] = [
     { component: 'input', units: units.input_tokens - units.cached_input_tokens, rate: rates.input_per_mtok, per: 'mtok' },
     {
       component: 'cached_input',
@@ -131,6 +137,15 @@ export function price(usage: UsageToPrice, opts: { at?: Date | string; table?: P
           // Counted by every grounded call; billed only where the table prices prompts.
           ...(rates.per_search_query !== undefined ? [] : [{ component: 'grounded_prompts' as const, units: units.grounded_prompts, rate: undefined, per: 'unit' as const }]),
         ]),
+    // An external operation is billed per call, per unit or per 1,000 units; the measures it has
+    // no rate for are recorded at no cost. Anything else reporting calls or quantity is unpriced.
+    { component: 'calls', units: units.calls, rate: rates.per_call ?? (isExternal(rates) ? 0 : undefined), per: 'unit' },
+    ...(rates.per_1k_units !== undefined
+      ? [{ component: 'quantity' as const, units: units.quantity, rate: rates.per_1k_units, per: 'k' as const }]
+      : []),
+    ...(rates.per_unit !== undefined || rates.per_1k_units === undefined
+      ? [{ component: 'quantity' as const, units: units.quantity, rate: rates.per_unit ?? (isExternal(rates) ? 0 : undefined), per: 'unit' as const }]
+      : []),
   ];
 
   let total = 0n;
@@ -144,9 +159,13 @@ export function price(usage: UsageToPrice, opts: { at?: Date | string; table?: P
       );
     }
     // Token rates are per 1M tokens, so tokens x rate is already micros x 1e-6; per-unit rates need scaling.
-    const amount = BigInt(c.units) * BigInt(c.rate) * (c.per === 'unit' ? MICRO_SCALE : 1n);
+    const amount = BigInt(c.units) * BigInt(c.rate) * (c.per === 'unit' ? MICRO_SCALE : c.per === 'k' ? 1_000n : 1n);
     total += amount;
-    breakdown[c.component] = { units: c.units, rate_micros: c.rate, per: c.per, micros_x1e6: amount.toString() };
+    const prior = breakdown[c.component];
+    // A quantity priced both per unit and per 1,000: one line whose rate is the per-unit one, amount the sum.
+    breakdown[c.component] = prior
+      ? { ...prior, micros_x1e6: (BigInt(prior.micros_x1e6) + amount).toString() }
+      : { units: c.units, rate_micros: c.rate, per: c.per, micros_x1e6: amount.toString() };
   }
 
   const rounded = (total + MICRO_SCALE / 2n) / MICRO_SCALE;

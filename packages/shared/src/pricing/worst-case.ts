@@ -1,5 +1,5 @@
 import type { Target } from '../providers/types';
-import { type ModelPrice, type PriceTable, resolveModelPrice, selectPriceVersion } from './price-table';
+import { isExternal, type ModelPrice, type PriceTable, resolveModelPrice, selectPriceVersion } from './price-table';
 
 /**
  * Worst-case cost of one paid request, the amount admission reserves on every hard budget that
@@ -95,4 +95,37 @@ export function groundingWorstCase(table: PriceTable, model: string, questionByt
   if (fee === undefined) return undefined;
   const outRate = Math.max(p.output_per_mtok, p.reasoning_per_mtok ?? 0);
   return ceilDiv((questionBytes + CHAT_INPUT_OVERHEAD_TOKENS) * p.input_per_mtok, 1_000_000) + ceilDiv(GROUNDING_OUTPUT_CAP * outRate, 1_000_000) + fee;
+}
+
+/** What an external operation is measured in, as `/v1/usage` reports it. */
+export interface ExternalUnits {
+  calls: number;
+  quantity: number;
+}
+
+/**
+ * The price of an external operation (`provider/name`, exactly as the table keys it) in force at
+ * `at`, with the version it comes from; undefined when the table has no such operation, or the
+ * key names a model (those are priced only from what Tollgate's own workers report).
+ */
+export function externalPrice(table: PriceTable, operation: string, at = new Date()): { price: ModelPrice; version: string } | undefined {
+  let version;
+  try {
+    version = selectPriceVersion(table, at);
+  } catch {
+    return undefined;
+  }
+  const p = Object.hasOwn(version.models, operation) ? version.models[operation] : undefined;
+  return p && isExternal(p) ? { price: p, version: version.version } : undefined;
+}
+
+/** The most `units` of an external operation can cost, rounded up: what a usage hold reserves. */
+export function externalWorstCase(p: ModelPrice, units: ExternalUnits): number {
+  return (p.per_call ?? 0) * units.calls + (p.per_unit ?? 0) * units.quantity + ceilDiv((p.per_1k_units ?? 0) * units.quantity, 1_000);
+}
+
+/** `provider/name` of an external operation, split as usage events carry it (provider, model). */
+export function splitOperation(operation: string): { provider: string; model: string } {
+  const at = operation.indexOf('/');
+  return { provider: operation.slice(0, at), model: operation.slice(at + 1) };
 }

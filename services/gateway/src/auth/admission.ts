@@ -68,6 +68,8 @@ export interface PaidWork {
   input_tokens: number;
   bounds: readonly TargetBound[];
   conversation_id?: string;
+  /** How long the hold lasts when nothing settles it (default: the request deadline plus the margin). */
+  hold_ttl_ms?: number;
 }
 
 /** Reads and checks the request for its worst case; throws the request's 4xx when it is invalid. */
@@ -82,6 +84,8 @@ export interface Hold {
   history_bytes: number;
   /** Set when a job took the hold over (see holdFields); otherwise it is given back with the answer. */
   handed_off?: boolean;
+  /** When an unsettled hold is given back (epoch ms). */
+  expires_at: number;
 }
 
 /** The journey a request carries (`x-tollgate-journey`, `x-tollgate-journey-step`), checked at admission. */
@@ -166,8 +170,9 @@ export function admission(opts: AdmissionOptions, scope: KeyScope, { budget }: {
       const keys = [opts.keys.recordKey(operator ? '' : presented)];
       const args: Array<string | number> = [operator ? JSON.stringify(OPERATOR) : '', scope, rateKey, WINDOW_MS, opts.perMinute, work ? 1 : 0];
       const holdId = work ? randomUUID() : '';
+      const now = Date.now();
+      const expiresAt = now + (work?.hold_ttl_ms ?? holdTtl);
       if (work) {
-        const now = Date.now();
         const p = currentPeriods(now);
         keys.push(
           ledger.day(p.keys.day),
@@ -182,7 +187,7 @@ export function admission(opts: AdmissionOptions, scope: KeyScope, { budget }: {
         args.push(
           now,
           holdId,
-          now + holdTtl,
+          expiresAt,
           holds.holdPrefix,
           budgetTemplate,
           work.conversation_id ? conversationKey(opts.namespace, '{USER}', work.conversation_id) : '',
@@ -232,7 +237,7 @@ export function admission(opts: AdmissionOptions, scope: KeyScope, { budget }: {
         const [, , , , worst = 0, history = 0, expired = 0, id = ''] = verdict;
         if (expired > 0) opts.onHoldsExpired?.(expired);
         if (journey) res.locals.journey = journey;
-        const hold: Hold = { worst_micros: worst, history_bytes: history, ...(id !== '' && { hold_id: id }) };
+        const hold: Hold = { worst_micros: worst, history_bytes: history, expires_at: expiresAt, ...(id !== '' && { hold_id: id }) };
         res.locals.hold = hold;
         if (id !== '') {
           res.setHeader('x-tollgate-budget-hold-micros', String(worst));

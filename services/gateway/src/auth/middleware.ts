@@ -9,7 +9,7 @@ export const OPERATOR: ApiKeyRecord = {
   name: 'operator',
   user_id: 'operator',
   project_id: 'operator',
-  scopes: ['admin', 'chat', 'vision', 'costs'],
+  scopes: ['admin', 'chat', 'vision', 'costs', 'usage'],
   created_at: '1970-01-01T00:00:00.000Z',
 };
 

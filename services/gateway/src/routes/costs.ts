@@ -70,6 +70,8 @@ const CSV_COLUMNS = [
   'entry_id', 'occurred_at', 'user_id', 'project_id', 'service', 'operation', 'provider', 'model',
   'input_tokens', 'cached_input_tokens', 'output_tokens', 'reasoning_tokens', 'images', 'search_queries',
   'amount_micros', 'amount_usd', 'avoided_micros', 'price_version', 'usage_source', 'cached', 'request_id',
+  // Added with external usage; at the end, so readers by column position keep working.
+  'calls', 'quantity',
 ] as const;
 
 function csvCell(value: string | number | boolean): string {
@@ -86,6 +88,7 @@ function csvRow(e: LedgerEntry): string {
     service: e.service, operation: e.operation, provider: e.provider, model: e.model,
     input_tokens: u.input_tokens ?? 0, cached_input_tokens: u.cached_input_tokens ?? 0, output_tokens: u.output_tokens ?? 0,
     reasoning_tokens: u.reasoning_tokens ?? 0, images: u.images ?? 0, search_queries: u.search_queries ?? 0,
+    calls: u.calls ?? 0, quantity: u.quantity ?? 0,
     amount_micros: e.amount_micros, amount_usd: formatUsd(e.amount_micros), avoided_micros: e.avoided_micros,
     price_version: e.price_version, usage_source: e.usage_source, cached: e.cached, request_id: e.request_id,
   };

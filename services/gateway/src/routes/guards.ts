@@ -7,6 +7,8 @@ export interface Guards {
   chat: (estimate: Estimator) => RequestHandler[];
   vision: RequestHandler[];
   costs: RequestHandler[];
+  /** External usage: holding a worst case (with an estimator) or reporting and releasing (false). */
+  usage: (estimate: Estimator | false) => RequestHandler[];
   admin: RequestHandler[];
 }
 
