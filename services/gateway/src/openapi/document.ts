@@ -136,7 +136,45 @@ export function buildOpenApiDocument(routes: readonly ApiRoute[] = API_ROUTES, v
     paths,
   });
   markMoney(doc);
-  return doc;
+  return pruneComponents(doc, Object.keys(schemas));
+}
+
+/**
+ * Schemas listed only for an event stream are rendered in both zod-openapi contexts, leaving
+ * unused request-side twins of response schemas (`Money` beside `MoneyOutput`): drop what nothing
+ * reaches from a path, then give a response schema its plain name back when that name is free.
+ */
+function pruneComponents(doc: OpenAPIObject, listed: string[]): OpenAPIObject {
+  const schemas = (doc.components?.schemas ?? {}) as Record<string, unknown>;
+  const refsIn = (node: unknown, out: string[] = []): string[] => {
+    if (Array.isArray(node)) node.forEach((n) => refsIn(n, out));
+    else if (typeof node === 'object' && node !== null) {
+      for (const [k, v] of Object.entries(node)) {
+        if (k === '$ref' && typeof v === 'string' && v.startsWith('#/components/schemas/')) out.push(v.slice(21));
+        else refsIn(v, out);
+      }
+    }
+    return out;
+  };
+  const keep = new Set<string>();
+  const todo = [...refsIn(doc.paths), ...listed];
+  while (todo.length) {
+    const name = todo.pop()!;
+    if (keep.has(name)) continue;
+    keep.add(name);
+    todo.push(...refsIn(schemas[name]).filter((n) => !keep.has(n)));
+  }
+  const rename = new Map<string, string>();
+  for (const name of Object.keys(schemas)) {
+    if (!keep.has(name)) continue;
+    const plain = name.replace(/Output$/, '');
+    if (plain !== name && !keep.has(plain)) rename.set(name, plain);
+  }
+  const kept = Object.fromEntries(Object.entries(schemas).filter(([n]) => keep.has(n)).map(([n, v]) => [rename.get(n) ?? n, v]));
+  const json = JSON.stringify({ ...doc, components: { ...doc.components, schemas: kept } }, (k, v) =>
+    k === '$ref' && typeof v === 'string' && v.startsWith('#/components/schemas/') ? `#/components/schemas/${rename.get(v.slice(21)) ?? v.slice(21)}` : v,
+  );
+  return JSON.parse(json) as OpenAPIObject;
 }
 
 /**
@@ -164,4 +202,9 @@ let built: OpenAPIObject | undefined;
 /** The gateway's document, built once on first use: nothing of it runs per request. */
 export function openApiDocument(): OpenAPIObject {
   return (built ??= buildOpenApiDocument());
+}
+
+/** docs/openapi.json as `pnpm openapi` writes it (and test/openapi.test.ts expects it). */
+export function renderOpenApi(): string {
+  return `${JSON.stringify(buildOpenApiDocument(), null, 2)}\n`;
 }

@@ -97,7 +97,7 @@ export const completionChunk = z
     usage: openAiUsageSchema.nullable().optional(),
     tollgate: tollgateExtrasSchema.optional(),
   })
-  .meta({ id: 'ChatCompletionChunk' });
+  .meta({ id: 'ChatCompletionChunk', unusedIO: 'output' });
 
 export const openapi = [
   route({

@@ -1,0 +1,12 @@
+/** `pnpm openapi`: writes the gateway's OpenAPI document to docs/openapi.json (committed, so API changes show in review). */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { renderOpenApi } from '../services/gateway/src/openapi/document';
+
+const out = join(__dirname, '..', 'docs', 'openapi.json');
+mkdirSync(join(out, '..'), { recursive: true });
+const text = renderOpenApi();
+writeFileSync(out, text);
+const doc = JSON.parse(text) as { paths: Record<string, Record<string, unknown>> };
+const operations = Object.values(doc.paths).reduce((n, p) => n + Object.keys(p).length, 0);
+console.log(`wrote docs/openapi.json: ${operations} operations on ${Object.keys(doc.paths).length} paths, ${text.length} bytes`);
