@@ -37,12 +37,12 @@ const completionBody = z.looseObject({
   web_search_options: webSearchOptionsField.nullish(),
 });
 
-const openAiUsageSchema = z.looseObject({
+const openAiUsageSchema = z.object({
   prompt_tokens: z.number().int(),
   completion_tokens: z.number().int().meta({ description: 'Output tokens, reasoning tokens included (as OpenAI counts them).' }),
   total_tokens: z.number().int(),
-  prompt_tokens_details: z.looseObject({ cached_tokens: z.number().int().optional() }).optional(),
-  completion_tokens_details: z.looseObject({ reasoning_tokens: z.number().int().optional() }).optional(),
+  prompt_tokens_details: z.object({ cached_tokens: z.number().int().optional() }).optional(),
+  completion_tokens_details: z.object({ reasoning_tokens: z.number().int().optional() }).optional(),
 });
 
 /** Tollgate's additions to OpenAI's body, under one key an OpenAI client ignores. */
@@ -59,17 +59,17 @@ const tollgateExtrasSchema = z
   })
   .meta({ id: 'TollgateExtras' });
 
-/** OpenAI's `chat.completion`, loose so everything OpenAI's own API returns (and the SDK reads) fits too. */
-const completionReply = z
-  .looseObject({
+/** OpenAI's `chat.completion`; the document allows more fields than these (OpenAI's own answers have them). */
+export const completionReply = z
+  .object({
     id: z.string(),
     object: z.literal('chat.completion'),
     created: z.number().int(),
     model: z.string(),
     choices: z.array(
-      z.looseObject({
+      z.object({
         index: z.number().int(),
-        message: z.looseObject({ role: z.literal('assistant'), content: z.string().nullable(), refusal: z.string().nullable().optional() }),
+        message: z.object({ role: z.literal('assistant'), content: z.string().nullable(), refusal: z.string().nullable().optional() }),
         finish_reason: z.enum(['stop', 'length', 'tool_calls', 'content_filter', 'function_call']),
         logprobs: z.unknown().nullable().optional(),
       }),
@@ -81,15 +81,15 @@ const completionReply = z
 
 /** One `data:` line of a streamed completion (then `data: [DONE]`). */
 export const completionChunk = z
-  .looseObject({
+  .object({
     id: z.string(),
     object: z.literal('chat.completion.chunk'),
     created: z.number().int(),
     model: z.string(),
     choices: z.array(
-      z.looseObject({
+      z.object({
         index: z.number().int(),
-        delta: z.looseObject({ role: z.literal('assistant').optional(), content: z.string().nullable().optional() }),
+        delta: z.object({ role: z.literal('assistant').optional(), content: z.string().nullable().optional() }),
         finish_reason: z.enum(['stop', 'length', 'tool_calls', 'content_filter', 'function_call']).nullable(),
         logprobs: z.unknown().nullable().optional(),
       }),
