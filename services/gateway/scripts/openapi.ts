@@ -1,9 +1,9 @@
 /** `pnpm openapi`: writes the gateway's OpenAPI document to docs/openapi.json (committed, so API changes show in review). */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { renderOpenApi } from '../services/gateway/src/openapi/document';
+import { renderOpenApi } from '../src/openapi/document';
 
-const out = join(__dirname, '..', 'docs', 'openapi.json');
+const out = join(__dirname, '..', '..', '..', 'docs', 'openapi.json');
 mkdirSync(join(out, '..'), { recursive: true });
 const text = renderOpenApi();
 writeFileSync(out, text);
