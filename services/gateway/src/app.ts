@@ -22,6 +22,7 @@ import { cacheRoutes } from './routes/cache';
 import { AlertStore, BudgetStore, ExposureLog, JourneyStore, WebhookTargets } from '@tollgate/shared';
 import { type VisionRouteOptions, visionRoutes } from './routes/vision';
 import { dashboardRoutes } from './routes/dashboard';
+import { docsRoutes } from './routes/docs';
 import { type OpsRouteDeps, opsRoutes } from './routes/ops';
 import type { Guards } from './routes/guards';
 import { DEFAULT_MAX_OUTPUT_TOKENS, type SpendOptions, visionWork } from './spend';
@@ -107,6 +108,7 @@ export function createApp(deps: GatewayDeps): Express {
 
   app.use(healthRoutes(deps.redis, deps.metrics.registry));
   app.use(dashboardRoutes());
+  app.use(docsRoutes());
   if (deps.ops) app.use(opsRoutes(guards.admin, { redis: deps.redis, namespace: deps.namespace, metrics: deps.metrics, ...deps.ops }));
   const answers = deps.cache && new AnswerCache({ ...deps.cache, priceTable: deps.priceTable, namespace: deps.namespace });
   const chatFlags = deps.flags && { reader: deps.flags.snapshot, exposures: new ExposureLog(deps.redis, deps.namespace, deps.flags.bus) };

@@ -241,6 +241,8 @@ export async function startFullSystem(label: string, opts: FullSystemOptions = {
 
   return {
     url,
+    /** The express app itself, for tests that read its routes. */
+    app,
     redis,
     namespace,
     keys,

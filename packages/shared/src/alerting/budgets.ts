@@ -20,7 +20,7 @@ const thresholdsSchema = z
   .array(z.number().int().min(1).max(1000))
   .min(1)
   .max(10)
-  .transform((ts) => [...new Set(ts)].sort((a, b) => a - b));
+  .overwrite((ts) => [...new Set(ts)].sort((a, b) => a - b));
 
 export const periodBudgetSchema = z.strictObject({
   period: z.enum(['day', 'week', 'month']),

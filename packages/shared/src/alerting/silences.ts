@@ -29,7 +29,7 @@ export const silenceInputSchema = z
   })
   .refine((s) => (s.ends_at === undefined) !== (s.duration_minutes === undefined), 'give either ends_at or duration_minutes');
 
-const silenceSchema = z.object({
+export const silenceSchema = z.object({
   id: z.string(),
   matchers: silenceMatchersSchema,
   starts_at: z.string(),

@@ -4,17 +4,23 @@ import {
   ALERT_SCOPES,
   ALERT_STATES,
   alertingKeys,
+  alertRecordSchema,
   type AlertStore,
   type AlertViewer,
   canSee,
   parseAlertEntry,
   Silences,
   type WebhookTargets,
+  silenceInputSchema,
+  silenceSchema,
+  webhookDeadLetterSchema,
+  webhookInputSchema,
   webhookNameSchema,
 } from '@tollgate/shared';
 import { z } from 'zod';
 import { type Principal, principalOf, stillAuthorized } from '../auth/middleware';
 import { ApiError } from '../errors';
+import { eventStream, route } from '../openapi/registry';
 
 type StreamReply = Array<[string, Array<[string, string[] | null]>]> | null;
 
@@ -40,6 +46,92 @@ const listQuery = z.strictObject({
   since: sinceSchema.optional(),
   limit: z.coerce.number().int().min(1).max(1000).optional(),
 });
+
+const deadLetterQuery = z.strictObject({ limit: z.coerce.number().int().min(1).max(1000).optional() });
+const silenceId = z.string().min(1).max(64);
+const alertId = z.string().min(1).max(128);
+const streamHeaders = z.object({ 'last-event-id': z.string().optional().meta({ description: 'Resume after this alert stream id (EventSource sends it on reconnect).' }) });
+const streamQuery = z.object({ last_event_id: z.string().optional().meta({ description: 'The same as the Last-Event-ID header, for clients that cannot set headers.' }) });
+
+const alertSchema = alertRecordSchema.meta({ id: 'Alert' });
+const webhookSchema = z.object({ name: z.string(), url: z.string(), created_at: z.string() }).meta({ id: 'WebhookTarget' });
+const webhookPutReply = z.object({
+  webhook: webhookSchema,
+  secret: z.string().optional().meta({ description: 'Only when generated (no secret sent on creation): signs every delivery (HMAC-SHA256); not shown again.' }),
+  note: z.string().optional(),
+});
+const silenceReply = silenceSchema.meta({ id: 'Silence' });
+
+const READ = 'A key sees the alerts of its own user and project; an admin every alert, global and ops ones included.';
+export const openapi = [
+  route({
+    method: 'get', path: '/v1/alerts', tag: 'Alerts', guard: 'costs',
+    summary: 'Alert history, newest first', description: READ,
+    query: listQuery,
+    responses: { 200: { description: 'Alerts.', content: { 'application/json': z.object({ alerts: z.array(alertSchema) }) } } },
+  }),
+  route({
+    method: 'get', path: '/v1/alerts/stream', tag: 'Alerts', guard: 'costs',
+    summary: 'Live alerts (server-sent events)',
+    description: `${READ} Events: \`alert\` (data: an \`Alert\`, id: its stream id) and \`gap\` (alerts after Last-Event-ID were trimmed); a comment heartbeat every 15 s. A key revoked while the stream is open ends it.`,
+    headers: streamHeaders,
+    query: streamQuery,
+    responses: { 200: { description: 'The event stream.', content: eventStream('`event: alert` with `data: <Alert JSON>` and `id: <stream id>`; `event: gap` with `data: {"last_event_id", "oldest_retained"}`.') } },
+  }),
+  route({
+    method: 'get', path: '/v1/alerts/webhooks', tag: 'Alerts', guard: 'admin',
+    summary: 'Webhook targets',
+    responses: { 200: { description: 'Targets (their secrets are never shown).', content: { 'application/json': z.object({ webhooks: z.array(webhookSchema) }) } } },
+  }),
+  route({
+    method: 'get', path: '/v1/alerts/webhooks/dead-letters', tag: 'Alerts', guard: 'admin',
+    summary: 'Webhook deliveries that failed every attempt',
+    query: deadLetterQuery,
+    responses: { 200: { description: 'Dead letters.', content: { 'application/json': z.object({ dead_letters: z.array(webhookDeadLetterSchema) }) } } },
+  }),
+  route({
+    method: 'put', path: '/v1/alerts/webhooks/:name', tag: 'Alerts', guard: 'admin',
+    summary: 'Create or replace a webhook target',
+    params: z.object({ name: webhookNameSchema }),
+    body: { content: { 'application/json': webhookInputSchema } },
+    responses: {
+      200: { description: 'Replaced.', content: { 'application/json': webhookPutReply } },
+      201: { description: 'Created.', content: { 'application/json': webhookPutReply } },
+    },
+  }),
+  route({
+    method: 'delete', path: '/v1/alerts/webhooks/:name', tag: 'Alerts', guard: 'admin',
+    summary: 'Remove a webhook target',
+    params: z.object({ name: webhookNameSchema }),
+    responses: { 204: { description: 'Removed.' } },
+    errors: [404],
+  }),
+  route({
+    method: 'get', path: '/v1/alerts/silences', tag: 'Alerts', guard: 'admin',
+    summary: 'Active silences',
+    responses: { 200: { description: 'Silences in force.', content: { 'application/json': z.object({ silences: z.array(silenceReply) }) } } },
+  }),
+  route({
+    method: 'post', path: '/v1/alerts/silences', tag: 'Alerts', guard: 'admin',
+    summary: 'Silence matching alerts until a time (recorded and streamed, not sent to webhooks)',
+    body: { content: { 'application/json': silenceInputSchema } },
+    responses: { 201: { description: 'The silence.', content: { 'application/json': z.object({ silence: silenceReply }) } } },
+  }),
+  route({
+    method: 'delete', path: '/v1/alerts/silences/:id', tag: 'Alerts', guard: 'admin',
+    summary: 'End a silence',
+    params: z.object({ id: silenceId }),
+    responses: { 204: { description: 'Removed.' } },
+    errors: [404],
+  }),
+  route({
+    method: 'get', path: '/v1/alerts/:alertId', tag: 'Alerts', guard: 'costs',
+    summary: 'One alert', description: READ,
+    params: z.object({ alertId }),
+    responses: { 200: { description: 'The alert.', content: { 'application/json': z.object({ alert: alertSchema }) } } },
+    errors: [404],
+  }),
+];
 
 function viewerOf(p: Principal): AlertViewer {
   return p.operator || p.scopes.includes('admin') ? { all: true } : { all: false, user_id: p.user_id, project_id: p.project_id };
@@ -142,7 +234,7 @@ export function alertRoutes(guards: { read: RequestHandler[]; admin: RequestHand
   });
 
   router.get('/v1/alerts/webhooks/dead-letters', ...guards.admin, async (req, res) => {
-    const { limit } = z.strictObject({ limit: z.coerce.number().int().min(1).max(1000).optional() }).parse(req.query);
+    const { limit } = deadLetterQuery.parse(req.query);
     res.json({ dead_letters: await deps.webhooks.deadLetters(limit) });
   });
 
@@ -174,12 +266,12 @@ export function alertRoutes(guards: { read: RequestHandler[]; admin: RequestHand
   });
 
   router.delete('/v1/alerts/silences/:id', ...guards.admin, async (req, res) => {
-    if (!(await silences.remove(z.string().min(1).max(64).parse(req.params.id)))) throw new ApiError('not_found', 'No silence with that id.');
+    if (!(await silences.remove(silenceId.parse(req.params.id)))) throw new ApiError('not_found', 'No silence with that id.');
     res.status(204).end();
   });
 
   router.get('/v1/alerts/:alertId', ...guards.read, async (req, res) => {
-    const alert = await deps.alerts.get(z.string().min(1).max(128).parse(req.params.alertId));
+    const alert = await deps.alerts.get(alertId.parse(req.params.alertId));
     if (!alert || !canSee(viewerOf(principalOf(res)), alert)) throw new ApiError('not_found', 'No alert with that id.');
     res.json({ alert });
   });

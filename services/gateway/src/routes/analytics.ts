@@ -13,6 +13,7 @@ import { z } from 'zod';
 import { type Principal, principalOf } from '../auth/middleware';
 import { ApiError } from '../errors';
 import type { Guards } from './guards';
+import { route } from '../openapi/registry';
 
 export interface AnalyticsRouteOptions {
   reader: AnalyticsReader;
@@ -63,9 +64,8 @@ function scoped(p: Principal, filters: Partial<Record<Dimension, string[]>>): Pa
   return project && !user ? { ...filters, project: [p.project_id] } : { ...filters, user: [p.user_id] };
 }
 
-export function analyticsRoutes(guards: Guards, opts: AnalyticsRouteOptions): Router {
-  const router = Router();
-  const now = opts.now ?? Date.now;
+/** The bodies and queries, built per clock: relative instants (`-15m`) are read against it. */
+export function analyticsSchemas(now: () => number) {
   const querySchema = z.strictObject({
     metrics: z.array(z.enum(METRICS)).min(1).max(METRICS.length),
     group_by: z.array(z.enum(DIMENSIONS)).max(3).default([]),
@@ -89,6 +89,77 @@ export function analyticsRoutes(guards: Guards, opts: AnalyticsRouteOptions): Ro
     by: z.enum(['user', 'request']).default('user'),
     filters: z.strictObject({ user: values.optional(), project: values.optional() }).default({}),
   });
+  return { querySchema, overviewSchema, funnelSchema };
+}
+
+const metricValue = z.union([z.number(), z.null(), z.record(z.string(), z.number())]);
+const metricValues = z.partialRecord(z.enum(METRICS), metricValue).meta({
+  description: 'Metric name to value; `*_micros` metrics are integer micro-dollars, latencies milliseconds, rates 0-1, `errors_by_category` counts per category.',
+});
+const queryReply = z.object({
+  granularity: z.enum(GRANULARITIES).exclude(['auto']),
+  from: z.string(),
+  to: z.string(),
+  buckets: z.array(z.string()),
+  groups: z.array(z.object({ key: z.partialRecord(z.enum(DIMENSIONS), z.string().nullable()), totals: metricValues, series: z.array(z.looseObject({ t: z.string() })) })),
+  total_groups: z.number().int(),
+  next_cursor: z.string().nullable(),
+});
+const overviewReply = z.object({
+  period: z.enum(OVERVIEW_PERIODS),
+  from: z.string(),
+  to: z.string(),
+  totals: metricValues,
+  by_model: z.array(z.looseObject({ provider: z.string().nullable(), model: z.string() })),
+  conversion: z.array(z.looseObject({ workflow: z.string() })),
+});
+const funnelReply = z.object({
+  from: z.string(),
+  to: z.string(),
+  window_ms: z.number().int(),
+  by: z.enum(['user', 'request']),
+  subjects: z.number().int(),
+  steps: z.array(
+    z.object({
+      event: z.string(),
+      where: z.record(z.string(), z.string()).optional(),
+      count: z.number().int(),
+      conversion_from_previous: z.number().nullable(),
+      conversion_from_first: z.number().nullable(),
+      drop_off: z.number().int(),
+      median_ms_from_previous: z.number().nullable(),
+    }),
+  ),
+});
+
+const docSchemas = analyticsSchemas(Date.now);
+const WHOSE = "A key reads its own user (default) or its own project; a filter on anyone else's is refused (403). An admin reads anyone's.";
+export const openapi = [
+  route({
+    method: 'post', path: '/v1/analytics/query', tag: 'Analytics', guard: 'costs',
+    summary: 'Metrics over time, grouped and filtered',
+    description: `At most 1,600 buckets a query; groups paged by \`limit\` and \`next_cursor\`. ${WHOSE}`,
+    body: { content: { 'application/json': docSchemas.querySchema } },
+    responses: { 200: { description: 'Buckets, groups with totals and series.', content: { 'application/json': queryReply } } },
+  }),
+  route({
+    method: 'get', path: '/v1/analytics/overview', tag: 'Analytics', guard: 'costs',
+    summary: 'Headline numbers of this hour, day, week or month (UTC)', description: WHOSE,
+    query: docSchemas.overviewSchema,
+    responses: { 200: { description: 'Totals, per model, conversion per workflow.', content: { 'application/json': overviewReply } } },
+  }),
+  route({
+    method: 'post', path: '/v1/analytics/funnel', tag: 'Analytics', guard: 'costs',
+    summary: 'Ordered event steps within a window, by user or request', description: WHOSE,
+    body: { content: { 'application/json': docSchemas.funnelSchema } },
+    responses: { 200: { description: 'Each step\'s count, conversion and drop-off.', content: { 'application/json': funnelReply } } },
+  }),
+];
+
+export function analyticsRoutes(guards: Guards, opts: AnalyticsRouteOptions): Router {
+  const router = Router();
+  const now = opts.now ?? Date.now;
+  const { querySchema, overviewSchema, funnelSchema } = analyticsSchemas(now);
 
   router.post('/v1/analytics/query', ...guards.costs, async (req, res) => {
     const body = querySchema.parse(req.body);

@@ -23,6 +23,8 @@ import { decideGrounding, groundingBody, groundingField } from '../grounding';
 import { checkModel } from '../models';
 import { chatPlan, type SpendOptions } from '../spend';
 import type { Guards } from './guards';
+import { route } from '../openapi/registry';
+import { cacheInfoSchema, cacheRequestHeaders, cacheResponseHeaders, costSchema, groundingBodySchema, usageSchema } from '../openapi/schemas';
 
 const chatBody = z.strictObject({
   message: z.string().min(1).max(32_000),
@@ -30,6 +32,41 @@ const chatBody = z.strictObject({
   model: z.string().min(1).max(128).optional(),
   grounding: groundingField.optional(),
 });
+
+const chatReply = z
+  .object({
+    reply: z.string(),
+    conversation_id: z.string(),
+    provider: z.string(),
+    model: z.string(),
+    usage: usageSchema,
+    cost: costSchema.optional(),
+    attempts: z.number().int().meta({ description: 'Provider calls made (0 for a cache hit).' }),
+    fallback_used: z.boolean(),
+    grounding: groundingBodySchema.optional(),
+    degraded: z.literal(true).optional(),
+    degraded_reason: z.literal('grounding_disabled').optional(),
+    cache: cacheInfoSchema,
+    request_id: z.string(),
+  })
+  .meta({ id: 'ChatReply' });
+
+export const openapi = [
+  route({
+    method: 'post',
+    path: '/v1/chat',
+    tag: 'Chat',
+    summary: 'Chat with the workflow',
+    description:
+      'One user message, answered through the fallback chain (or the `model` asked for), optionally grounded with Google Search. ' +
+      'A `conversation_id` keeps history between turns. Admission holds the worst-case cost on every hard budget before the job runs.',
+    guard: 'chat',
+    paid: true,
+    headers: cacheRequestHeaders,
+    body: { content: { 'application/json': chatBody } },
+    responses: { 200: { description: 'The answer, what it cost, and how it was served.', headers: cacheResponseHeaders, content: { 'application/json': chatReply } } },
+  }),
+];
 
 /** What the call cost at today's prices; the ledger's entry is the record, this is the receipt. */
 export function costOf(provider: string, model: string, units: UsageUnits, table: PriceTable) {
@@ -117,7 +154,7 @@ export function chatRoutes(guards: Guards, dispatcher: ChatDispatcher, spend: Sp
       setCacheHeaders(res, lookup.status === 'HIT' || hit ? 'HIT' : lookup.status, hit);
       res.setHeader('x-tollgate-provider', result.provider);
       const cost = costOf(result.provider, result.model, result.units, priceTable);
-      res.json({
+      const reply: z.input<typeof chatReply> = {
         reply: result.reply,
         conversation_id: conversationId,
         provider: result.provider,
@@ -131,7 +168,8 @@ export function chatRoutes(guards: Guards, dispatcher: ChatDispatcher, spend: Sp
         ...(groundingOff && { degraded: true, degraded_reason: 'grounding_disabled' }),
         cache: cacheInfo(hit ? 'HIT' : lookup.status, hit, lookup.status === 'BYPASS' ? lookup.reason : undefined),
         request_id: requestId,
-      });
+      };
+      res.json(reply);
     };
 
     const run = () =>

@@ -1,8 +1,18 @@
 import { join } from 'node:path';
 import express, { Router } from 'express';
+import { z } from 'zod';
+import { route } from '../openapi/registry';
 
 const PUBLIC = join(__dirname, '..', '..', 'public', 'dashboard');
 const UPLOT = join(require.resolve('uplot'), '..');
+
+export const openapi = [
+  route({
+    method: 'get', path: '/dashboard', tag: 'Reference', guard: 'none',
+    summary: 'The operator dashboard (HTML; it asks for an admin key and calls this API)',
+    responses: { 200: { description: 'The page.', content: { 'text/html': z.string() } } },
+  }),
+];
 
 /**
  * The operator dashboard: static files only. The page asks for an admin key and calls the API

@@ -17,11 +17,13 @@ import {
   prepareFeature,
   publishFlagChanges,
   RESERVED_FLAG_NAMES,
+  segmentSchema,
 } from '@tollgate/shared';
 import { z } from 'zod';
 import { principalOf } from '../auth/middleware';
 import { ApiError } from '../errors';
 import type { Guards } from './guards';
+import { route } from '../openapi/registry';
 
 export interface FlagRouteDeps {
   store: FlagStore;
@@ -35,6 +37,72 @@ const putBody = featureSchema.extend({ name: flagNameSchema.optional() });
 const listQuery = z.object({ stale: z.enum(['true', 'false']).optional(), type: z.enum(Object.keys(FLAG_TYPES) as [keyof typeof FLAG_TYPES]).optional() });
 const historyQuery = z.object({ name: z.string().max(200).optional(), limit: z.coerce.number().int().min(1).max(1000).default(50) });
 const importQuery = z.object({ format: z.string().optional(), replace: z.enum(['true', 'false']).default('false') });
+
+const nameParams = z.object({ name: z.string().meta({ description: 'The flag name.' }) });
+const flagSchema = featureSchema
+  .extend({
+    createdAt: z.string(),
+    meta: z.object({ updated_at: z.string(), updated_by: z.string() }),
+    stale: z.boolean(),
+    expected_lifetime_days: z.number().int().nullable(),
+  })
+  .meta({ id: 'Flag' });
+const changeSchema = z.looseObject({
+  name: z.string(),
+  kind: z.enum(['flag', 'segment']),
+  action: z.enum(['created', 'updated', 'deleted']),
+  actor: z.string().optional(),
+  at: z.string().optional(),
+  before: z.unknown().optional(),
+  after: z.unknown().optional(),
+});
+const listReply = z.object({ version: z.number().int(), flags: z.array(flagSchema), segments: z.array(segmentSchema), stale_count: z.number().int() });
+const writeReply = z.object({ flag: flagSchema.nullable(), version: z.number().int(), changed: z.boolean(), warnings: z.array(z.string()).optional() });
+const evaluateReply = z.object({
+  enabled: z.boolean(),
+  variant: z.object({ name: z.string(), enabled: z.boolean(), feature_enabled: z.boolean(), payload: z.object({ type: z.string(), value: z.string() }).optional() }),
+  reason: z.string(),
+  snapshot_version: z.number().int(),
+});
+const importReply = z.object({
+  version: z.number().int(),
+  created: z.number().int(),
+  updated: z.number().int(),
+  deleted: z.number().int(),
+  unchanged: z.number().int(),
+  segments_changed: z.number().int(),
+  changes: z.array(changeSchema.pick({ name: true, kind: true, action: true })),
+  warnings: z.array(z.string()),
+});
+const history = { 200: { description: 'Audited changes, newest first.', content: { 'application/json': z.object({ changes: z.array(changeSchema) }) } } };
+
+export const openapi = [
+  route({ method: 'get', path: '/v1/flags', tag: 'Flags', guard: 'admin', summary: 'Every flag and segment', query: listQuery, responses: { 200: { description: 'Flags (with staleness) and segments.', content: { 'application/json': listReply } } } }),
+  route({ method: 'get', path: '/v1/flags/history', tag: 'Flags', guard: 'admin', summary: 'The audit log of flag changes', query: historyQuery, responses: history }),
+  route({
+    method: 'put', path: '/v1/flags/import', tag: 'Flags', guard: 'admin',
+    summary: 'Import an Unleash client-features document',
+    description: '`?format=unleash` is required; `replace=true` deletes the flags the document does not name.',
+    query: importQuery,
+    body: { content: { 'application/json': clientFeaturesSchema } },
+    responses: { 200: { description: 'What changed.', content: { 'application/json': importReply } } },
+    errors: [409],
+  }),
+  route({ method: 'post', path: '/v1/flags/evaluate', tag: 'Flags', guard: 'admin', summary: "Evaluate a flag for a context (the gateway's snapshot)", body: { content: { 'application/json': evaluateBody } }, responses: { 200: { description: 'The evaluation.', content: { 'application/json': evaluateReply } } }, errors: [404] }),
+  route({ method: 'get', path: '/v1/flags/:name/history', tag: 'Flags', guard: 'admin', summary: "One flag's changes", params: nameParams, query: historyQuery, responses: history }),
+  route({ method: 'get', path: '/v1/flags/:name', tag: 'Flags', guard: 'admin', summary: 'One flag', params: nameParams, responses: { 200: { description: 'The flag.', content: { 'application/json': flagSchema } } }, errors: [404] }),
+  route({
+    method: 'put', path: '/v1/flags/:name', tag: 'Flags', guard: 'admin', summary: 'Create or replace a flag',
+    params: nameParams,
+    body: { content: { 'application/json': putBody } },
+    responses: { 200: { description: 'Replaced.', content: { 'application/json': writeReply } }, 201: { description: 'Created.', content: { 'application/json': writeReply } } },
+    errors: [409],
+  }),
+  ...(['enable', 'disable'] as const).map((action) =>
+    route({ method: 'post', path: `/v1/flags/:name/${action}`, tag: 'Flags', guard: 'admin', summary: `${action === 'enable' ? 'Enable' : 'Disable'} a flag`, params: nameParams, responses: { 200: { description: 'The flag now.', content: { 'application/json': writeReply } } }, errors: [404, 409] }),
+  ),
+  route({ method: 'delete', path: '/v1/flags/:name', tag: 'Flags', guard: 'admin', summary: 'Delete a flag', params: nameParams, responses: { 204: { description: 'Deleted.' } }, errors: [404, 409] }),
+];
 
 const actorOf = (res: { locals: Record<string, unknown> }) => {
   const p = principalOf(res);

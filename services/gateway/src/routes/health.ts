@@ -1,6 +1,24 @@
 import { Router } from 'express';
 import type Redis from 'ioredis';
 import type { Registry } from 'prom-client';
+import { z } from 'zod';
+import { route } from '../openapi/registry';
+
+const readyReply = z.object({ status: z.enum(['ready', 'unavailable']), redis: z.enum(['ok', 'unreachable']) });
+export const openapi = [
+  route({
+    method: 'get', path: '/healthz', tag: 'Operations', guard: 'none', summary: 'Liveness, and which process answers',
+    responses: { 200: { description: 'Alive.', content: { 'application/json': z.object({ status: z.literal('ok'), service: z.literal('gateway'), pid: z.number().int() }) } } },
+  }),
+  route({
+    method: 'get', path: '/readyz', tag: 'Operations', guard: 'none', summary: 'Ready when Redis answers',
+    responses: { 200: { description: 'Ready.', content: { 'application/json': readyReply } }, 503: { description: 'Redis does not answer.', content: { 'application/json': readyReply } } },
+  }),
+  route({
+    method: 'get', path: '/metrics', tag: 'Operations', guard: 'none', summary: 'Prometheus metrics',
+    responses: { 200: { description: 'Prometheus text exposition format.', content: { 'text/plain': z.string() } } },
+  }),
+];
 
 export function healthRoutes(redis: Redis, registry: Registry): Router {
   const router = Router();

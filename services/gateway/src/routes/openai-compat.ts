@@ -11,6 +11,8 @@ import { checkModel } from '../models';
 import { chatPlan, type SpendOptions } from '../spend';
 import { type ChatFlags, costOf, holdFields } from './chat';
 import type { Guards } from './guards';
+import { route } from '../openapi/registry';
+import { cacheInfoSchema, cacheRequestHeaders, cacheResponseHeaders, costSchema, groundingBodySchema } from '../openapi/schemas';
 
 const textPart = z.object({ type: z.literal('text'), text: z.string().max(200_000) });
 const message = z.object({
@@ -34,6 +36,97 @@ const completionBody = z.looseObject({
   /** OpenAI's search option: the answer is grounded with Google Search. */
   web_search_options: webSearchOptionsField.nullish(),
 });
+
+const openAiUsageSchema = z.object({
+  prompt_tokens: z.number().int(),
+  completion_tokens: z.number().int().meta({ description: 'Output tokens, reasoning tokens included (as OpenAI counts them).' }),
+  total_tokens: z.number().int(),
+  prompt_tokens_details: z.object({ cached_tokens: z.number().int().optional() }).optional(),
+  completion_tokens_details: z.object({ reasoning_tokens: z.number().int().optional() }).optional(),
+});
+
+/** Tollgate's additions to OpenAI's body, under one key an OpenAI client ignores. */
+const tollgateExtrasSchema = z
+  .object({
+    request_id: z.string(),
+    provider: z.string(),
+    fallback_used: z.boolean(),
+    attempts: z.number().int(),
+    usage_source: z.enum(['provider', 'tokenizer', 'cache']),
+    cost: costSchema.optional(),
+    grounding: groundingBodySchema.optional(),
+    cache: cacheInfoSchema,
+  })
+  .meta({ id: 'TollgateExtras' });
+
+/** OpenAI's `chat.completion`; the document allows more fields than these (OpenAI's own answers have them). */
+export const completionReply = z
+  .object({
+    id: z.string(),
+    object: z.literal('chat.completion'),
+    created: z.number().int(),
+    model: z.string(),
+    choices: z.array(
+      z.object({
+        index: z.number().int(),
+        message: z.object({ role: z.literal('assistant'), content: z.string().nullable(), refusal: z.string().nullable().optional() }),
+        finish_reason: z.enum(['stop', 'length', 'tool_calls', 'content_filter', 'function_call']),
+        logprobs: z.unknown().nullable().optional(),
+      }),
+    ),
+    usage: openAiUsageSchema.optional(),
+    tollgate: tollgateExtrasSchema.optional(),
+  })
+  .meta({ id: 'ChatCompletion' });
+
+/** One `data:` line of a streamed completion (then `data: [DONE]`). */
+export const completionChunk = z
+  .object({
+    id: z.string(),
+    object: z.literal('chat.completion.chunk'),
+    created: z.number().int(),
+    model: z.string(),
+    choices: z.array(
+      z.object({
+        index: z.number().int(),
+        delta: z.object({ role: z.literal('assistant').optional(), content: z.string().nullable().optional() }),
+        finish_reason: z.enum(['stop', 'length', 'tool_calls', 'content_filter', 'function_call']).nullable(),
+        logprobs: z.unknown().nullable().optional(),
+      }),
+    ),
+    usage: openAiUsageSchema.nullable().optional(),
+    tollgate: tollgateExtrasSchema.optional(),
+  })
+  .meta({ id: 'ChatCompletionChunk', unusedIO: 'output' });
+
+export const openapi = [
+  route({
+    method: 'post',
+    path: '/v1/chat/completions',
+    tag: 'OpenAI-compatible',
+    summary: 'Create a chat completion (OpenAI Chat Completions)',
+    description:
+      'What the stock `openai` SDK sends with `baseURL: <gateway>/v1`. Sampling options are accepted and left to provider defaults. ' +
+      'With `stream: true` the answer is `text/event-stream`: one `ChatCompletionChunk` per `data:` line, the usage chunk when ' +
+      '`stream_options.include_usage` is set, then `data: [DONE]`; a failure after the first chunk arrives as `data: {"error": {...}}` (the `Error` shape). ' +
+      '`web_search_options` grounds the answer with Google Search. Tollgate\'s own figures (cost in integer micro-dollars, cache) are under `tollgate`.',
+    guard: 'chat',
+    paid: true,
+    headers: cacheRequestHeaders,
+    body: { content: { 'application/json': completionBody } },
+    components: { ChatCompletionChunk: completionChunk },
+    responses: {
+      200: {
+        description: 'The completion (JSON), or its stream of chunks (`stream: true`).',
+        headers: cacheResponseHeaders.extend({ 'x-tollgate-degraded': z.literal('grounding_disabled').optional().meta({ description: 'Grounding was asked for but is switched off: answered without a search.' }) }),
+        content: {
+          'application/json': completionReply,
+          'text/event-stream': z.string().meta({ description: 'Server-sent events: `data: <ChatCompletionChunk JSON>` lines, then `data: [DONE]`.', 'x-event-data': { $ref: '#/components/schemas/ChatCompletionChunk' } }),
+        },
+      },
+    },
+  }),
+];
 
 /** Fields that change how the answer is delivered, not what it says; everything else is in the cache key. */
 function answerShape(body: z.infer<typeof completionBody>): unknown {
@@ -162,7 +255,7 @@ function tollgateExtras(result: Ok, requestId: string, table: PriceTable, status
     provider: result.provider,
     fallback_used: result.fallback_used,
     attempts: hit ? 0 : result.attempts.length,
-    usage_source: hit ? 'cache' : result.usage_source,
+    usage_source: hit ? ('cache' as const) : result.usage_source,
     cost: hit ? { micros: 0, usd: formatUsd(0), ...(cost && { price_version: cost.price_version }) } : cost,
     ...(result.grounding && { grounding: groundingBody(result.grounding, hit !== undefined) }),
     cache: cacheInfo(status, hit, reason),
@@ -172,7 +265,7 @@ function tollgateExtras(result: Ok, requestId: string, table: PriceTable, status
 function sendCompletion(res: Response, result: Ok, status: CacheStatus, o: CompletionOptions, hit?: Cached<StoredAnswer>): void {
   setCacheHeaders(res, status, hit);
   res.setHeader('x-tollgate-provider', result.provider);
-  res.json({
+  const reply: z.input<typeof completionReply> = {
     id: o.id,
     object: 'chat.completion',
     created: o.created,
@@ -180,7 +273,8 @@ function sendCompletion(res: Response, result: Ok, status: CacheStatus, o: Compl
     choices: [{ index: 0, message: { role: 'assistant', content: result.reply, refusal: null }, finish_reason: 'stop', logprobs: null }],
     usage: openAiUsage(result.units),
     tollgate: tollgateExtras(result, o.requestId, o.priceTable, status, hit, o.reason),
-  });
+  };
+  res.json(reply);
 }
 
 const sseHeaders = { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' };

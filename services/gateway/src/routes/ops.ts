@@ -5,6 +5,7 @@ import { type ErrorRateTracker, EventTail } from '@tollgate/shared';
 import { z } from 'zod';
 import { stillAuthorized } from '../auth/middleware';
 import type { GatewayMetrics } from '../metrics';
+import { eventStream, route } from '../openapi/registry';
 
 export interface OpsRouteDeps {
   redis: Redis;
@@ -25,6 +26,29 @@ const streamQuery = z.strictObject({
 });
 
 const HEARTBEAT_MS = 15_000;
+
+const jobCounts = z.partialRecord(z.enum(['waiting', 'active', 'delayed', 'failed', 'completed']), z.number().int());
+const statusReply = z.object({
+  breakers: z.array(z.object({ breaker: z.string(), state: z.string().meta({ description: 'closed, open or half_open.' }) })),
+  error_rates: z.unknown().meta({ description: 'Errors per service and category over the recent window.' }),
+  queues: z.record(z.string(), jobCounts),
+  at: z.string(),
+});
+
+export const openapi = [
+  route({
+    method: 'get', path: '/v1/ops/status', tag: 'Operations', guard: 'admin',
+    summary: 'Circuit breakers, error rates, queue depths',
+    responses: { 200: { description: 'The operator view.', content: { 'application/json': statusReply } } },
+  }),
+  route({
+    method: 'get', path: '/v1/events/stream', tag: 'Operations', guard: 'admin',
+    summary: 'Live bus events (server-sent events), filtered by type',
+    description: 'A view: nothing is acknowledged. Each event: `id` (stream id), `event` (its type), `data` (the envelope: id, type, version, occurred_at, source, correlation_id, data). A key revoked while the stream is open ends it.',
+    query: streamQuery,
+    responses: { 200: { description: 'The event stream.', content: eventStream('`event: <type>` with `data: <event envelope JSON>`; comment heartbeats every 15 s.') } },
+  }),
+];
 
 /** What operators watch: breaker states, error rates, queue depths, and the live event stream. */
 export function opsRoutes(admin: RequestHandler[], deps: OpsRouteDeps): Router {

@@ -24,6 +24,8 @@ import type { VisionDispatcher } from '../vision-dispatch';
 import { cacheDirectiveOf } from '../answer-cache';
 import { costOf, holdId } from './chat';
 import type { Guards } from './guards';
+import { moneySchema, route } from '../openapi/registry';
+import { cacheRequestHeaders, cacheResponseHeaders } from '../openapi/schemas';
 
 export interface VisionRouteOptions {
   dispatcher: VisionDispatcher;
@@ -39,6 +41,46 @@ const fields = {
 };
 const multipartFields = z.strictObject(fields);
 const jsonBody = z.strictObject({ image_base64: z.string(), ...fields });
+
+const visionReply = z
+  .object({
+    analysis: z.string(),
+    provider: z.string(),
+    model: z.string(),
+    cached: z.boolean(),
+    degraded: z.boolean().meta({ description: 'Answered by a cheaper model than the quality asked for (budget pressure).' }),
+    quality: z.enum(VISION_QUALITIES),
+    cost: moneySchema
+      .extend({ price_version: z.string().optional(), avoided: moneySchema.optional().meta({ description: 'On a cache hit: what it would have cost.' }) })
+      .optional(),
+    fallback_used: z.boolean(),
+    image_sha256: z.string(),
+    request_id: z.string(),
+  })
+  .meta({ id: 'VisionReply' });
+
+export const openapi = [
+  route({
+    method: 'post',
+    path: '/v1/vision',
+    tag: 'Vision',
+    summary: 'Analyse an image',
+    description:
+      'One image (PNG, JPEG, WebP or GIF, checked from its bytes) as multipart `image` or JSON `image_base64` (a data URL works), with a prompt. ' +
+      'The cheapest provider that meets `quality` answers; a repeated image and prompt is served from the cache for an hour at no cost.',
+    guard: 'vision',
+    paid: true,
+    headers: cacheRequestHeaders,
+    body: {
+      content: {
+        'multipart/form-data': multipartFields.extend({ image: z.string().meta({ format: 'binary', description: 'The image file.' }) }),
+        'application/json': jsonBody,
+      },
+    },
+    responses: { 200: { description: 'The analysis and what it cost.', headers: cacheResponseHeaders, content: { 'application/json': visionReply } } },
+    errors: [413, 415],
+  }),
+];
 
 const FORMATS = 'PNG, JPEG, WebP or GIF';
 const HOW_TO_SEND = 'Send multipart/form-data with the image in the field "image", or JSON with "image_base64"; plus "prompt" and optional "quality" (standard or high).';
