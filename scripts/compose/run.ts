@@ -373,10 +373,12 @@ async function activeByReplica(redis: Redis): Promise<Map<string, number>> {
   return out;
 }
 
+/** Requests the kill check sends at most (12 at a time for 20 s). */
+const KILL_LOAD_MAX = 5_000;
+
 async function checkKill(keys: Keys, redis: Redis, stubPort: number): Promise<void> {
   const replicas = await chatReplicas();
-  // Several keys: 20 s of load is more than one key's RATE_LIMIT_PER_MINUTE (600).
-  const load = new LoadGenerator({ gatewayUrl: GATEWAY, keys: keys.load, concurrency: 12, durationMs: 20_000, maxRequests: 5_000, visionShare: 0, clientTimeoutMs: DEADLINE_MS + 10_000 });
+  const load = new LoadGenerator({ gatewayUrl: GATEWAY, keys: keys.load, concurrency: 12, durationMs: 20_000, maxRequests: KILL_LOAD_MAX, visionShare: 0, clientTimeoutMs: DEADLINE_MS + 10_000 });
   say('  load: 12 concurrent chats for 20 s; after 5 s, docker kill the replica holding the most running jobs');
   load.start();
   await sleep(5_000);
@@ -592,7 +594,9 @@ async function main(): Promise<void> {
       user: await key('compose-sdk'),
       admin: await key('compose-admin', ['admin', 'costs']),
       scale: await key('compose-scale'),
-      load: [await key('compose-load-1'), await key('compose-load-2'), await key('compose-load-3'), await key('compose-load-4')],
+      // The kill check sends up to KILL_LOAD_MAX requests in 20 s, spread over the keys in turn:
+      // enough keys that none reaches RATE_LIMIT_PER_MINUTE (600) even if all of them go.
+      load: await Promise.all(Array.from({ length: Math.ceil(KILL_LOAD_MAX / 600) + 1 }, (_, i) => key(`compose-load-${i + 1}`))),
     };
     await checkContainers(await containers());
     await checkGateway();
