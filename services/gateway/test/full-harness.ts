@@ -20,7 +20,9 @@ import {
   AnalyticsReader,
   FunnelReader,
   LedgerReader,
+  LivePriceTable,
   loadPriceTable,
+  PriceStore,
   QUEUES,
   queuePrefix,
   type ReportJob,
@@ -49,7 +51,8 @@ import { VisionDispatcher } from '../src/vision-dispatch';
 /**
  * Every part of the system in one process, wired the way the services wire themselves, on real
  * Redis under the test's own prefix: stub provider, chat and vision workers, the cost ledger
- * (usage consumer and report worker), alerting, and the gateway with every route mounted. The
+ * (usage consumer and report worker), alerting, and the gateway with every route mounted (the
+ * price API and external usage included). The
  * providers are configured with fake secret-looking API keys, and every logger the parts take
  * writes to one captured buffer, so tests can check for leaks. Composes the pieces the narrower
  * harnesses use; it does not replace them.
@@ -106,7 +109,10 @@ export async function startFullSystem(label: string, opts: FullSystemOptions = {
     stubEndpoints(stub.url, FAKE_PROVIDER_KEYS),
     2_000,
   );
-  const priceTable = loadPriceTable();
+  // Live, as every service has it: versions written through the price API reach them all.
+  const prices = await new LivePriceTable(new PriceStore(redis, namespace), loadPriceTable()).start();
+  closers.push(() => prices.stop());
+  const priceTable = prices.table;
   const qPrefix = queuePrefix(namespace);
 
   // chat-workflow
@@ -201,7 +207,7 @@ export async function startFullSystem(label: string, opts: FullSystemOptions = {
     visionWorker.waitUntilReady(),
     reportWorker.waitUntilReady(),
   ]);
-  // Read-only use of the bus, as the gateway process has: the ledger's dead letters.
+  // The gateway process's bus: the ledger's dead letters, refusals, cache hits' and reported usage events.
   const gatewayBus = new EventBus({ redis, prefix: namespace, service: 'gateway' });
   const errorRates = new ErrorRateTracker();
   const metrics = createMetrics([chatQueue, visionQueue], errorRates);
@@ -226,6 +232,8 @@ export async function startFullSystem(label: string, opts: FullSystemOptions = {
     cache: { cache: new ResponseCache(redis, namespace), settings: new CacheSettingsStore(redis, namespace, undefined, 0), bus: gatewayBus },
     flags: { store: new FlagStore(redis, namespace), snapshot: flags, bus: gatewayBus },
     events: gatewayBus,
+    usage: { bus: gatewayBus },
+    prices,
     analytics: { reader: new AnalyticsReader(redis, namespace), funnels: new FunnelReader(redis, namespace) },
     costs: {
       reader,

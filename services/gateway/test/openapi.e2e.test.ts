@@ -88,13 +88,19 @@ describe('the document and the app', () => {
   });
 
   test('the scope each operation documents is the one the gateway enforces', async () => {
-    // A key with every scope but admin: refused exactly where the document says admin is needed.
-    const { key } = await sys.keys.create({ name: 'no-admin', user_id: 'oa-user', project_id: 'oa-proj', scopes: ['chat', 'vision', 'costs'] });
-    const probes: Array<[string, string]> = [['GET', '/v1/budgets'], ['GET', '/v1/costs/recommendations'], ['GET', '/v1/costs/summary'], ['GET', '/v1/alerts'], ['GET', '/v1/ops/status']];
-    for (const [method, path] of probes) {
-      const res = await fetch(`${sys.url}${path}`, { method, headers: { authorization: `Bearer ${key}` } });
-      const scope = (doc as unknown as Doc).paths[path]![method.toLowerCase()]!['x-tollgate-scope'];
-      expect([path, res.status === 403]).toEqual([path, scope === 'admin']);
+    // Keys without admin: each refused exactly where the document names a scope it lacks.
+    const probes: Array<[string, string]> = [
+      ['GET', '/v1/budgets'], ['GET', '/v1/costs/recommendations'], ['GET', '/v1/costs/summary'], ['GET', '/v1/alerts'], ['GET', '/v1/ops/status'],
+      ['GET', '/v1/journeys/templates'], ['GET', '/v1/journeys'], ['GET', '/v1/analytics/journeys/:template'], ['GET', '/v1/prices'], ['GET', '/v1/usage/operations'],
+    ];
+    const keySets: Array<Array<'chat' | 'vision' | 'costs' | 'usage'>> = [['chat', 'vision', 'costs'], ['usage']];
+    for (const scopes of keySets) {
+      const { key } = await sys.keys.create({ name: `no-admin-${scopes.join('-')}`, user_id: 'oa-user', project_id: 'oa-proj', scopes });
+      for (const [method, path] of probes) {
+        const res = await fetch(`${sys.url}${path.replace(':template', 'oa-none')}`, { method, headers: { authorization: `Bearer ${key}` } });
+        const scope = (doc as unknown as Doc).paths[openApiPath(path)]![method.toLowerCase()]!['x-tollgate-scope']!;
+        expect([scopes, path, res.status === 403]).toEqual([scopes, path, !(scopes as string[]).includes(scope)]);
+      }
     }
   });
 

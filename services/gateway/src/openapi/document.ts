@@ -12,8 +12,11 @@ import { openapi as dashboard } from '../routes/dashboard';
 import { openapi as docs } from '../routes/docs';
 import { openapi as flags } from '../routes/flags';
 import { openapi as health } from '../routes/health';
+import { openapi as journeys } from '../routes/journeys';
 import { openapi as openAi } from '../routes/openai-compat';
 import { openapi as ops } from '../routes/ops';
+import { openapi as prices } from '../routes/prices';
+import { openapi as usage } from '../routes/usage';
 import { openapi as vision } from '../routes/vision';
 import type { z } from 'zod';
 import { type ApiRoute, errorResponse, MICROS_NOTE } from './registry';
@@ -21,7 +24,7 @@ import { type ApiRoute, errorResponse, MICROS_NOTE } from './registry';
 /** Every route file's entries; a new route file adds its `openapi` list here. */
 export const API_ROUTES: readonly ApiRoute[] = [
   ...health, ...docs, ...dashboard, ...chat, ...openAi, ...vision, ...costs, ...budgets, ...alerts,
-  ...cache, ...admin, ...flags, ...ops, ...analytics,
+  ...cache, ...admin, ...flags, ...ops, ...analytics, ...journeys, ...usage, ...prices,
 ];
 
 const TAGS = [
@@ -35,12 +38,15 @@ const TAGS = [
   { name: 'Keys', description: 'API keys (only their hashes are stored).' },
   { name: 'Flags', description: 'Feature flags with Unleash semantics.' },
   { name: 'Analytics', description: 'Per-minute rollups: latency and TTFT quantiles, outcomes, cost; funnels.' },
+  { name: 'Journeys', description: 'Multi-step user journeys: templates (admins publish), each user\'s journeys with progress and cost per step, and per-template conversion.' },
+  { name: 'Usage', description: 'Metered external APIs the application calls itself: hold the worst case on the hard budgets first, then report what the call used (priced and settled by the ledger once), or release the hold.' },
+  { name: 'Prices', description: 'The versioned price table the ledger charges by, in integer micro-dollars; admins add versions that take effect at their date.' },
   { name: 'Operations', description: 'Breakers, error rates, queues, the live event stream, health and metrics.' },
   { name: 'Reference', description: 'This document and its rendering; the operator dashboard.' },
 ];
 
 const SECURITY_SCHEMES = {
-  apiKey: { type: 'http', scheme: 'bearer', bearerFormat: 'tg_...', description: 'An API key as `Authorization: Bearer tg_...` (what the OpenAI SDK sends). Each key has scopes: `chat`, `vision`, `costs`, `admin` (admin is every scope).' },
+  apiKey: { type: 'http', scheme: 'bearer', bearerFormat: 'tg_...', description: 'An API key as `Authorization: Bearer tg_...` (what the OpenAI SDK sends). Each key has scopes: `chat`, `vision`, `costs`, `usage` (holding and reporting external metered calls), `admin` (admin is every scope).' },
   apiKeyHeader: { type: 'apiKey', in: 'header', name: 'x-api-key', description: 'The same API key in `x-api-key` instead of `Authorization`.' },
   adminToken: { type: 'http', scheme: 'bearer', description: 'The operator\'s `ADMIN_TOKEN` as `Authorization: Bearer <token>`: every scope, not rate limited.' },
 } as const;
@@ -55,8 +61,9 @@ function errorStatuses(r: ApiRoute): number[] {
   if (r.query || r.params || r.headers || r.body) s.add(400);
   if (r.guard !== 'none') [401, 403].forEach((x) => s.add(x));
   // Admission (not the admin guard) counts every request against the key's rate limit.
-  if (r.guard === 'chat' || r.guard === 'vision' || r.guard === 'costs') s.add(429);
+  if (r.guard !== 'none' && r.guard !== 'admin') s.add(429);
   if (r.paid) [402, 422, 502, 503, 504].forEach((x) => s.add(x));
+  if (r.held) s.add(402);
   s.add(500);
   return [...s].sort((a, b) => a - b);
 }

@@ -17,14 +17,16 @@ export interface ApiRoute {
   description?: string;
   /**
    * The guard in front of the route: `none`, the admission of a scope (`chat`, `vision`,
-   * `costs`: rate limited, and for paid work budget-held) or `admin` (key with the admin scope
-   * or the ADMIN_TOKEN, not rate limited).
+   * `costs`, `usage`: rate limited, and for paid work budget-held) or `admin` (key with the admin
+   * scope or the ADMIN_TOKEN, not rate limited).
    */
-  guard: 'none' | 'chat' | 'vision' | 'costs' | 'admin';
+  guard: 'none' | 'chat' | 'vision' | 'costs' | 'usage' | 'admin';
   /** The scope the route needs when it is stricter than its guard's (a costs route for admins only). */
   scope?: KeyScope;
   /** Paid provider work: admission may refuse on a hard budget, and provider failures reach the client. */
   paid?: boolean;
+  /** Admission holds a worst case on the hard budgets (402 when one cannot), but no provider is called here. */
+  held?: boolean;
   query?: z.ZodObject;
   params?: z.ZodObject;
   headers?: z.ZodObject;
@@ -61,7 +63,7 @@ export function eventStream(description: string): Record<string, z.ZodType> {
 
 /** The error codes each status carries, as the shared classifier maps them (checked in test/openapi.test.ts). */
 export const ERROR_CODES: Record<number, { description: string; codes: string[] }> = {
-  400: { description: 'The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, or input the provider rejected.', codes: ['invalid_request', 'validation_failed', 'provider_rejected_request'] },
+  400: { description: 'The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, an external operation the price table does not list, or input the provider rejected.', codes: ['invalid_request', 'validation_failed', 'unknown_operation', 'provider_rejected_request'] },
   401: { description: 'No API key, or a key that is not valid or has been revoked.', codes: ['unauthorized'] },
   402: { description: 'A hard budget covering the caller (user, project or global, per period) cannot hold this request\'s worst-case cost; `budget` says which.', codes: ['budget_exceeded'] },
   403: { description: 'The key lacks the scope the route needs, or asks for another tenant\'s data.', codes: ['forbidden'] },

@@ -16,6 +16,8 @@ import { z } from 'zod';
 import { holdOf, type PaidWork } from '../auth/admission';
 import { principalOf, type Principal } from '../auth/middleware';
 import { ApiError } from '../errors';
+import { microsSchema, route } from '../openapi/registry';
+import { costSchema } from '../openapi/schemas';
 import { type Claim, type HoldRecord, IDEMPOTENCY_TTL_MS, reportFingerprint, UsageHoldStore } from '../usage-holds';
 import type { Guards } from './guards';
 
@@ -38,6 +40,67 @@ const holdBody = z.strictObject({
 const reportBody = z.strictObject({ operation, units, calls, hold_id: z.uuid().optional() });
 const holdParams = z.object({ id: z.uuid() });
 const idempotencyKey = z.string().min(1).max(255).regex(/^[\x21-\x7e]+$/, 'printable ASCII without spaces');
+const reportHeaders = z.object({
+  'idempotency-key': idempotencyKey.optional().meta({ description: 'Without `hold_id`: a retry with the same key and body gets the first answer, and records nothing again.' }),
+});
+
+const holdReply = z
+  .object({
+    hold_id: z.uuid().meta({ description: 'Name it in the report (`hold_id`) or release it (DELETE).' }),
+    operation: z.string(),
+    units: z.number().int(),
+    calls: z.number().int(),
+    worst_micros: microsSchema.meta({ description: 'The worst case held on every hard budget covering the caller.' }),
+    worst_usd: z.string(),
+    held: z.boolean().meta({ description: 'false when no hard budget covers the caller: nothing was reserved, but the id still names the call.' }),
+    expires_at: z.string().meta({ description: 'When an unreported hold is given back by itself.' }),
+    price_version: z.string(),
+  })
+  .meta({ id: 'UsageHold' });
+const reportReply = z
+  .object({
+    usage_event_id: z.string().meta({ description: 'The `usage.recorded` event; the ledger prices it once.' }),
+    operation: z.string(),
+    units: z.number().int(),
+    calls: z.number().int(),
+    cost: costSchema.meta({ description: "At the price in force now; the ledger's entry is the record." }),
+    hold_id: z.uuid().optional(),
+    hold: z.enum(['none', 'expired', 'settling']).optional().meta({ description: 'With `hold_id`: `settling` (the ledger settles it with this call), `expired`, or `none` (nothing was held).' }),
+    worst_micros: microsSchema.optional().meta({ description: 'With `hold_id`: what the hold reserved.' }),
+  })
+  .meta({ id: 'UsageReport' });
+
+export const openapi = [
+  route({
+    method: 'post', path: '/v1/usage/holds', tag: 'Usage', guard: 'usage', held: true,
+    summary: "Hold an external call's worst case on the caller's hard budgets",
+    description: 'Prices `units` (and `calls`) of the operation at the rates in force and reserves that on every hard budget covering the caller, as chat admission does; 402 when one cannot hold it. Report the call (or release the hold) before `expires_at`.',
+    body: { content: { 'application/json': holdBody } },
+    responses: { 201: { description: 'Held (or, without a hard budget, only named).', content: { 'application/json': holdReply } } },
+  }),
+  route({
+    method: 'post', path: '/v1/usage', tag: 'Usage', guard: 'usage',
+    summary: 'Report what an external call used',
+    description: 'Publishes one usage event, priced by the ledger once; with `hold_id` it settles that hold. One report per hold (or per `Idempotency-Key`): a retry of the same report gets the first answer again (`idempotent-replayed: true`), a different one 409.',
+    headers: reportHeaders,
+    body: { content: { 'application/json': reportBody } },
+    responses: {
+      202: {
+        description: 'Recorded.',
+        content: { 'application/json': reportReply },
+        headers: z.object({ 'idempotent-replayed': z.literal('true').optional().meta({ description: 'The answer of an earlier identical report; nothing new was recorded.' }) }),
+      },
+    },
+    errors: [404, 409],
+  }),
+  route({
+    method: 'delete', path: '/v1/usage/holds/:id', tag: 'Usage', guard: 'usage',
+    summary: 'Release a hold: the call was not made',
+    params: holdParams,
+    responses: { 204: { description: 'Released (again, for a hold released already).' } },
+    errors: [404, 409],
+  }),
+];
 
 export interface UsageRouteOptions {
   redis: Redis;
@@ -107,7 +170,7 @@ export function usageRoutes(guards: Pick<Guards, 'usage'>, o: UsageRouteOptions)
     await store.put(record);
     // The hold now outlives this response: its report, release or expiry ends it.
     hold.handed_off = true;
-    res.status(201).json({
+    const reply: z.input<typeof holdReply> = {
       hold_id: id,
       operation: body.operation,
       units: body.units,
@@ -117,7 +180,8 @@ export function usageRoutes(guards: Pick<Guards, 'usage'>, o: UsageRouteOptions)
       held: record.held,
       expires_at: new Date(hold.expires_at).toISOString(),
       price_version: version,
-    });
+    };
+    res.status(201).json(reply);
   });
 
   router.post('/v1/usage', ...guards.usage(false), async (req, res) => {
@@ -175,7 +239,7 @@ export function usageRoutes(guards: Pick<Guards, 'usage'>, o: UsageRouteOptions)
           ...(slot && { id: store.eventIdFor(slot) }),
         },
       );
-      const response = {
+      const response: z.input<typeof reportReply> = {
         usage_event_id: event.id,
         operation: body.operation,
         units: body.units,

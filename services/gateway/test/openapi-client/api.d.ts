@@ -982,6 +982,294 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/journeys/templates/{key}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * One journey template (default: its latest version) and its version list
+         * @description One journey template (default: its latest version) and its version list
+         *
+         *     Needs an API key with the `chat` scope (or `admin`), or the ADMIN_TOKEN.
+         */
+        get: operations["getV1JourneysTemplatesByKey"];
+        /**
+         * Publish a new version of a journey template
+         * @description Versions are immutable: each PUT adds the next one, and journeys already started keep theirs. A step completes on a catalog event of the journey (optionally matching `data` fields or the request's `x-tollgate-journey-step`).
+         *
+         *     Needs an API key with the `admin` scope, or the ADMIN_TOKEN.
+         */
+        put: operations["putV1JourneysTemplatesByKey"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/journeys/templates": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Every journey template, latest versions
+         * @description Every journey template, latest versions
+         *
+         *     Needs an API key with the `chat` scope (or `admin`), or the ADMIN_TOKEN.
+         */
+        get: operations["getV1JourneysTemplates"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/journeys": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The key's own user's journeys (an admin's: anyone's), newest first
+         * @description The key's own user's journeys (an admin's: anyone's), newest first
+         *
+         *     Needs an API key with the `chat` scope (or `admin`), or the ADMIN_TOKEN.
+         */
+        get: operations["getV1Journeys"];
+        put?: never;
+        /**
+         * Start a journey for the key's own user
+         * @description Starts a journey of a template (default: its latest version). Requests that carry `x-tollgate-journey: <id>` (and `x-tollgate-journey-step`) advance it and count their spend toward it.
+         *
+         *     Needs an API key with the `chat` scope (or `admin`), or the ADMIN_TOKEN.
+         */
+        post: operations["postV1Journeys"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/journeys/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * One journey: state, progress and cost per step
+         * @description One journey: state, progress and cost per step
+         *
+         *     Needs an API key with the `chat` scope (or `admin`), or the ADMIN_TOKEN.
+         */
+        get: operations["getV1JourneysById"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/journeys/{id}/cancel": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Cancel an active journey
+         * @description Cancel an active journey
+         *
+         *     Needs an API key with the `chat` scope (or `admin`), or the ADMIN_TOKEN.
+         */
+        post: operations["postV1JourneysByIdCancel"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/analytics/journeys/{template}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * A template version's conversion: per step reached, completed, drop-off, time in step; cost per completed journey
+         * @description A template version's conversion: per step reached, completed, drop-off, time in step; cost per completed journey
+         *
+         *     Needs an API key with the `admin` scope, or the ADMIN_TOKEN.
+         */
+        get: operations["getV1AnalyticsJourneysByTemplate"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/usage/holds": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Hold an external call's worst case on the caller's hard budgets
+         * @description Prices `units` (and `calls`) of the operation at the rates in force and reserves that on every hard budget covering the caller, as chat admission does; 402 when one cannot hold it. Report the call (or release the hold) before `expires_at`.
+         *
+         *     Needs an API key with the `usage` scope (or `admin`), or the ADMIN_TOKEN.
+         */
+        post: operations["postV1UsageHolds"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/usage": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Report what an external call used
+         * @description Publishes one usage event, priced by the ledger once; with `hold_id` it settles that hold. One report per hold (or per `Idempotency-Key`): a retry of the same report gets the first answer again (`idempotent-replayed: true`), a different one 409.
+         *
+         *     Needs an API key with the `usage` scope (or `admin`), or the ADMIN_TOKEN.
+         */
+        post: operations["postV1Usage"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/usage/holds/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * Release a hold: the call was not made
+         * @description Release a hold: the call was not made
+         *
+         *     Needs an API key with the `usage` scope (or `admin`), or the ADMIN_TOKEN.
+         */
+        delete: operations["deleteV1UsageHoldsById"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/prices": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The price versions, and which one is in force
+         * @description The price versions, and which one is in force
+         *
+         *     Needs an API key with the `costs` scope (or `admin`), or the ADMIN_TOKEN.
+         */
+        get: operations["getV1Prices"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/prices/{version}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * One price version, every rate
+         * @description One price version, every rate
+         *
+         *     Needs an API key with the `costs` scope (or `admin`), or the ADMIN_TOKEN.
+         */
+        get: operations["getV1PricesByVersion"];
+        /**
+         * Write a price version
+         * @description A complete list of rates, or `extends` an existing version and lists only what changes (resolved now: versions never inherit later). Takes effect at `effective_from`, at least a minute ahead, on every service; a version in effect already cannot change. Rates are integer micro-dollars (1 usd = 1,000,000).
+         *
+         *     Needs an API key with the `admin` scope, or the ADMIN_TOKEN.
+         */
+        put: operations["putV1PricesByVersion"];
+        post?: never;
+        /**
+         * Remove a price version written through the API, before it takes effect
+         * @description Remove a price version written through the API, before it takes effect
+         *
+         *     Needs an API key with the `admin` scope, or the ADMIN_TOKEN.
+         */
+        delete: operations["deleteV1PricesByVersion"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/usage/operations": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The external operations a usage key may hold and report, with their rates in force
+         * @description The external operations a usage key may hold and report, with their rates in force
+         *
+         *     Needs an API key with the `usage` scope (or `admin`), or the ADMIN_TOKEN.
+         */
+        get: operations["getV1UsageOperations"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -1428,6 +1716,174 @@ export interface components {
             };
             expected_lifetime_days: number | null;
         };
+        JourneyTemplate: {
+            key: string;
+            version: number;
+            title: string;
+            description?: string;
+            abandon_after_seconds: number;
+            steps: {
+                key: string;
+                title: string;
+                /** @default true */
+                required: boolean;
+                /** @default 1 */
+                weight: number;
+                /** @default [] */
+                depends_on: string[];
+                completion: {
+                    event: string;
+                    /** @default {} */
+                    match: {
+                        [key: string]: string;
+                    };
+                };
+            }[];
+            published_at: string;
+            published_by: string;
+        };
+        Journey: {
+            id: string;
+            user_id: string;
+            project_id: string;
+            template: string;
+            template_version: number;
+            external_id?: string;
+            /** @enum {string} */
+            state: "active" | "completed" | "abandoned" | "cancelled";
+            started_at: string;
+            updated_at: string;
+            last_activity_at: string;
+            ended_at?: string;
+            /** @description Weighted share of the required steps done, 0-100 with one decimal. */
+            progress_pct: number;
+            steps: {
+                key: string;
+                title: string;
+                required: boolean;
+                weight: number;
+                depends_on: string[];
+                /** @enum {string} */
+                status: "pending" | "completed";
+                completed_at?: string;
+                /** @description From the step becoming startable to its completion. */
+                time_in_step_ms?: number;
+                /** @description Spend tagged to this step (or made by the request that completed it). */
+                cost: components["schemas"]["Money"];
+                /** @description Ledger entries counted in `cost`. */
+                entries: number;
+            }[];
+            cost: {
+                total: components["schemas"]["Money"];
+                entries: number;
+                /** @description Spend of the journey tagged to no step. */
+                unassigned: components["schemas"]["Money"];
+            };
+        };
+        JourneyTemplateStats: {
+            template: string;
+            version: number;
+            started: number;
+            completed: number;
+            abandoned: number;
+            cancelled: number;
+            active: number;
+            /** @description 0-1; null when nothing reached it. */
+            completion_rate: number | null;
+            /** @description What the completed journeys cost. */
+            cost_completed: components["schemas"]["Money"];
+            cost_per_completed: components["schemas"]["Money"] | null;
+            steps: {
+                key: string;
+                title: string;
+                required: boolean;
+                /** @description Journeys that completed its dependencies (all started ones when it has none). */
+                reached: number;
+                completed: number;
+                /** @description 0-1; null when nothing reached it. */
+                conversion: number | null;
+                /** @description Reached but not completed (active ones included). */
+                drop_off: number;
+                /** @description 0-1; null when nothing reached it. */
+                drop_off_rate: number | null;
+                /** @description Journeys abandoned or cancelled with this as their first open required step. */
+                abandoned_here: number;
+                time_in_step_p50_ms: number | null;
+                time_in_step_p90_ms: number | null;
+            }[];
+        };
+        UsageHold: {
+            /**
+             * Format: uuid
+             * @description Name it in the report (`hold_id`) or release it (DELETE).
+             */
+            hold_id: string;
+            operation: string;
+            units: number;
+            calls: number;
+            /** @description The worst case held on every hard budget covering the caller. Integer micro-dollars (1 USD = 1,000,000). */
+            worst_micros: number;
+            worst_usd: string;
+            /** @description false when no hard budget covers the caller: nothing was reserved, but the id still names the call. */
+            held: boolean;
+            /** @description When an unreported hold is given back by itself. */
+            expires_at: string;
+            price_version: string;
+        };
+        UsageReport: {
+            /** @description The `usage.recorded` event; the ledger prices it once. */
+            usage_event_id: string;
+            operation: string;
+            units: number;
+            calls: number;
+            /** @description At the price in force now; the ledger's entry is the record. */
+            cost: components["schemas"]["Cost"];
+            /** Format: uuid */
+            hold_id?: string;
+            /**
+             * @description With `hold_id`: `settling` (the ledger settles it with this call), `expired`, or `none` (nothing was held).
+             * @enum {string}
+             */
+            hold?: "none" | "expired" | "settling";
+            /** @description With `hold_id`: what the hold reserved. Integer micro-dollars (1 USD = 1,000,000). */
+            worst_micros?: number;
+        };
+        PriceVersion: {
+            version: string;
+            /** @description ISO date-time (UTC) from which it prices. */
+            effective_from: string;
+            models: {
+                [key: string]: components["schemas"]["ModelPrice"];
+            };
+            /**
+             * @description Built in, from PRICE_TABLE_FILE, or written through this API (only those can change).
+             * @enum {string}
+             */
+            source: "seed" | "file" | "api";
+        };
+        /** @description Rates of one model or external operation; a missing rate is not priced (never zero). */
+        ModelPrice: {
+            /** @description Per 1M input tokens. Integer micro-dollars (1 USD = 1,000,000). */
+            input_per_mtok?: number;
+            /** @description Per 1M cached input tokens (default: the input rate). Integer micro-dollars (1 USD = 1,000,000). */
+            cached_input_per_mtok?: number;
+            /** @description Per 1M output tokens. Integer micro-dollars (1 USD = 1,000,000). */
+            output_per_mtok?: number;
+            /** @description Per 1M reasoning tokens (default: the output rate). Integer micro-dollars (1 USD = 1,000,000). */
+            reasoning_per_mtok?: number;
+            /** @description Per image. Integer micro-dollars (1 USD = 1,000,000). */
+            per_image?: number;
+            /** @description Per grounded prompt (a call that ran at least one search). Integer micro-dollars (1 USD = 1,000,000). */
+            per_grounded_prompt?: number;
+            /** @description Per unique search query. Integer micro-dollars (1 USD = 1,000,000). */
+            per_search_query?: number;
+            /** @description External operation: per call. Integer micro-dollars (1 USD = 1,000,000). */
+            per_call?: number;
+            /** @description External operation: per unit. Integer micro-dollars (1 USD = 1,000,000). */
+            per_unit?: number;
+            /** @description External operation: per 1,000 units. Integer micro-dollars (1 USD = 1,000,000). */
+            per_1k_units?: number;
+        };
         Cost: {
             /** @description Integer micro-dollars (1 USD = 1,000,000). */
             micros: number;
@@ -1775,7 +2231,7 @@ export interface operations {
                     "application/json": components["schemas"]["ChatReply"];
                 };
             };
-            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `provider_rejected_request`. */
+            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, an external operation the price table does not list, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `unknown_operation`, `provider_rejected_request`. */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -1933,7 +2389,7 @@ export interface operations {
                     "text/event-stream": string;
                 };
             };
-            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `provider_rejected_request`. */
+            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, an external operation the price table does not list, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `unknown_operation`, `provider_rejected_request`. */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2081,7 +2537,7 @@ export interface operations {
                     "application/json": components["schemas"]["VisionReply"];
                 };
             };
-            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `provider_rejected_request`. */
+            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, an external operation the price table does not list, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `unknown_operation`, `provider_rejected_request`. */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2217,7 +2673,7 @@ export interface operations {
                     "application/json": components["schemas"]["CostSummary"];
                 };
             };
-            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `provider_rejected_request`. */
+            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, an external operation the price table does not list, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `unknown_operation`, `provider_rejected_request`. */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2295,7 +2751,7 @@ export interface operations {
                     "application/json": components["schemas"]["LedgerPage"];
                 };
             };
-            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `provider_rejected_request`. */
+            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, an external operation the price table does not list, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `unknown_operation`, `provider_rejected_request`. */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2371,7 +2827,7 @@ export interface operations {
                     "text/csv": string;
                 };
             };
-            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `provider_rejected_request`. */
+            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, an external operation the price table does not list, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `unknown_operation`, `provider_rejected_request`. */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2442,7 +2898,7 @@ export interface operations {
                     "application/json": components["schemas"]["CostReport"];
                 };
             };
-            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `provider_rejected_request`. */
+            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, an external operation the price table does not list, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `unknown_operation`, `provider_rejected_request`. */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2521,7 +2977,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `provider_rejected_request`. */
+            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, an external operation the price table does not list, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `unknown_operation`, `provider_rejected_request`. */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2599,7 +3055,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `provider_rejected_request`. */
+            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, an external operation the price table does not list, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `unknown_operation`, `provider_rejected_request`. */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2739,7 +3195,7 @@ export interface operations {
                     "application/json": components["schemas"]["BudgetWithStatus"];
                 };
             };
-            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `provider_rejected_request`. */
+            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, an external operation the price table does not list, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `unknown_operation`, `provider_rejected_request`. */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2847,7 +3303,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `provider_rejected_request`. */
+            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, an external operation the price table does not list, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `unknown_operation`, `provider_rejected_request`. */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2905,7 +3361,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `provider_rejected_request`. */
+            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, an external operation the price table does not list, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `unknown_operation`, `provider_rejected_request`. */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2978,7 +3434,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `provider_rejected_request`. */
+            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, an external operation the price table does not list, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `unknown_operation`, `provider_rejected_request`. */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3051,7 +3507,7 @@ export interface operations {
                     "text/event-stream": string;
                 };
             };
-            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `provider_rejected_request`. */
+            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, an external operation the price table does not list, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `unknown_operation`, `provider_rejected_request`. */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3180,7 +3636,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `provider_rejected_request`. */
+            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, an external operation the price table does not list, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `unknown_operation`, `provider_rejected_request`. */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3264,7 +3720,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `provider_rejected_request`. */
+            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, an external operation the price table does not list, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `unknown_operation`, `provider_rejected_request`. */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3320,7 +3776,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `provider_rejected_request`. */
+            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, an external operation the price table does not list, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `unknown_operation`, `provider_rejected_request`. */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3458,7 +3914,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `provider_rejected_request`. */
+            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, an external operation the price table does not list, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `unknown_operation`, `provider_rejected_request`. */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3514,7 +3970,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `provider_rejected_request`. */
+            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, an external operation the price table does not list, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `unknown_operation`, `provider_rejected_request`. */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3583,7 +4039,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `provider_rejected_request`. */
+            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, an external operation the price table does not list, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `unknown_operation`, `provider_rejected_request`. */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3680,7 +4136,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `provider_rejected_request`. */
+            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, an external operation the price table does not list, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `unknown_operation`, `provider_rejected_request`. */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3752,7 +4208,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `provider_rejected_request`. */
+            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, an external operation the price table does not list, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `unknown_operation`, `provider_rejected_request`. */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3818,7 +4274,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `provider_rejected_request`. */
+            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, an external operation the price table does not list, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `unknown_operation`, `provider_rejected_request`. */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3893,7 +4349,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `provider_rejected_request`. */
+            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, an external operation the price table does not list, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `unknown_operation`, `provider_rejected_request`. */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -4025,7 +4481,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `provider_rejected_request`. */
+            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, an external operation the price table does not list, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `unknown_operation`, `provider_rejected_request`. */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -4081,7 +4537,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `provider_rejected_request`. */
+            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, an external operation the price table does not list, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `unknown_operation`, `provider_rejected_request`. */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -4169,7 +4625,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `provider_rejected_request`. */
+            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, an external operation the price table does not list, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `unknown_operation`, `provider_rejected_request`. */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -4242,7 +4698,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `provider_rejected_request`. */
+            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, an external operation the price table does not list, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `unknown_operation`, `provider_rejected_request`. */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -4415,7 +4871,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `provider_rejected_request`. */
+            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, an external operation the price table does not list, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `unknown_operation`, `provider_rejected_request`. */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -4512,7 +4968,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `provider_rejected_request`. */
+            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, an external operation the price table does not list, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `unknown_operation`, `provider_rejected_request`. */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -4597,7 +5053,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `provider_rejected_request`. */
+            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, an external operation the price table does not list, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `unknown_operation`, `provider_rejected_request`. */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -4656,7 +5112,7 @@ export interface operations {
                     "application/json": components["schemas"]["Flag"];
                 };
             };
-            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `provider_rejected_request`. */
+            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, an external operation the price table does not list, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `unknown_operation`, `provider_rejected_request`. */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -4820,7 +5276,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `provider_rejected_request`. */
+            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, an external operation the price table does not list, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `unknown_operation`, `provider_rejected_request`. */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -4886,7 +5342,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `provider_rejected_request`. */
+            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, an external operation the price table does not list, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `unknown_operation`, `provider_rejected_request`. */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -4968,7 +5424,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `provider_rejected_request`. */
+            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, an external operation the price table does not list, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `unknown_operation`, `provider_rejected_request`. */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -5050,7 +5506,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `provider_rejected_request`. */
+            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, an external operation the price table does not list, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `unknown_operation`, `provider_rejected_request`. */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -5187,7 +5643,7 @@ export interface operations {
                     "text/event-stream": string;
                 };
             };
-            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `provider_rejected_request`. */
+            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, an external operation the price table does not list, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `unknown_operation`, `provider_rejected_request`. */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -5298,7 +5754,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `provider_rejected_request`. */
+            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, an external operation the price table does not list, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `unknown_operation`, `provider_rejected_request`. */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -5391,7 +5847,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `provider_rejected_request`. */
+            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, an external operation the price table does not list, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `unknown_operation`, `provider_rejected_request`. */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -5499,13 +5955,1335 @@ export interface operations {
                     };
                 };
             };
-            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `provider_rejected_request`. */
+            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, an external operation the price table does not list, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `unknown_operation`, `provider_rejected_request`. */
             400: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No API key, or a key that is not valid or has been revoked. Codes: `unauthorized`. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The key lacks the scope the route needs, or asks for another tenant's data. Codes: `forbidden`. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The key's rate limit is reached; `Retry-After` says when to come back. Codes: `rate_limited`. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait. */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description An unexpected error; nothing internal is revealed. Codes: `internal_error`. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    getV1JourneysTemplatesByKey: {
+        parameters: {
+            query?: {
+                version?: number;
+            };
+            header?: never;
+            path: {
+                key: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The template. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        template: components["schemas"]["JourneyTemplate"];
+                        versions: {
+                            version: number;
+                            published_at: string;
+                            /** @description The key id (or `operator`) that published it. */
+                            published_by: string;
+                        }[];
+                    };
+                };
+            };
+            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, an external operation the price table does not list, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `unknown_operation`, `provider_rejected_request`. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No API key, or a key that is not valid or has been revoked. Codes: `unauthorized`. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The key lacks the scope the route needs, or asks for another tenant's data. Codes: `forbidden`. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No such resource (or not one this key may see). Codes: `not_found`. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The key's rate limit is reached; `Retry-After` says when to come back. Codes: `rate_limited`. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait. */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description An unexpected error; nothing internal is revealed. Codes: `internal_error`. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    putV1JourneysTemplatesByKey: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                key: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    title: string;
+                    description?: string;
+                    /** @default 604800 */
+                    abandon_after_seconds?: number;
+                    steps: {
+                        key: string;
+                        title: string;
+                        /** @default true */
+                        required?: boolean;
+                        /** @default 1 */
+                        weight?: number;
+                        /** @default [] */
+                        depends_on?: string[];
+                        completion: {
+                            event: string;
+                            /** @default {} */
+                            match?: {
+                                [key: string]: string;
+                            };
+                        };
+                    }[];
+                };
+            };
+        };
+        responses: {
+            /** @description Published. */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        template: components["schemas"]["JourneyTemplate"];
+                    };
+                };
+            };
+            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, an external operation the price table does not list, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `unknown_operation`, `provider_rejected_request`. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No API key, or a key that is not valid or has been revoked. Codes: `unauthorized`. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The key lacks the scope the route needs, or asks for another tenant's data. Codes: `forbidden`. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description An unexpected error; nothing internal is revealed. Codes: `internal_error`. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    getV1JourneysTemplates: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The templates. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description The latest version of each template. */
+                        templates: components["schemas"]["JourneyTemplate"][];
+                    };
+                };
+            };
+            /** @description No API key, or a key that is not valid or has been revoked. Codes: `unauthorized`. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The key lacks the scope the route needs, or asks for another tenant's data. Codes: `forbidden`. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The key's rate limit is reached; `Retry-After` says when to come back. Codes: `rate_limited`. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait. */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description An unexpected error; nothing internal is revealed. Codes: `internal_error`. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    getV1Journeys: {
+        parameters: {
+            query?: {
+                state?: "active" | "completed" | "abandoned" | "cancelled";
+                user_id?: string;
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The journeys. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        journeys: components["schemas"]["Journey"][];
+                    };
+                };
+            };
+            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, an external operation the price table does not list, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `unknown_operation`, `provider_rejected_request`. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No API key, or a key that is not valid or has been revoked. Codes: `unauthorized`. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The key lacks the scope the route needs, or asks for another tenant's data. Codes: `forbidden`. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The key's rate limit is reached; `Retry-After` says when to come back. Codes: `rate_limited`. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait. */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description An unexpected error; nothing internal is revealed. Codes: `internal_error`. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    postV1Journeys: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    template: string;
+                    version?: number;
+                    external_id?: string;
+                };
+            };
+        };
+        responses: {
+            /** @description Started. */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Journey"];
+                };
+            };
+            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, an external operation the price table does not list, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `unknown_operation`, `provider_rejected_request`. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No API key, or a key that is not valid or has been revoked. Codes: `unauthorized`. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The key lacks the scope the route needs, or asks for another tenant's data. Codes: `forbidden`. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No such resource (or not one this key may see). Codes: `not_found`. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The resource was changed concurrently. Codes: `conflict`. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The key's rate limit is reached; `Retry-After` says when to come back. Codes: `rate_limited`. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait. */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description An unexpected error; nothing internal is revealed. Codes: `internal_error`. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    getV1JourneysById: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A journey id (`jrn_...`); any other shape is answered 404. */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The journey. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Journey"];
+                };
+            };
+            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, an external operation the price table does not list, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `unknown_operation`, `provider_rejected_request`. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No API key, or a key that is not valid or has been revoked. Codes: `unauthorized`. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The key lacks the scope the route needs, or asks for another tenant's data. Codes: `forbidden`. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No such resource (or not one this key may see). Codes: `not_found`. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The key's rate limit is reached; `Retry-After` says when to come back. Codes: `rate_limited`. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait. */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description An unexpected error; nothing internal is revealed. Codes: `internal_error`. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    postV1JourneysByIdCancel: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A journey id (`jrn_...`); any other shape is answered 404. */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Cancelled. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Journey"];
+                };
+            };
+            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, an external operation the price table does not list, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `unknown_operation`, `provider_rejected_request`. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No API key, or a key that is not valid or has been revoked. Codes: `unauthorized`. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The key lacks the scope the route needs, or asks for another tenant's data. Codes: `forbidden`. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No such resource (or not one this key may see). Codes: `not_found`. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The resource was changed concurrently. Codes: `conflict`. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The key's rate limit is reached; `Retry-After` says when to come back. Codes: `rate_limited`. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait. */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description An unexpected error; nothing internal is revealed. Codes: `internal_error`. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    getV1AnalyticsJourneysByTemplate: {
+        parameters: {
+            query?: {
+                version?: number;
+            };
+            header?: never;
+            path: {
+                template: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The figures (default: the latest version). */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["JourneyTemplateStats"];
+                };
+            };
+            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, an external operation the price table does not list, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `unknown_operation`, `provider_rejected_request`. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No API key, or a key that is not valid or has been revoked. Codes: `unauthorized`. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The key lacks the scope the route needs, or asks for another tenant's data. Codes: `forbidden`. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No such resource (or not one this key may see). Codes: `not_found`. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description An unexpected error; nothing internal is revealed. Codes: `internal_error`. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    postV1UsageHolds: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    operation: string;
+                    units: number;
+                    /** @default 1 */
+                    calls?: number;
+                    /** @default 300 */
+                    ttl_seconds?: number;
+                };
+            };
+        };
+        responses: {
+            /** @description Held (or, without a hard budget, only named). */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UsageHold"];
+                };
+            };
+            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, an external operation the price table does not list, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `unknown_operation`, `provider_rejected_request`. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No API key, or a key that is not valid or has been revoked. Codes: `unauthorized`. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description A hard budget covering the caller (user, project or global, per period) cannot hold this request's worst-case cost; `budget` says which. Codes: `budget_exceeded`. */
+            402: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The key lacks the scope the route needs, or asks for another tenant's data. Codes: `forbidden`. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The key's rate limit is reached; `Retry-After` says when to come back. Codes: `rate_limited`. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait. */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description An unexpected error; nothing internal is revealed. Codes: `internal_error`. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    postV1Usage: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Without `hold_id`: a retry with the same key and body gets the first answer, and records nothing again. */
+                "idempotency-key"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    operation: string;
+                    units: number;
+                    /** @default 1 */
+                    calls?: number;
+                    /** Format: uuid */
+                    hold_id?: string;
+                };
+            };
+        };
+        responses: {
+            /** @description Recorded. */
+            202: {
+                headers: {
+                    /** @description The answer of an earlier identical report; nothing new was recorded. */
+                    "idempotent-replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UsageReport"];
+                };
+            };
+            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, an external operation the price table does not list, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `unknown_operation`, `provider_rejected_request`. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No API key, or a key that is not valid or has been revoked. Codes: `unauthorized`. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The key lacks the scope the route needs, or asks for another tenant's data. Codes: `forbidden`. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No such resource (or not one this key may see). Codes: `not_found`. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The resource was changed concurrently. Codes: `conflict`. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The key's rate limit is reached; `Retry-After` says when to come back. Codes: `rate_limited`. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait. */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description An unexpected error; nothing internal is revealed. Codes: `internal_error`. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    deleteV1UsageHoldsById: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Released (again, for a hold released already). */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, an external operation the price table does not list, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `unknown_operation`, `provider_rejected_request`. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No API key, or a key that is not valid or has been revoked. Codes: `unauthorized`. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The key lacks the scope the route needs, or asks for another tenant's data. Codes: `forbidden`. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No such resource (or not one this key may see). Codes: `not_found`. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The resource was changed concurrently. Codes: `conflict`. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The key's rate limit is reached; `Retry-After` says when to come back. Codes: `rate_limited`. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait. */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description An unexpected error; nothing internal is revealed. Codes: `internal_error`. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    getV1Prices: {
+        parameters: {
+            query?: {
+                /** @description Which version is in force at this instant (default: now). */
+                at?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The versions, oldest first. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description The version in force at `at`. */
+                        in_force: string;
+                        versions: {
+                            version: string;
+                            effective_from: string;
+                            /**
+                             * @description Built in, from PRICE_TABLE_FILE, or written through this API (only those can change).
+                             * @enum {string}
+                             */
+                            source: "seed" | "file" | "api";
+                            /** @description How many models and operations it prices. */
+                            prices: number;
+                        }[];
+                    };
+                };
+            };
+            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, an external operation the price table does not list, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `unknown_operation`, `provider_rejected_request`. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No API key, or a key that is not valid or has been revoked. Codes: `unauthorized`. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The key lacks the scope the route needs, or asks for another tenant's data. Codes: `forbidden`. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The key's rate limit is reached; `Retry-After` says when to come back. Codes: `rate_limited`. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait. */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description An unexpected error; nothing internal is revealed. Codes: `internal_error`. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    getV1PricesByVersion: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                version: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The version. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PriceVersion"];
+                };
+            };
+            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, an external operation the price table does not list, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `unknown_operation`, `provider_rejected_request`. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No API key, or a key that is not valid or has been revoked. Codes: `unauthorized`. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The key lacks the scope the route needs, or asks for another tenant's data. Codes: `forbidden`. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No such resource (or not one this key may see). Codes: `not_found`. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The key's rate limit is reached; `Retry-After` says when to come back. Codes: `rate_limited`. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait. */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description An unexpected error; nothing internal is revealed. Codes: `internal_error`. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    putV1PricesByVersion: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                version: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** Format: date-time */
+                    effective_from: string;
+                    extends?: string;
+                    models: {
+                        [key: string]: {
+                            input_per_mtok?: number;
+                            cached_input_per_mtok?: number;
+                            output_per_mtok?: number;
+                            reasoning_per_mtok?: number;
+                            per_image?: number;
+                            per_grounded_prompt?: number;
+                            per_search_query?: number;
+                            per_call?: number;
+                            per_unit?: number;
+                            per_1k_units?: number;
+                        };
+                    };
+                };
+            };
+        };
+        responses: {
+            /** @description Replaced (not yet in effect). */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PriceVersion"];
+                };
+            };
+            /** @description Created. */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PriceVersion"];
+                };
+            };
+            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, an external operation the price table does not list, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `unknown_operation`, `provider_rejected_request`. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No API key, or a key that is not valid or has been revoked. Codes: `unauthorized`. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The key lacks the scope the route needs, or asks for another tenant's data. Codes: `forbidden`. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No such resource (or not one this key may see). Codes: `not_found`. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The resource was changed concurrently. Codes: `conflict`. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description An unexpected error; nothing internal is revealed. Codes: `internal_error`. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    deleteV1PricesByVersion: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                version: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Removed. */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description The input is invalid: a malformed body, a field that fails validation (`issues` names each), a model that cannot serve the operation, an external operation the price table does not list, or input the provider rejected. Codes: `invalid_request`, `validation_failed`, `unknown_operation`, `provider_rejected_request`. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No API key, or a key that is not valid or has been revoked. Codes: `unauthorized`. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The key lacks the scope the route needs, or asks for another tenant's data. Codes: `forbidden`. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No such resource (or not one this key may see). Codes: `not_found`. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The resource was changed concurrently. Codes: `conflict`. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description An unexpected error; nothing internal is revealed. Codes: `internal_error`. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    getV1UsageOperations: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The operations. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        price_version: string;
+                        operations: {
+                            operation: string;
+                            /** @description Integer micro-dollars (1 USD = 1,000,000). */
+                            per_call_micros?: number;
+                            /** @description Integer micro-dollars (1 USD = 1,000,000). */
+                            per_unit_micros?: number;
+                            /** @description Integer micro-dollars (1 USD = 1,000,000). */
+                            per_1k_units_micros?: number;
+                        }[];
+                    };
                 };
             };
             /** @description No API key, or a key that is not valid or has been revoked. Codes: `unauthorized`. */
