@@ -139,10 +139,10 @@ export async function run(): Promise<SummaryRow[]> {
     CHAT_FALLBACK_CHAIN: 'openai:gpt-4o-mini,deepseek:deepseek-chat',
   };
   try {
-    await build({ only: ['stub-llm', 'gateway', 'chat-workflow', 'cost-ledger', 'alerting', 'analytics'] });
+    await build({ only: ['stub-llm', 'gateway', 'chat-workflow', 'cost-ledger', 'alerting', 'analytics', 'journeys'] });
     procs.push(start('stub', process.execPath, ['packages/stub-llm/dist/index.js'], env));
     procs.push(start('portkey', process.execPath, ['node_modules/@portkey-ai/gateway/build/start-server.js', `--port=${PORTS.portkey}`, '--headless']));
-    for (const service of ['gateway', 'chat-workflow', 'cost-ledger', 'alerting', 'analytics']) {
+    for (const service of ['gateway', 'chat-workflow', 'cost-ledger', 'alerting', 'analytics', 'journeys']) {
       const profile = [...(process.env.BENCH_CPU_PROF ? [`--cpu-prof`, `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : []), ...(process.env.BENCH_NODE_ARGS?.split(' ').filter(Boolean) ?? [])];
       procs.push(start(service, process.execPath, [...profile, `services/${service}/dist/index.js`], env));
     }

@@ -63,7 +63,7 @@ const DEADLINE_MS = 60_000;
 const PROVIDER_TIMEOUT_MS = 2_500;
 const READY_TIMEOUT_MS = 30_000;
 const SETTLE_TIMEOUT_MS = 120_000;
-const WORKERS = ['chat-workflow', 'cost-ledger', 'vision', 'alerting', 'analytics'] as const;
+const WORKERS = ['chat-workflow', 'cost-ledger', 'vision', 'alerting', 'analytics', 'journeys'] as const;
 type Worker = (typeof WORKERS)[number];
 const FAULTS = { rate429: 0.05, rate503: 0.05, hangRate: 0.05, malformedRate: 0.05, retryAfterSeconds: 1, latencyMs: 40, latencyJitterMs: 120 };
 const LATENCY_ONLY = { latencyMs: 40, latencyJitterMs: 120 };
@@ -338,7 +338,7 @@ async function main(): Promise<number> {
     await at(0.05);
     await json(`${stubUrl}/_stub/faults`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ ...FAULTS, seed: 42 }) });
     say(`stub faults on: ${JSON.stringify(FAULTS)}`);
-    const schedule: Array<[number, Worker]> = [[0.12, 'chat-workflow'], [0.27, 'cost-ledger'], [0.4, 'vision'], [0.54, 'alerting'], [0.61, 'analytics']];
+    const schedule: Array<[number, Worker]> = [[0.12, 'chat-workflow'], [0.27, 'cost-ledger'], [0.4, 'vision'], [0.54, 'alerting'], [0.59, 'analytics'], [0.64, 'journeys']];
     for (const [fraction, name] of schedule) {
       await at(fraction);
       await killAndRestart(name);
@@ -399,7 +399,7 @@ async function main(): Promise<number> {
       const c = await queueOpen(name);
       if (Object.values(c).some((n) => n > 0)) reasons.push(`${name} queue: ${JSON.stringify(c)}`);
     }
-    const busLag = await groupsCaughtUp(redis, bus.stream, ['cost-ledger', 'alerting', 'analytics']);
+    const busLag = await groupsCaughtUp(redis, bus.stream, ['cost-ledger', 'alerting', 'analytics', 'journeys']);
     if (busLag) reasons.push(busLag);
     const alertLag = await groupsCaughtUp(redis, ak.alertsStream, ['alerting']).catch(() => null);
     if (alertLag && !alertLag.includes('no group')) reasons.push(alertLag);
