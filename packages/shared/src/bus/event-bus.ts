@@ -371,8 +371,8 @@ export class EventBus {
       await this.freeSlot();
       if (!this.running) break;
       let res: Array<[string, StreamEntry[]]> | null;
+      const room = Math.max(1, Math.min(this.opts.batchSize, this.opts.concurrency - this.inFlight.size));
       try {
-        const room = Math.max(1, Math.min(this.opts.batchSize, this.opts.concurrency - this.inFlight.size));
         res = (await this.reader!.xreadgroup(
           'GROUP', this.group, this.consumer, 'COUNT', room, 'BLOCK', this.opts.blockMs, 'STREAMS', this.stream, '>',
         )) as Array<[string, StreamEntry[]]> | null;
@@ -387,9 +387,16 @@ export class EventBus {
       let read = 0;
       for (const [, entries] of res ?? []) {
         read += entries.length;
-        for (const [id, fields] of entries) this.dispatch(id, fields, 1);
+        for (const [id, fields] of entries) {
+          // Most of a service's entries are another's business: ack those here, with no promise
+          // or in-flight slot each (about 9 µs an entry in a service that wants none of them).
+          if (fields && field(fields, 'event') !== undefined && this.unwanted(fields)) this.ack(id);
+          else this.dispatch(id, fields, 1);
+        }
       }
-      if (read > 0 && read < this.opts.batchSize && this.opts.lingerMs > 0) await sleep(this.opts.lingerMs);
+      // Short of what was asked for: the backlog is drained, so let more arrive before reading.
+      // (Compared with the read's own COUNT: a read capped by free slots is not a short one.)
+      if (read > 0 && read < room && this.opts.lingerMs > 0) await sleep(this.opts.lingerMs);
     }
   }
 
@@ -417,15 +424,8 @@ export class EventBus {
     if (raw === undefined) {
       return this.deadLetter(id, JSON.stringify(fields), [{ handler: '(decode)', reason: 'InvalidEventError: the stream entry has no "event" field', attempts: 0 }]);
     }
-    // A catalog type no subscription here wants is acked undecoded: decoding every event of the
-    // bus costs more than handling the few a service needs. Validation stays with the consumers of
-    // that type, which dead-letter it if it is bad; an unknown type is still dead-lettered here.
     const type = field(fields, 'type');
-    if (type !== undefined && isEventType(type)) {
-      const wanted = this.subscribedTo(type);
-      if (wanted.length === 0) return this.ack(id);
-      if (wanted.every((s) => s.journeysOnly) && field(fields, 'journey') === undefined) return this.ack(id);
-    }
+    if (this.unwanted(fields, type)) return this.ack(id);
     let event: AnyEvent;
     try {
       event = parseEvent(JSON.parse(raw));
@@ -439,6 +439,17 @@ export class EventBus {
     );
     if (failures.length > 0) return this.deadLetter(id, raw, failures);
     this.ack(id);
+  }
+
+  /**
+   * A catalog type no subscription here wants is acked undecoded: decoding every event of the bus
+   * costs more than handling the few a service needs. Validation stays with the consumers of that
+   * type, which dead-letter it if it is bad; an unknown type is still dead-lettered here.
+   */
+  private unwanted(fields: string[], type = field(fields, 'type')): boolean {
+    if (type === undefined || !isEventType(type)) return false;
+    const wanted = this.subscribedTo(type);
+    return wanted.length === 0 || (wanted.every((s) => s.journeysOnly) && field(fields, 'journey') === undefined);
   }
 
   private subscribedTo(type: string): Subscription[] {
