@@ -1,5 +1,5 @@
 import { type RequestHandler, type Response, Router } from 'express';
-import { JOURNEY_ID, JOURNEY_STATES, type JourneyDoc, JourneyError, type JourneyStore, TEMPLATE_KEY, templateInputSchema, templateSchema } from '@tollgate/shared';
+import { JOURNEY_ID, JOURNEY_STATES, type JourneyDoc, journeyDocSchema, JourneyError, type JourneyStore, TEMPLATE_KEY, templateInputSchema, templateSchema } from '@tollgate/shared';
 import { z } from 'zod';
 import { principalOf } from '../auth/middleware';
 import { ApiError } from '../errors';
@@ -45,19 +45,9 @@ const stepView = z.object({
   cost: moneySchema.meta({ description: 'Spend tagged to this step (or made by the request that completed it).' }),
   entries: z.number().int().meta({ description: 'Ledger entries counted in `cost`.' }),
 });
-const journeyView = z
-  .object({
-    id: z.string(),
-    user_id: z.string(),
-    project_id: z.string(),
-    template: z.string(),
-    template_version: z.number().int(),
-    external_id: z.string().optional(),
-    state: z.enum(JOURNEY_STATES),
-    started_at: z.string(),
-    updated_at: z.string(),
-    last_activity_at: z.string(),
-    ended_at: z.string().optional(),
+const journeyView = journeyDocSchema
+  .omit({ steps: true, cost_micros: true })
+  .extend({
     progress_pct: z.number().meta({ description: 'Weighted share of the required steps done, 0-100 with one decimal.' }),
     steps: z.array(stepView),
     cost: z.object({ total: moneySchema, entries: z.number().int(), unassigned: moneySchema.meta({ description: 'Spend of the journey tagged to no step.' }) }),
