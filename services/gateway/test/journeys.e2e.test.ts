@@ -208,6 +208,9 @@ test('chat steps answered from the answer cache complete, at zero cost, with the
     [requests[1], id, 'again', true], [requests[2], id, undefined, true],
   ]);
   expect(answers.map((h) => (h.event.data as any).response_chars)).toEqual([tagged.json.reply.length, untagged.json.reply.length]);
+  // A paid answer says it was not cached, so a step can ask for a fresh one (match cached: "false").
+  const fresh = (await journeyBus.history({ types: 'chat.response_generated', last: 500 })).find((h) => h.event.correlation_id === requests[0])!;
+  expect([fresh.event.journey_step, (fresh.event.data as any).cached]).toEqual(['ask', false]);
   expect(caused.filter((h) => h.event.type.startsWith('workflow.')).length).toBe(0);
   expect(caused.filter((h) => h.event.type === 'usage.recorded' || h.event.type === 'cost.recorded').map((h) => h.event.type).sort()).toEqual([
     'cost.recorded', 'cost.recorded', 'usage.recorded', 'usage.recorded',
