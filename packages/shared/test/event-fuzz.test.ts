@@ -43,7 +43,7 @@ const SAMPLES: { [T in EventType]: EventData<T> } = {
   'workflow.failed': { workflow: 'chat', duration_ms: 5, error: { ...resolution, suggested_actions: [...resolution.suggested_actions] } },
   'chat.message_received': { conversation_id: 'c-1', message_chars: 5, history_messages: 0, model_requested: 'gpt-4o-mini' },
   'chat.response_generated': {
-    conversation_id: 'c-1', provider: 'openai', model: 'gpt-4o-mini', response_chars: 10, input_tokens: 3, output_tokens: 4, latency_ms: 9, attempts: 1, fallback_used: false,
+    conversation_id: 'c-1', provider: 'openai', model: 'gpt-4o-mini', response_chars: 10, input_tokens: 3, output_tokens: 4, latency_ms: 9, attempts: 1, fallback_used: false, cached: false,
   },
   'vision.analysis_completed': { provider: 'deepseek', model: 'deepseek-vl2', cached: false, latency_ms: 20, image_sha256: sha, quality: 'standard', degraded: false },
   'rag.context_retrieved': { source: 'docs', query_chars: 10, documents: 2, latency_ms: 3 },

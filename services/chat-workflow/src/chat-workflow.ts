@@ -177,6 +177,7 @@ export async function runChatWorkflow(job: ChatJob, jobId: string, deps: ChatRun
         latency_ms: run.elapsedMs,
         attempts: outcome.attempts.length,
         fallback_used: outcome.fallbackUsed,
+        cached: false,
       },
       },
     );

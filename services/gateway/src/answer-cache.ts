@@ -35,7 +35,7 @@ export type StoredAnswer = z.infer<typeof storedSchema>;
 export interface AnswerCacheDeps {
   cache: ResponseCache;
   settings: CacheSettingsStore;
-  /** Where a hit's zero-cost usage goes (the ledger writes it with avoided_micros). */
+  /** Where a hit's zero-cost usage (the ledger writes it with avoided_micros) and its answer event go. */
   bus: EventBus;
   priceTable: PriceTable;
   namespace: string;
@@ -118,37 +118,68 @@ export class AnswerCache {
   }
 
   /**
-   * Records a hit: the ledger gets a zero-cost entry with what it avoided and the request it
-   * reused (one XADD), and the stats count it.
+   * Records a hit in one round trip: the ledger gets a zero-cost entry with what it avoided and
+   * the request it reused, and `chat.response_generated` (marked cached) says the request was
+   * answered, so whatever waits for an answer (a journey step) sees it as it would a worker's.
+   * No `workflow.*` events: analytics counts a hit once, from its `cost.recorded`, as before.
+   * Then the stats count it.
    */
-  async recordHit(key: CacheKey, hit: Cached<StoredAnswer>, requestId: string, who: Principal, journey: { journey?: string; journey_step?: string } = {}): Promise<void> {
+  async recordHit(key: CacheKey, hit: Cached<StoredAnswer>, requestId: string, who: Principal, context: HitContext = {}): Promise<void> {
     const r = hit.value.result;
+    const meta = {
+      correlation_id: requestId,
+      user_id: who.user_id,
+      project_id: who.project_id,
+      ...(context.journey !== undefined && { journey_id: context.journey }),
+      ...(context.journey_step !== undefined && { journey_step: context.journey_step }),
+    };
     await Promise.all([
-      this.deps.bus.publish(
-        'usage.recorded',
+      this.deps.bus.publishMany([
         {
-          provider: r.provider,
-          model: r.model,
-          service: 'gateway',
-          operation: 'chat',
-          units: r.units,
-          usage_source: 'cache',
-          request_id: requestId,
-          cached: true,
-          avoided_micros: hit.value.cost_micros,
-          reused_request_id: hit.value.request_id,
+          type: 'usage.recorded',
+          data: {
+            provider: r.provider,
+            model: r.model,
+            service: 'gateway',
+            operation: 'chat',
+            units: r.units,
+            usage_source: 'cache',
+            request_id: requestId,
+            cached: true,
+            avoided_micros: hit.value.cost_micros,
+            reused_request_id: hit.value.request_id,
+          },
+          meta,
         },
         {
-          correlation_id: requestId,
-          user_id: who.user_id,
-          project_id: who.project_id,
-          ...(journey.journey !== undefined && { journey_id: journey.journey }),
-          ...(journey.journey_step !== undefined && { journey_step: journey.journey_step }),
+          type: 'chat.response_generated',
+          data: {
+            // As the worker names it: the request's conversation, else the request itself.
+            conversation_id: context.conversation_id ?? requestId,
+            provider: r.provider,
+            model: r.model,
+            response_chars: r.reply.length,
+            input_tokens: r.units.input_tokens ?? 0,
+            output_tokens: r.units.output_tokens ?? 0,
+            latency_ms: 0,
+            // The schema counts provider calls from 1; a stored answer had at least one.
+            attempts: Math.max(1, r.attempts.length),
+            fallback_used: r.fallback_used,
+            cached: true,
+          },
+          meta,
         },
-      ),
+      ]),
       this.deps.cache.record(key, 'HIT', hit.value.cost_micros).catch(() => undefined),
     ]);
   }
+}
+
+/** What a hit's events carry besides the caller: the journey (and step) and the conversation. */
+export interface HitContext {
+  journey?: string;
+  journey_step?: string;
+  conversation_id?: string;
 }
 
 /** Response headers: the status, and on a hit its age and what it saved. */

@@ -163,6 +163,60 @@ test('a step completed twice by a replayed event counts once', async () => {
   expect(after.steps.map((s) => s.completed)).toEqual(before.steps.map((s) => s.completed));
 }, 60_000);
 
+test('chat steps answered from the answer cache complete, at zero cost, with the hit in the ledger under the step', async () => {
+  await call('PUT', '/v1/journeys/templates/cached-ask', sys.adminToken, {
+    title: 'Ask, then ask the same again',
+    steps: [
+      { key: 'ask', title: 'Ask', completion: { event: 'chat.response_generated', match: { step: 'ask' } } },
+      { key: 'again', title: 'Ask again', depends_on: ['ask'], completion: { event: 'chat.response_generated', match: { step: 'again' } } },
+      { key: 'more', title: 'Once more', depends_on: ['again'], completion: { event: 'chat.response_generated' } },
+    ],
+  });
+  const id = (await call('POST', '/v1/journeys', alice, { template: 'cached-ask' })).json.id as string;
+  const message = `Which hinge suits a corner cabinet? ${id}`;
+  const ask = (step?: string) => call('POST', '/v1/chat', alice, { message, model: 'gpt-4o-mini' }, { ...journeyHeaders(id, step), 'cache-control': 'max-age=600' });
+  const paid = await ask('ask');
+  expect([paid.status, paid.json.cache.status]).toEqual([200, 'MISS']);
+  expect(paid.json.cost.micros).toBeGreaterThan(0);
+  expect(await waitFor(async () => (await view(id)).steps[0].status === 'completed', 10_000)).toBe(true);
+  // Tagged with its step, then untagged (completed as the next open step, its cost found by request).
+  const tagged = await ask('again');
+  expect(await waitFor(async () => (await view(id)).steps[1].status === 'completed', 10_000)).toBe(true);
+  const untagged = await ask();
+  for (const hit of [tagged, untagged]) expect([hit.status, hit.json.cache.status, hit.json.cost.micros, hit.json.cache.reused_request_id]).toEqual([200, 'HIT', 0, paid.json.request_id]);
+  expect(await waitFor(async () => (await view(id)).state === 'completed', 10_000)).toBe(true);
+
+  const requests = [paid.json.request_id, tagged.json.request_id, untagged.json.request_id] as string[];
+  expect(await waitFor(async () => (await view(id)).cost.entries === 3, 10_000)).toBe(true);
+  const v = await view(id);
+  const entries = await ledgerEntriesOf(requests);
+  const entryOf = (req: string) => entries.find((e) => e.request_id === req)!;
+  expect(requests.map((r) => [entryOf(r).amount_micros, entryOf(r).cached, entryOf(r).journey_id])).toEqual([
+    [paid.json.cost.micros, false, id], [0, true, id], [0, true, id],
+  ]);
+  expect(entryOf(requests[1]!).avoided_micros).toBe(paid.json.cost.micros);
+  expect(v.steps.map((s: any) => [s.key, s.status, s.cost.micros, s.entries])).toEqual([
+    ['ask', 'completed', paid.json.cost.micros, 1], ['again', 'completed', 0, 1], ['more', 'completed', 0, 1],
+  ]);
+  expect([v.cost.total.micros, v.cost.unassigned.micros]).toEqual([paid.json.cost.micros, 0]);
+
+  // A hit publishes the answer event, marked cached, with the journey and step, and no workflow.*
+  // events: analytics counts it from its cost.recorded alone, as before.
+  const caused = (await journeyBus.history({ types: '*', last: 2_000 })).filter((h) => requests.slice(1).includes(h.event.correlation_id));
+  const answers = caused.filter((h) => h.event.type === 'chat.response_generated');
+  expect(answers.map((h) => [h.event.correlation_id, h.event.journey_id, h.event.journey_step, (h.event.data as any).cached])).toEqual([
+    [requests[1], id, 'again', true], [requests[2], id, undefined, true],
+  ]);
+  expect(answers.map((h) => (h.event.data as any).response_chars)).toEqual([tagged.json.reply.length, untagged.json.reply.length]);
+  // A paid answer says it was not cached, so a step can ask for a fresh one (match cached: "false").
+  const fresh = (await journeyBus.history({ types: 'chat.response_generated', last: 500 })).find((h) => h.event.correlation_id === requests[0])!;
+  expect([fresh.event.journey_step, (fresh.event.data as any).cached]).toEqual(['ask', false]);
+  expect(caused.filter((h) => h.event.type.startsWith('workflow.')).length).toBe(0);
+  expect(caused.filter((h) => h.event.type === 'usage.recorded' || h.event.type === 'cost.recorded').map((h) => h.event.type).sort()).toEqual([
+    'cost.recorded', 'cost.recorded', 'usage.recorded', 'usage.recorded',
+  ]);
+}, 30_000);
+
 test('an idle journey is abandoned by the scheduler', async () => {
   await call('PUT', '/v1/journeys/templates/quick-idle', sys.adminToken, { title: 'Idle quickly', abandon_after_seconds: 1, steps: [{ key: 'ask', title: 'Ask', completion: { event: 'chat.response_generated' } }, { key: 'look', title: 'Look', depends_on: ['ask'], completion: { event: 'vision.analysis_completed' } }] });
   const id = (await call('POST', '/v1/journeys', alice, { template: 'quick-idle' })).json.id as string;

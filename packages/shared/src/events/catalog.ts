@@ -152,6 +152,11 @@ export const EVENT_CATALOG = {
       latency_ms: count,
       attempts: z.number().int().min(1),
       fallback_used: z.boolean(),
+      /**
+       * Served from the gateway's answer cache: no provider was called. Provider, model, tokens,
+       * attempts and fallback describe the stored answer reused; `latency_ms` is 0.
+       */
+      cached: z.boolean().optional(),
     }),
   },
   'vision.analysis_completed': {

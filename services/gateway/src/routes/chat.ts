@@ -194,12 +194,12 @@ export function chatRoutes(guards: Guards, dispatcher: ChatDispatcher, spend: Sp
       return send(result);
     }
     if (lookup.status === 'HIT') {
-      await answers.recordHit(lookup.key, lookup.hit, requestId, who, journeyOf(res));
+      await answers.recordHit(lookup.key, lookup.hit, requestId, who, { ...journeyOf(res), conversation_id: conversationId });
       return send(lookup.hit.value.result, lookup.hit);
     }
     const outcome = await answers.compute(lookup, requestId, Date.now() + dispatcher.deadlineMs, run);
     if ('reused' in outcome) {
-      await answers.recordHit(lookup.key, outcome.reused, requestId, who, journeyOf(res));
+      await answers.recordHit(lookup.key, outcome.reused, requestId, who, { ...journeyOf(res), conversation_id: conversationId });
       return send(outcome.reused.value.result, outcome.reused);
     }
     if (!outcome.result.ok) return sendJobError(res, outcome.result.error);
