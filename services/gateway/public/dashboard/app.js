@@ -281,7 +281,7 @@
   const ms = (v) => (v == null ? '-' : v >= 60_000 ? `${(v / 60_000).toFixed(1)} min` : `${(v / 1000).toFixed(1)} s`);
   /** A cell with a small bar (0-1) and its percentage. */
   function rateCell(r, cls = '') {
-    const td = el('td');
+    const td = el('td', { class: 'nowrap' });
     const bar = el('span', { class: `rate ${cls}` });
     const fill = el('span');
     fill.style.width = `${r == null ? 0 : Math.round(r * 100)}%`;
