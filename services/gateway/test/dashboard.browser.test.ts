@@ -211,7 +211,7 @@ async function applyFilters(user = '', project = '') {
 }
 /** The text of each cell of the table rows matching `selector`. */
 const cells = (selector: string) =>
-  page.$$eval(selector, (rows) => rows.map((r) => [...(r as unknown as { cells: ArrayLike<{ textContent: string }> }).cells].map((c) => c.textContent)));
+  page.$$eval(selector, (rows) => rows.map((r) => Array.from((r as unknown as { cells: ArrayLike<{ textContent: string }> }).cells, (c) => c.textContent)));
 
 test('journeys (per-template conversion, per-step funnel, active ones) and external usage by operation show what the API recorded', async () => {
   const carol = (await sys.keys.create({ name: 'carol', user_id: 'carol', project_id: 'shop', scopes: ['chat', 'vision', 'costs', 'usage'] })).key;

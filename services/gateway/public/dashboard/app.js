@@ -320,7 +320,7 @@
         const box = el('div', { 'data-template': t.template });
         const table = el('table', { class: 'jr-steps' });
         const head = el('thead');
-        head.append(row(['step', 'reached', 'completed', 'conversion', 'drop-off', 'abandoned here', 'p50 in step'].map((h) => el('th', {}, h))));
+        head.append(row(['step', 'reached', 'done', 'conversion', 'drop-off', 'abandoned', 'p50 time'].map((h) => el('th', {}, h))));
         const body = el('tbody');
         body.append(
           ...t.steps.map((st) =>
