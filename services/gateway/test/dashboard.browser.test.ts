@@ -1,13 +1,21 @@
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { type Browser, chromium, type Page } from 'playwright-core';
-import { EventBus } from '@tollgate/shared';
-import { waitFor } from '@tollgate/shared/src/testing';
+import { createRedis, EventBus, EXAMPLE_TEMPLATES, JourneyStore } from '@tollgate/shared';
+import { TEST_REDIS_URL, waitFor } from '@tollgate/shared/src/testing';
+import { createAbandonWorker, scheduleAbandonment } from '@tollgate/journeys/src/abandoner';
+import { consumeForJourneys } from '@tollgate/journeys/src/consumer';
+import { TemplateCache } from '@tollgate/journeys/src/state-machine';
+import { png1x1 } from '@tollgate/vision/test/images';
+import type { Queue, Worker } from 'bullmq';
+import type Redis from 'ioredis';
 import { type FullSystem, startFullSystem } from './full-harness';
 
 /**
  * The dashboard in a real browser (Debian's chromium, driven by playwright-core): usage pushed
- * through the running system shows up in the gauges, the chart and the alert feed without a reload.
+ * through the running system shows up in the gauges, the chart and the alert feed without a reload;
+ * journeys driven through the API (with the journey service running) and external usage reported
+ * through it show up in their panels.
  */
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
@@ -16,10 +24,28 @@ const ARTIFACTS = join(__dirname, '..', '..', '..', 'test-artifacts');
 let sys: FullSystem;
 let browser: Browser;
 let page: Page;
+let journeyBus: EventBus;
+let abandonQueue: Queue;
+let abandonWorker: Worker;
+const conns: Redis[] = [];
 
 beforeAll(async () => {
   if (!existsSync(CHROMIUM)) throw new Error(`no browser at ${CHROMIUM}: install Debian's chromium (apt-get install chromium) or set CHROMIUM_PATH`);
   sys = await startFullSystem('dash');
+  // The journey service, as services/journeys wires it: the example templates, its consumer group and sweeper.
+  const store = new JourneyStore(sys.redis, sys.namespace, 'journeys');
+  for (const [key, input] of Object.entries(EXAMPLE_TEMPLATES)) await store.seedTemplate(key, input, 'start-up');
+  const templates = new TemplateCache(store);
+  journeyBus = new EventBus({ redis: sys.redis, prefix: sys.namespace, service: 'journeys', blockMs: 50 });
+  consumeForJourneys(journeyBus, store, templates);
+  await journeyBus.start();
+  const conn = () => {
+    const c = createRedis(TEST_REDIS_URL, { blocking: true });
+    conns.push(c);
+    return c;
+  };
+  abandonQueue = await scheduleAbandonment(conn(), sys.namespace, 60_000);
+  abandonWorker = createAbandonWorker(conn(), sys.namespace, store, templates);
   browser = await chromium.launch({
     executablePath: CHROMIUM,
     headless: true,
@@ -30,6 +56,10 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await browser?.close();
+  await abandonWorker?.close();
+  await abandonQueue?.close();
+  await journeyBus?.stop();
+  for (const c of conns) await c.quit().catch(() => undefined);
   await sys?.close();
 });
 
@@ -48,6 +78,8 @@ type DashState = {
     axes: Record<string, { min: number; max: number }>;
   } | null;
   analyticsRefreshes?: number;
+  journeysRefreshes?: number;
+  externalRefreshes?: number;
 };
 
 // Page-side globals, typed here because the test compiles without the DOM library.
@@ -149,6 +181,121 @@ test('gauges, chart data and alerts appear live as usage flows through the syste
   // Cost per successful request by model: the chat models, and the images priced by the ledger.
   expect(await page.locator('#an-models tbody tr').count()).toBeGreaterThanOrEqual(2);
   expect(await page.textContent('#an-models')).toContain('gemini/gemini-2.0-flash');
+}, 90_000);
+
+/* eslint-disable @typescript-eslint/no-explicit-any */
+async function call(method: string, path: string, key: string, body?: unknown, headers: Record<string, string> = {}) {
+  const res = await fetch(`${sys.url}${path}`, {
+    method,
+    headers: { authorization: `Bearer ${key}`, ...(body !== undefined && { 'content-type': 'application/json' }), ...headers },
+    ...(body !== undefined && { body: JSON.stringify(body) }),
+  });
+  const text = await res.text();
+  return { status: res.status, json: (text ? JSON.parse(text) : undefined) as any };
+}
+
+/** Clicks Apply and waits until the journeys and external panels have both redrawn since. */
+async function applyFilters(user = '', project = '') {
+  await page.fill('#an-user', user);
+  await page.fill('#an-project', project);
+  const before = await dash((s) => [s.journeysRefreshes ?? 0, s.externalRefreshes ?? 0]);
+  await page.click('#an-apply');
+  await page.waitForFunction(
+    ([j, e]) => {
+      const s = (globalThis as unknown as PageGlobals).__tollgate;
+      return (s.journeysRefreshes ?? 0) > j! && (s.externalRefreshes ?? 0) > e!;
+    },
+    before,
+    { timeout: 10_000 },
+  );
+}
+/** The text of each cell of the table rows matching `selector`. */
+const cells = (selector: string) =>
+  page.$$eval(selector, (rows) => rows.map((r) => Array.from((r as unknown as { cells: ArrayLike<{ textContent: string }> }).cells, (c) => c.textContent)));
+
+test('journeys (per-template conversion, per-step funnel, active ones) and external usage by operation show what the API recorded', async () => {
+  const carol = (await sys.keys.create({ name: 'carol', user_id: 'carol', project_id: 'shop', scopes: ['chat', 'vision', 'costs', 'usage'] })).key;
+  const dave = (await sys.keys.create({ name: 'dave', user_id: 'dave', project_id: 'home', scopes: ['chat', 'vision', 'costs', 'usage'] })).key;
+  const start = async (key: string, template: string) => {
+    const r = await call('POST', '/v1/journeys', key, { template });
+    expect(r.status).toBe(201);
+    return r.json.id as string;
+  };
+  const inJourney = (id: string) => ({ 'x-tollgate-journey': id });
+  const view = async (id: string) => (await call('GET', `/v1/journeys/${id}`, sys.adminToken)).json;
+  const stepDone = (id: string, step: string) => waitFor(async () => (await view(id)).steps.find((s: any) => s.key === step).status === 'completed', 10_000);
+
+  // Kitchen renovation: carol finishes one (brief, photos, plan) and has a second at its brief; dave starts a bathroom one.
+  const done = await start(carol, 'kitchen-renovation');
+  expect((await call('POST', '/v1/chat', carol, { message: 'A galley kitchen, 3 by 2 metres.', model: 'gpt-4o-mini' }, inJourney(done))).status).toBe(200);
+  expect(await stepDone(done, 'brief')).toBe(true);
+  const image = png1x1([200, 180, 150]).toString('base64');
+  expect((await call('POST', '/v1/vision', carol, { image_base64: image, prompt: 'What room is this?' }, inJourney(done))).status).toBe(200);
+  expect(await stepDone(done, 'photos')).toBe(true);
+  expect((await call('POST', '/v1/chat', carol, { message: 'Draft the plan.', model: 'gpt-4o-mini' }, inJourney(done))).status).toBe(200);
+  expect(await waitFor(async () => (await view(done)).state === 'completed' && (await view(done)).cost.entries === 3, 10_000)).toBe(true);
+  const active = await start(carol, 'kitchen-renovation');
+  expect((await call('POST', '/v1/chat', carol, { message: 'An L-shaped kitchen with an island.', model: 'gpt-4o-mini' }, inJourney(active))).status).toBe(200);
+  expect(await stepDone(active, 'brief')).toBe(true);
+  expect(await waitFor(async () => (await view(active)).cost.entries === 1, 10_000)).toBe(true);
+  const bath = await start(dave, 'bathroom-refresh');
+  const doneCost = (await view(done)).cost.total.micros as number;
+  const activeCost = (await view(active)).cost.total.micros as number;
+  expect(doneCost).toBeGreaterThan(30_000); // the image alone is $0.03
+  expect(activeCost).toBeGreaterThan(0);
+
+  // External usage: carol holds 10 searches and uses 3 ($5 per 1,000); dave reports 2 place searches ($0.032 each).
+  const hold = await call('POST', '/v1/usage/holds', carol, { operation: 'google/custom-search', units: 10 });
+  expect(hold.status).toBe(201);
+  expect((await call('POST', '/v1/usage', carol, { operation: 'google/custom-search', units: 3, hold_id: hold.json.hold_id })).status).toBe(202);
+  expect((await call('POST', '/v1/usage', dave, { operation: 'google/places-text-search', units: 0, calls: 2 }, { 'idempotency-key': 'dash-places-1' })).status).toBe(202);
+  const externalToday = async () => (await call('GET', '/v1/costs/summary?period=day&group_by=service', sys.adminToken)).json.groups.find((g: any) => g.key === 'external')?.micros;
+  expect(await waitFor(async () => (await externalToday()) === 79_000, 10_000)).toBe(true);
+
+  await applyFilters();
+  const usdOf = (m: number) => `$${Math.floor(m / 1e6)}.${String(m % 1e6).padStart(6, '0')}`;
+  // Template figures: 2 started, 1 completed, so 50%; cost per completed is the finished journey's whole cost.
+  expect(await cells('#jr-templates tbody tr[data-template="kitchen-renovation"]')).toEqual([
+    ['kitchen-renovation', '1', '2', '1', '1', '0', '0', '50.0%', usdOf(doneCost)],
+  ]);
+  expect(await cells('#jr-templates tbody tr[data-template="bathroom-refresh"]')).toEqual([['bathroom-refresh', '1', '1', '0', '1', '0', '0', '0.0%', '-']]);
+  // Per step: both passed the brief, one of two the photos (drop-off 1 of 2), the one that got there planned; materials is optional.
+  expect((await cells('#jr-steps [data-template="kitchen-renovation"] tbody tr')).map((r) => r.slice(0, 6))).toEqual([
+    ['brief', '2', '2', '100.0%', '0.0%', '0'],
+    ['photos', '2', '1', '50.0%', '50.0%', '0'],
+    ['plan', '1', '1', '100.0%', '0.0%', '0'],
+    ['materials (optional)', '1', '0', '0.0%', '100.0%', '0'],
+  ]);
+  // Active journeys: carol's second at 20% (the brief weighs 1 of 5) and dave's at 0%, with what each cost so far.
+  const activeRows = await cells('#jr-active tbody tr');
+  expect(activeRows.map((r) => r.slice(0, 6)).sort()).toEqual([
+    [active, 'carol', 'shop', 'kitchen-renovation v1', '20.0%', usdOf(activeCost)],
+    [bath, 'dave', 'home', 'bathroom-refresh v1', '0.0%', '$0.000000'],
+  ].sort());
+  expect(activeRows.some((r) => r[0] === done)).toBe(false);
+
+  // External: today's cost per operation beside its rates, the unused operation at zero.
+  expect(await cells('#ex-operations tbody tr')).toEqual([
+    ['google/places-text-search', '$0.032000', '-', '-', '$0.064000', '81.0%'],
+    ['google/custom-search', '-', '-', '$5.000000', '$0.015000', '19.0%'],
+    ['youtube/search', '-', '$0.000000', '-', '$0.000000', '0.0%'],
+  ]);
+  expect(await page.textContent('#ex-summary')).toMatch(/^\(today, \d{4}-\d{2}-\d{2} UTC: \$0\.079000 of \$\d+\.\d{6} total spend\)$/);
+  expect(await page.textContent('#ex-prices')).toContain('Rates from price version 2026-01-01');
+
+  // The user filter narrows the active journeys and the external spend to that user.
+  await applyFilters('dave');
+  expect((await cells('#jr-active tbody tr')).map((r) => r[0])).toEqual([bath]);
+  expect(await page.textContent('#ex-summary')).toMatch(/for user dave: \$0\.064000 of \$0\.064000 total spend/);
+  expect((await cells('#ex-operations tbody tr')).map((r) => [r[0], r[4]])).toEqual([
+    ['google/places-text-search', '$0.064000'],
+    ['google/custom-search', '$0.000000'],
+    ['youtube/search', '$0.000000'],
+  ]);
+  await applyFilters('', 'shop');
+  expect((await cells('#jr-active tbody tr')).map((r) => r[0])).toEqual([active]);
+  expect(await page.textContent('#ex-summary')).toMatch(/for project shop: \$0\.015000 of /);
+  await applyFilters();
 
   mkdirSync(ARTIFACTS, { recursive: true });
   await page.screenshot({ path: join(ARTIFACTS, 'dashboard.png'), fullPage: true });

@@ -18,6 +18,10 @@
     flagChanges: [],
     /** The last analytics query answer (series by bucket) and its range, for the panels and the test. */
     analytics: null,
+    /** Journey stats per template and the active journeys, as the panel shows them. */
+    journeys: null,
+    /** Today's external spend by operation, with rates. */
+    external: null,
   };
   // Exposed for the browser test and for operators poking at the console.
   window.__tollgate = state;
@@ -272,6 +276,116 @@
     );
   }
 
+  // ---- journeys ----
+  const pct = (r) => (r == null ? '-' : `${(r * 100).toFixed(1)}%`);
+  const ms = (v) => (v == null ? '-' : v >= 60_000 ? `${(v / 60_000).toFixed(1)} min` : `${(v / 1000).toFixed(1)} s`);
+  /** A cell with a small bar (0-1) and its percentage. */
+  function rateCell(r, cls = '') {
+    const td = el('td', { class: 'nowrap' });
+    const bar = el('span', { class: `rate ${cls}` });
+    const fill = el('span');
+    fill.style.width = `${r == null ? 0 : Math.round(r * 100)}%`;
+    bar.append(fill);
+    td.append(bar, document.createTextNode(pct(r)));
+    return td;
+  }
+  const row = (cells, attrs = {}) => {
+    const tr = el('tr', attrs);
+    tr.append(...cells.map((c) => (typeof c === 'string' ? el('td', {}, c) : c)));
+    return tr;
+  };
+
+  /**
+   * Conversion of each template's latest version (the API counts every user: it has no tenant or
+   * time filter), and the active journeys, narrowed by the page's user/project filters.
+   */
+  async function refreshJourneys() {
+    const filters = analyticsFilters();
+    const qs = new URLSearchParams({ state: 'active', limit: '100' });
+    if (filters.user) qs.set('user_id', filters.user);
+    const [{ templates }, { journeys }] = await Promise.all([api('/v1/journeys/templates'), api(`/v1/journeys?${qs}`)]);
+    const stats = await Promise.all(templates.map((t) => api(`/v1/analytics/journeys/${encodeURIComponent(t.key)}?version=${t.version}`)));
+    // The list API filters by user only; a project filter narrows what it returned.
+    const active = filters.project ? journeys.filter((j) => j.project_id === filters.project) : journeys;
+    state.journeys = { templates: stats, active };
+    state.journeysRefreshes = (state.journeysRefreshes ?? 0) + 1;
+
+    $('jr-templates').tBodies[0].replaceChildren(
+      ...stats.map((t) =>
+        row([t.template, String(t.version), String(t.started), String(t.completed), String(t.active), String(t.abandoned), String(t.cancelled), rateCell(t.completion_rate), t.cost_per_completed ? usd(t.cost_per_completed.micros) : '-'], { 'data-template': t.template }),
+      ),
+    );
+    $('jr-steps').replaceChildren(
+      ...stats.map((t) => {
+        const box = el('div', { 'data-template': t.template });
+        const table = el('table', { class: 'jr-steps' });
+        const head = el('thead');
+        head.append(row(['step', 'reached', 'done', 'conversion', 'drop-off', 'abandoned', 'p50 time'].map((h) => el('th', {}, h))));
+        const body = el('tbody');
+        body.append(
+          ...t.steps.map((st) =>
+            row([`${st.key}${st.required ? '' : ' (optional)'}`, String(st.reached), String(st.completed), rateCell(st.conversion), rateCell(st.drop_off_rate, 'drop'), String(st.abandoned_here), ms(st.time_in_step_p50_ms)], { 'data-step': st.key, title: st.title }),
+          ),
+        );
+        table.append(head, body);
+        box.append(el('h3', {}, `${t.template} v${t.version}: per step`), table);
+        return box;
+      }),
+    );
+    const who = [filters.user && `user ${filters.user}`, filters.project && `project ${filters.project}`].filter(Boolean).join(', ');
+    $('jr-active-summary').textContent = `(${active.length}${who ? ` of ${who}` : ', every user'}; user/project filters above apply)`;
+    $('jr-active').tBodies[0].replaceChildren(
+      ...active.map((j) =>
+        row([j.id, j.user_id, j.project_id, `${j.template} v${j.template_version}`, rateCell(j.progress_pct / 100), usd(j.cost.total.micros), j.last_activity_at.slice(0, 19).replace('T', ' ')], { 'data-journey': j.id }),
+      ),
+    );
+  }
+
+  // ---- external usage ----
+  const rateOf = (m) => (m === undefined ? '-' : usd(m));
+
+  /**
+   * Today's spend on metered external APIs (service "external" in the ledger) by operation, beside
+   * each operation's rates in force. The user/project filters apply (one of them: the summary
+   * takes either).
+   */
+  async function refreshExternal() {
+    const filters = analyticsFilters();
+    const qs = (group) => {
+      const q = new URLSearchParams({ period: 'day', group_by: group });
+      if (filters.user) q.set('user_id', filters.user);
+      else if (filters.project) q.set('project_id', filters.project);
+      return q;
+    };
+    const [byService, byOperation, ops, prices] = await Promise.all([
+      api(`/v1/costs/summary?${qs('service')}`),
+      api(`/v1/costs/summary?${qs('operation')}`),
+      api('/v1/usage/operations'),
+      api('/v1/prices'),
+    ]);
+    const total = byService.groups.find((g) => g.key === 'external')?.micros ?? 0;
+    const rates = new Map(ops.operations.map((o) => [o.operation, o]));
+    // External operations are named provider/name; the built-in services' operations (chat, rag, vision) never are.
+    const spent = new Map(byOperation.groups.filter((g) => rates.has(g.key) || g.key.includes('/')).map((g) => [g.key, g.micros]));
+    const names = [...new Set([...spent.keys(), ...rates.keys()])].sort((a, b) => (spent.get(b) ?? 0) - (spent.get(a) ?? 0) || a.localeCompare(b));
+    const rows = names.map((operation) => ({ operation, micros: spent.get(operation) ?? 0, rates: rates.get(operation) ?? null }));
+    state.external = { period_key: byService.period_key, total_micros: total, all_micros: byService.total.micros, price_version: ops.price_version, rows };
+    state.externalRefreshes = (state.externalRefreshes ?? 0) + 1;
+
+    const scope = filters.user ? ` for user ${filters.user}` : filters.project ? ` for project ${filters.project}` : '';
+    $('ex-summary').textContent = `(today, ${byService.period_key} UTC${scope}: ${usd(total)} of ${usd(byService.total.micros)} total spend)`;
+    $('ex-operations').tBodies[0].replaceChildren(
+      ...rows.map((r) =>
+        row([r.operation, rateOf(r.rates?.per_call_micros), rateOf(r.rates?.per_unit_micros), rateOf(r.rates?.per_1k_units_micros), usd(r.micros), total ? `${((r.micros / total) * 100).toFixed(1)}%` : '-'], {
+          'data-operation': r.operation,
+          ...(r.rates === null && { title: 'No longer priced in the version in force' }),
+        }),
+      ),
+    );
+    const versions = prices.versions.map((v) => `${v.version}${v.version === prices.in_force ? ' (in force)' : Date.parse(v.effective_from) > Date.now() ? ` (from ${v.effective_from.slice(0, 16).replace('T', ' ')})` : ''}`);
+    $('ex-prices').textContent = `Rates from price version ${ops.price_version}. Versions: ${versions.join(', ')}.`;
+  }
+
   // ---- alerts, events, status ----
   function addAlert(alert) {
     state.alerts.unshift(alert);
@@ -369,6 +483,11 @@
   }
 
   // ---- wiring ----
+  /** The panels behind the user/project filters, every 10 s and on Apply. */
+  function refreshRollups() {
+    for (const refresh of [refreshAnalytics, refreshJourneys, refreshExternal]) void refresh().catch(() => undefined);
+  }
+
   let live;
   let eventsLive;
   function followEvents() {
@@ -411,8 +530,8 @@
       void refreshCache().catch(() => undefined);
       void refreshFlags().catch(() => undefined);
     }, 3_000);
-    void refreshAnalytics().catch(() => undefined);
-    const anPoll = setInterval(() => void refreshAnalytics().catch(() => undefined), 10_000);
+    refreshRollups();
+    const anPoll = setInterval(refreshRollups, 10_000);
     signal.addEventListener('abort', () => {
       clearInterval(poll);
       clearInterval(anPoll);
@@ -436,7 +555,7 @@
     void connect();
   });
   $('event-apply').addEventListener('click', followEvents);
-  $('an-apply').addEventListener('click', () => void refreshAnalytics().catch(() => undefined));
+  $('an-apply').addEventListener('click', refreshRollups);
   $('an-range').addEventListener('change', () => void refreshAnalytics().catch(() => undefined));
   for (const radio of document.querySelectorAll('input[name="chart-by"]')) {
     radio.addEventListener('change', () => {
