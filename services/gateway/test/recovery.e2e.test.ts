@@ -1,3 +1,4 @@
+import { waitFor } from '@tollgate/shared/src/testing';
 import { post, startSystem, type System } from './harness';
 
 /** Recovery through the whole chat path: retries, fallback, breakers, deadlines, rate limits. */
@@ -46,9 +47,10 @@ test('primary always 503: the fallback answers, the breaker opens on the failing
   const opened = await sys.bus.history({ types: 'circuit.opened' });
   expect(opened).toHaveLength(1);
   expect(opened[0]!.event.type === 'circuit.opened' && opened[0]!.event.data).toMatchObject({ breaker: 'gemini:chat', provider: 'gemini', operation: 'chat' });
-  // The opening is visible to operators on /metrics.
-  const metrics = await (await fetch(`${sys.url}/metrics`)).text();
-  expect(metrics).toMatch(/tollgate_circuit_state\{breaker="gemini:chat"\} 1/);
+  // The opening is visible to operators on /metrics, once the gateway's tail of the bus has read
+  // the event (it lingers between reads, so not necessarily by the time it is in the history).
+  const open = /tollgate_circuit_state\{breaker="gemini:chat"\} 1/;
+  expect(await waitFor(async () => open.test(await (await fetch(`${sys.url}/metrics`)).text()), 5_000, 50)).toBe(true);
   // Only deepseek calls were billed: one usage event per request, all deepseek.
   const usage = await sys.bus.history({ types: 'usage.recorded' });
   expect(usage.map((u) => u.event.type === 'usage.recorded' && u.event.data.provider)).toEqual(Array(5).fill('deepseek'));
