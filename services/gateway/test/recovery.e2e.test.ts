@@ -50,7 +50,8 @@ test('primary always 503: the fallback answers, the breaker opens on the failing
   // The opening is visible to operators on /metrics, once the gateway's tail of the bus has read
   // the event (it lingers between reads, so not necessarily by the time it is in the history).
   const open = /tollgate_circuit_state\{breaker="gemini:chat"\} 1/;
-  expect(await waitFor(async () => open.test(await (await fetch(`${sys.url}/metrics`)).text()), 5_000, 50)).toBe(true);
+  const metricsUrl = `${sys.url}/metrics`;
+  expect(await waitFor(async () => open.test(await (await fetch(metricsUrl)).text()), 5_000, 50)).toBe(true);
   // Only deepseek calls were billed: one usage event per request, all deepseek.
   const usage = await sys.bus.history({ types: 'usage.recorded' });
   expect(usage.map((u) => u.event.type === 'usage.recorded' && u.event.data.provider)).toEqual(Array(5).fill('deepseek'));
