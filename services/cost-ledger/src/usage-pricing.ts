@@ -6,7 +6,8 @@ export type UsageEvent = EventOf<'usage.recorded'>;
 export const entryIdFor = (usageEventId: string) => `le_${usageEventId}`;
 
 /**
- * Prices one usage event with the version in force when the call happened. A cache hit costs
+ * Prices one usage event with the version in force when the call happened (or when its hold was
+ * priced, for a reported external call: `priced_at`). A cache hit costs
  * zero and records what it saved. A model or unit the table cannot price is an error that no
  * retry fixes: it is dead-lettered with the reason, never priced as zero.
  */
@@ -14,7 +15,7 @@ export function toEntry(event: UsageEvent, table: PriceTable, now = new Date()):
   const d = event.data;
   let priced;
   try {
-    priced = price({ provider: d.provider, model: d.model, units: d.units }, { at: event.occurred_at, table });
+    priced = price({ provider: d.provider, model: d.model, units: d.units }, { at: d.priced_at ?? event.occurred_at, table });
   } catch (err) {
     throw err instanceof TollgateError ? permanent(err) : err;
   }

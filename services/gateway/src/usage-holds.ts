@@ -1,7 +1,10 @@
 import { createHash } from 'node:crypto';
 import type Redis from 'ioredis';
-import { keyspace } from '@tollgate/shared';
+import { keyspace, LuaScript } from '@tollgate/shared';
 import { z } from 'zod';
+import TAKE_OVER_LUA from './take-over-claim-1.lua';
+
+const TAKE_OVER = new LuaScript(TAKE_OVER_LUA);
 
 /**
  * What the gateway remembers about an external-usage hold beyond the budget hold itself (which
@@ -21,12 +24,16 @@ export const holdRecordSchema = z.object({
   held: z.boolean(),
   expires_at: z.number().int(),
   price_version: z.string(),
+  /** When the hold was priced (epoch ms): its report is priced at the same instant, so a price version taking effect meanwhile cannot make it dearer than what was held. */
+  priced_at: z.number().int().optional(),
 });
 export type HoldRecord = z.infer<typeof holdRecordSchema>;
 
 /** A claimed report slot: in progress, done (with the answer a retry gets again), or a released hold. */
 const claimSchema = z.union([
-  z.object({ state: z.literal('pending'), fingerprint: z.string() }),
+  // `nonce` names this use of the slot in the event id (a key reused after its slot expired is a
+  // new report); `at` lets a retry take over a claim whose gateway died before finishing it.
+  z.object({ state: z.literal('pending'), fingerprint: z.string(), nonce: z.string(), at: z.number().int() }),
   z.object({ state: z.literal('done'), fingerprint: z.string(), response: z.record(z.string(), z.unknown()) }),
   z.object({ state: z.literal('released') }),
 ]);
@@ -36,6 +43,12 @@ export type Claim = z.infer<typeof claimSchema>;
 const RECORD_GRACE_MS = 24 * 3_600_000;
 /** How long an `Idempotency-Key` is remembered. */
 export const IDEMPOTENCY_TTL_MS = 24 * 3_600_000;
+/**
+ * A report still pending after this long lost its gateway between claim and answer: a retry
+ * takes the claim over with the same nonce, so it publishes the same event id (the ledger counts
+ * it once if the first publish got through) instead of being refused until the slot expires.
+ */
+export const PENDING_STALE_MS = 30_000;
 
 const sha = (s: string) => createHash('sha256').update(s).digest('hex');
 
@@ -64,9 +77,16 @@ export class UsageHoldStore {
       : this.k('usage-report', 'idem', sha(`${id.user_id}\n${id.project_id}\n${id.idempotency_key}`));
   }
 
-  /** The usage event id of a slot: the same report always publishes the same id, so the ledger counts it once. */
-  eventIdFor(slot: string): string {
-    return `usage_${sha(slot).slice(0, 40)}`;
+  /** The usage event id of one use of a slot: a retry publishes the same id, so the ledger counts it once. */
+  eventIdFor(slot: string, nonce: string): string {
+    return `usage_${sha(`${slot}\n${nonce}`).slice(0, 40)}`;
+  }
+
+  /** Replaces a stale pending claim with a fresh one under the same nonce, if it is still that claim. */
+  async takeOver(slot: string, stale: Extract<Claim, { state: 'pending' }>, ttlMs: number): Promise<Extract<Claim, { state: 'pending' }> | undefined> {
+    const fresh = { ...stale, at: Date.now() };
+    const ok = await TAKE_OVER.run(this.redis, [slot], [stale.nonce, String(stale.at), JSON.stringify(fresh), ttlMs]);
+    return ok === 1 ? fresh : undefined;
   }
 
   /** Claims a slot; returns the existing claim when another got there first. */

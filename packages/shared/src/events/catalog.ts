@@ -213,6 +213,8 @@ export const EVENT_CATALOG = {
       request_fingerprint: z.string().regex(/^[a-f0-9]{64}$/).optional(),
       /** The budget hold admission made for the request: the ledger settles it with this call's cost. */
       hold_id: z.string().uuid().optional(),
+      /** The instant whose price version applies, when not the call's own: a reported external call is priced as its hold was. */
+      priced_at: z.iso.datetime().optional(),
     }),
   },
   'cost.recorded': {

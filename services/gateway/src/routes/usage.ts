@@ -11,6 +11,7 @@ import {
   price,
   type PriceTable,
   splitOperation,
+  TollgateError,
 } from '@tollgate/shared';
 import { z } from 'zod';
 import { holdOf, type PaidWork } from '../auth/admission';
@@ -18,7 +19,7 @@ import { principalOf, type Principal } from '../auth/middleware';
 import { ApiError } from '../errors';
 import { microsSchema, route } from '../openapi/registry';
 import { costSchema } from '../openapi/schemas';
-import { type Claim, type HoldRecord, IDEMPOTENCY_TTL_MS, reportFingerprint, UsageHoldStore } from '../usage-holds';
+import { type Claim, type HoldRecord, IDEMPOTENCY_TTL_MS, PENDING_STALE_MS, reportFingerprint, UsageHoldStore } from '../usage-holds';
 import type { Guards } from './guards';
 
 /** Usage events of external operations carry this service name, beside chat-workflow, vision and gateway. */
@@ -109,8 +110,8 @@ export interface UsageRouteOptions {
   priceTable: PriceTable;
 }
 
-function priceOf(table: PriceTable, op: string): { price: ModelPrice; version: string } {
-  const p = externalPrice(table, op);
+function priceOf(table: PriceTable, op: string, at = new Date()): { price: ModelPrice; version: string } {
+  const p = externalPrice(table, op, at);
   if (!p) {
     throw new ApiError('unknown_operation', `Unknown operation "${op}": the price table has no external operation of that name. Ask an administrator to price it (PUT /v1/prices/...).`, {
       operation: op,
@@ -145,14 +146,14 @@ export function usageRoutes(guards: Pick<Guards, 'usage'>, o: UsageRouteOptions)
     const p = priceOf(o.priceTable, body.operation);
     const worst = externalWorstCase(p.price, { calls: body.calls, quantity: body.units });
     if (!Number.isSafeInteger(worst)) throw new ApiError('invalid_request', 'The worst case of that many units is beyond any budget.');
-    res.locals.usageHold = { body, version: p.version };
+    res.locals.usageHold = { body, version: p.version, pricedAt: Date.now() };
     return { input_tokens: 0, bounds: [{ input_per_mtok: 0, fixed_micros: worst }], hold_ttl_ms: body.ttl_seconds * 1000 };
   };
 
   router.post('/v1/usage/holds', ...guards.usage(estimate), async (_req, res) => {
     const who = principalOf(res);
     const hold = holdOf(res)!;
-    const { body, version } = res.locals.usageHold as { body: z.infer<typeof holdBody>; version: string };
+    const { body, version, pricedAt } = res.locals.usageHold as { body: z.infer<typeof holdBody>; version: string; pricedAt: number };
     // Without a hard budget nothing is reserved, but the id still names the call for its report.
     const id = hold.hold_id ?? randomUUID();
     const record: HoldRecord = {
@@ -166,6 +167,7 @@ export function usageRoutes(guards: Pick<Guards, 'usage'>, o: UsageRouteOptions)
       held: hold.hold_id !== undefined,
       expires_at: hold.expires_at,
       price_version: version,
+      priced_at: pricedAt,
     };
     await store.put(record);
     // The hold now outlives this response: its report, release or expiry ends it.
@@ -189,10 +191,21 @@ export function usageRoutes(guards: Pick<Guards, 'usage'>, o: UsageRouteOptions)
     const body = reportBody.parse(req.body ?? {});
     const rawKey = req.header('idempotency-key');
     const idemKey = rawKey === undefined ? undefined : idempotencyKey.parse(rawKey);
-    priceOf(o.priceTable, body.operation);
     const rec = body.hold_id ? await ownHold(store, who, body.hold_id) : undefined;
     if (rec && rec.operation !== body.operation) {
       throw new ApiError('invalid_request', `Usage hold ${rec.hold_id} is for "${rec.operation}", not "${body.operation}".`);
+    }
+    // A held call is priced as it was held, even if a price version took effect since (or dropped
+    // the operation): what was reserved is what the same units cost.
+    const pricedAt = rec?.priced_at !== undefined ? new Date(rec.priced_at) : new Date();
+    priceOf(o.priceTable, body.operation, pricedAt);
+    const { provider, model } = splitOperation(body.operation);
+    const usageUnits = { calls: body.calls, quantity: body.units };
+    let estimate;
+    try {
+      estimate = price({ provider, model, units: usageUnits }, { at: pricedAt, table: o.priceTable });
+    } catch (err) {
+      throw err instanceof TollgateError ? new ApiError('invalid_request', `That report cannot be priced: ${err.message}`) : err;
     }
 
     // One report per hold, or per Idempotency-Key: a retry gets the first answer again.
@@ -203,16 +216,19 @@ export function usageRoutes(guards: Pick<Guards, 'usage'>, o: UsageRouteOptions)
         : undefined;
     const fingerprint = reportFingerprint(body);
     const ttl = rec ? Math.max(1, rec.expires_at - Date.now()) + IDEMPOTENCY_TTL_MS : IDEMPOTENCY_TTL_MS;
+    let nonce: string = randomUUID();
     if (slot) {
-      const prior = await store.claim(slot, { state: 'pending', fingerprint }, ttl);
-      if (prior) return replay(res, prior, fingerprint, rec);
+      const prior = await store.claim(slot, { state: 'pending', fingerprint, nonce, at: Date.now() }, ttl);
+      if (prior) {
+        const taken = prior.state === 'pending' && prior.fingerprint === fingerprint && Date.now() - prior.at > PENDING_STALE_MS ? await store.takeOver(slot, prior, ttl) : undefined;
+        if (!taken) return replay(res, prior, fingerprint, rec);
+        nonce = taken.nonce;
+      }
     }
 
+    let published = false;
     try {
       const now = new Date();
-      const { provider, model } = splitOperation(body.operation);
-      const usageUnits = { calls: body.calls, quantity: body.units };
-      const estimate = price({ provider, model, units: usageUnits }, { at: now, table: o.priceTable });
       const settles = rec?.held === true;
       const expired = rec !== undefined && rec.expires_at <= now.getTime();
       // Tell the hold how many billed calls will settle it (one), before the ledger may settle it.
@@ -230,29 +246,34 @@ export function usageRoutes(guards: Pick<Guards, 'usage'>, o: UsageRouteOptions)
           request_id: requestId,
           cached: false,
           ...(settles && { hold_id: rec.hold_id }),
+          ...(rec?.priced_at !== undefined && { priced_at: pricedAt.toISOString() }),
         },
         {
           correlation_id: requestId,
           user_id: who.user_id,
           project_id: who.project_id,
           occurred_at: now.toISOString(),
-          ...(slot && { id: store.eventIdFor(slot) }),
+          ...(slot && { id: store.eventIdFor(slot, nonce) }),
         },
       );
+      published = true;
       const response: z.input<typeof reportReply> = {
         usage_event_id: event.id,
         operation: body.operation,
         units: body.units,
         calls: body.calls,
-        // At the price in force now; the ledger's entry is the record.
+        // At the price the ledger applies (the hold's, for a held call); the ledger's entry is the record.
         cost: { micros: estimate.amount_micros, usd: formatUsd(estimate.amount_micros), price_version: estimate.price_version },
         ...(rec && { hold_id: rec.hold_id, hold: !rec.held ? 'none' : expired ? 'expired' : 'settling', worst_micros: rec.worst_micros }),
       };
-      if (slot) await store.complete(slot, { state: 'done', fingerprint, response }, ttl);
+      // Recorded either way: if marking the slot done fails, a retry finds it pending, takes it
+      // over once stale and publishes the same event id again, which the ledger counts once.
+      if (slot) await store.complete(slot, { state: 'done', fingerprint, response }, ttl).catch(() => undefined);
       res.status(202).json(response);
     } catch (err) {
-      // Nothing was recorded, so a retry must be free to record it.
-      if (slot) await store.unclaim(slot).catch(() => undefined);
+      // Nothing was recorded, so a retry must be free to record it. Once published, the claim
+      // stays: giving it back would let a release free the hold, or a report without it count twice.
+      if (slot && !published) await store.unclaim(slot).catch(() => undefined);
       throw err;
     }
   });
