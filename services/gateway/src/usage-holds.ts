@@ -26,6 +26,9 @@ export const holdRecordSchema = z.object({
   price_version: z.string(),
   /** When the hold was priced (epoch ms): its report is priced at the same instant, so a price version taking effect meanwhile cannot make it dearer than what was held. */
   priced_at: z.number().int().optional(),
+  /** The journey the hold was asked for in (checked at admission), which its report's entry carries. */
+  journey: z.string().optional(),
+  journey_step: z.string().optional(),
 });
 export type HoldRecord = z.infer<typeof holdRecordSchema>;
 

@@ -149,8 +149,11 @@ test('a step completed twice by a replayed event counts once', async () => {
   const original = (await journeyBus.history({ types: 'chat.response_generated', last: 500 })).find((h) => h.event.correlation_id === r1.json.request_id)!;
   expect(original).toBeDefined();
   const before = await store.stats('kitchen-renovation', 1);
-  await sys.redis.xadd(sys.busStream, '*', 'type', original.event.type, 'event', JSON.stringify(original.event));
-  await sys.redis.xadd(sys.busStream, '*', 'type', original.event.type, 'event', JSON.stringify(original.event));
+  // Re-added as the bus writes entries (the journey beside the type), so the journey service
+  // decodes them and its state machine is what must refuse them.
+  const entry = ['type', original.event.type, 'journey', id, 'event', JSON.stringify(original.event)];
+  await sys.redis.xadd(sys.busStream, '*', ...entry);
+  await sys.redis.xadd(sys.busStream, '*', ...entry);
   // The journey service has read past both copies.
   expect(await waitFor(async () => {
     const groups = (await sys.redis.xinfo('GROUPS', sys.busStream)) as unknown[][];
@@ -267,4 +270,21 @@ test("another tenant's journey id is refused with 403 and nothing is recorded ag
   const cancelled = await call('POST', `/v1/journeys/${id}/cancel`, alice);
   expect([cancelled.status, cancelled.json.state]).toEqual([200, 'cancelled']);
   expect((await chat(alice, id, 'x')).status).toBe(409);
+}, 30_000);
+
+test('a metered external call held inside a journey is billed to it', async () => {
+  const usageKey = (await sys.keys.create({ name: 'alice-usage', user_id: 'alice', project_id: 'web', scopes: ['usage'] })).key;
+  const id = (await call('POST', '/v1/journeys', alice, { template: 'kitchen-renovation' })).json.id as string;
+  const hold = await call('POST', '/v1/usage/holds', usageKey, { operation: 'google/places-text-search', units: 0 }, journeyHeaders(id, 'brief'));
+  expect(hold.status).toBe(201);
+  // The report needs no header: it carries the journey its hold was asked for in.
+  const report = await call('POST', '/v1/usage', usageKey, { operation: 'google/places-text-search', units: 0, hold_id: hold.json.hold_id });
+  expect(report.status).toBe(202);
+  expect(await waitFor(async () => (await view(id)).cost.entries === 1, 10_000)).toBe(true);
+  const v = await view(id);
+  expect(v.cost.total.micros).toBe(32_000);
+  expect(v.steps.find((s: any) => s.key === 'brief').cost.micros).toBe(32_000);
+  // Another tenant's journey is refused at the hold, before anything is held.
+  const theirs = (await call('POST', '/v1/journeys', mallory, { template: 'kitchen-renovation' })).json.id as string;
+  expect((await call('POST', '/v1/usage/holds', usageKey, { operation: 'google/places-text-search', units: 0 }, journeyHeaders(theirs))).status).toBe(403);
 }, 30_000);

@@ -121,7 +121,9 @@ export async function advance(store: JourneyStore, templates: TemplateCache, eve
     }
     if (outcome === 'ok') return 'applied';
     if (outcome === 'seen') return 'seen';
-    // 'conflict': someone else changed it since the read; decide again on the new state.
+    // 'conflict': another instance changed it since the read; decide again on the new state,
+    // after a random pause so instances racing on one journey do not keep colliding.
+    await new Promise((r) => setTimeout(r, Math.random() * Math.min(100, 5 * 2 ** round)));
   }
   throw new Error(`journey ${id}: no compare-and-set succeeded in ${CAS_ROUNDS} rounds`);
 }

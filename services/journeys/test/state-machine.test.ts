@@ -180,3 +180,57 @@ test('a journey stays on the template version it started with when a new version
   expect([f!.doc.state, f!.doc.steps.length]).toEqual(['completed', 1]);
   expect([(await store.stats('versioned', 1)).started, (await store.stats('versioned', 2)).completed]).toEqual([1, 1]);
 });
+
+describe('through the consumer, on a backlog (the service restarting or behind)', () => {
+  const ORDERED = {
+    title: 'Ordered',
+    abandon_after_seconds: 3_600,
+    steps: [
+      { key: 'ask', title: 'Ask', completion: { event: 'chat.response_generated' } },
+      { key: 'photo', title: 'Photo', depends_on: ['ask'], completion: { event: 'vision.analysis_completed' } },
+      { key: 'plan', title: 'Plan', depends_on: ['photo'], completion: { event: 'chat.response_generated' } },
+    ],
+  };
+
+  async function drain(publisher: EventBus, events: AnyEvent[]) {
+    const { consumeForJourneys } = await import('../src/consumer');
+    for (const e of events) await publisher.publishMany([{ type: e.type, data: e.data, meta: { ...e, correlation_id: e.correlation_id } } as never]);
+    // The service's own bus settings: many handlers at once, large reads.
+    const consumer = new EventBus({ redis, prefix, service: `journeys-backlog-${++seq}`, concurrency: 256, batchSize: 500, lingerMs: 100 });
+    const { counts, stop } = consumeForJourneys(consumer, store, templates);
+    await consumer.start();
+    const total = () => Object.values(counts).reduce((a, b) => a + b, 0);
+    for (let i = 0; i < 500 && total() < events.length; i++) await new Promise((r) => setTimeout(r, 20));
+    stop();
+    await consumer.stop();
+    return { counts, dead: await consumer.deadLetters() };
+  }
+
+  test("a journey's events queued before the service reads them complete its steps in order", async () => {
+    await store.publishTemplate('ordered', ORDERED, 'test');
+    const { doc } = await store.start({ user_id: 'u', project_id: 'p' }, 'ordered', { correlation_id: 'o1' });
+    const t = Date.now();
+    const { counts, dead } = await drain(bus, [chat(doc.id, t), vision(doc.id, t + 1), chat(doc.id, t + 2)]);
+    expect(dead).toEqual([]);
+    expect(counts.applied).toBe(3);
+    const after = (await store.get(doc.id))!.doc;
+    expect(after.steps.map((s) => [s.key, s.status])).toEqual([['ask', 'completed'], ['photo', 'completed'], ['plan', 'completed']]);
+    expect(after.state).toBe('completed');
+  });
+
+  test("a burst of 200 cost events for one journey is counted whole, none dead-lettered", async () => {
+    const { doc } = await store.start({ user_id: 'u', project_id: 'p' }, 'ordered', { correlation_id: 'o2' });
+    const { counts, dead } = await drain(bus, Array.from({ length: 200 }, () => cost(doc.id, 7)));
+    expect(dead).toEqual([]);
+    expect(counts.applied).toBe(200);
+    expect((await store.get(doc.id))!.doc.cost_micros).toBe(1_400);
+  });
+});
+
+test('a template may say "__VERSION__" anywhere: the version is numbered, not substituted into text', async () => {
+  const t = await store.publishTemplate('quoted', { title: '__VERSION__', steps: [{ key: 'a', title: '__VERSION__', completion: { event: 'chat.response_generated', match: { model: '__VERSION__' } } }] }, 'test');
+  expect(t.version).toBe(1);
+  const read = await store.template('quoted');
+  expect(read).toMatchObject({ version: 1, title: '__VERSION__', steps: [{ title: '__VERSION__', completion: { match: { model: '__VERSION__' } } }] });
+  expect((await store.templates()).some((x) => x.key === 'quoted')).toBe(true);
+});

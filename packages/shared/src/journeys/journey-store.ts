@@ -111,6 +111,9 @@ export interface TemplateStats {
   steps: StepStats[];
 }
 
+/** How many of the newest journeys a state-filtered list looks through at most. */
+export const LIST_SCAN_MAX = 5_000;
+
 const newJourneyId = () => `jrn_${randomBytes(12).toString('base64url')}`;
 
 /**
@@ -141,7 +144,9 @@ export class JourneyStore {
   async publishTemplate(key: string, input: TemplateInput, by: string, now = new Date(), onlyIfAbsent = false): Promise<JourneyTemplate | null> {
     if (!TEMPLATE_KEY.test(key)) throw new JourneyError('invalid_request', 'A template key is lower-case letters, digits and -, up to 63 characters.');
     const parsed = templateInputSchema.parse(input);
-    const draft = { key, version: '__VERSION__', ...parsed, published_at: now.toISOString(), published_by: by };
+    // Without its version: the script numbers it and writes it in front (no text replacement, so
+    // nothing an admin writes in a title or a match can be mistaken for it).
+    const draft = { key, ...parsed, published_at: now.toISOString(), published_by: by };
     const version = Number(await PUBLISH.run(this.redis, [this.keys.template(key), this.keys.templates()], [key, JSON.stringify(draft), onlyIfAbsent ? '1' : '']));
     return version === 0 ? null : templateSchema.parse({ ...draft, version });
   }
@@ -196,8 +201,10 @@ export class JourneyStore {
     const limit = Math.min(q.limit ?? 100, 1000);
     const index = q.user !== undefined ? this.keys.byUser(q.user) : this.keys.all();
     const out: JourneyDoc[] = [];
-    // Filtering by state reads in pages until the page is full or the index ends.
-    for (let start = 0; out.length < limit; start += 500) {
+    // Filtering by state reads in pages until the page is full or the index ends, but never more
+    // than the newest LIST_SCAN_MAX journeys: one request's work stays bounded however many a
+    // user has finished.
+    for (let start = 0; out.length < limit && start < LIST_SCAN_MAX; start += 500) {
       const ids = await this.redis.zrevrange(index, start, start + 499);
       if (ids.length === 0) break;
       const docs = await Promise.all(ids.map((id) => this.redis.hget(this.keys.journey(id), 'doc')));

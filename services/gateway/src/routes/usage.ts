@@ -14,7 +14,7 @@ import {
   TollgateError,
 } from '@tollgate/shared';
 import { z } from 'zod';
-import { holdOf, type PaidWork } from '../auth/admission';
+import { holdOf, journeyOf, type PaidWork } from '../auth/admission';
 import { principalOf, type Principal } from '../auth/middleware';
 import { ApiError } from '../errors';
 import { microsSchema, route } from '../openapi/registry';
@@ -168,6 +168,7 @@ export function usageRoutes(guards: Pick<Guards, 'usage'>, o: UsageRouteOptions)
       expires_at: hold.expires_at,
       price_version: version,
       priced_at: pricedAt,
+      ...journeyOf(res),
     };
     await store.put(record);
     // The hold now outlives this response: its report, release or expiry ends it.
@@ -253,6 +254,7 @@ export function usageRoutes(guards: Pick<Guards, 'usage'>, o: UsageRouteOptions)
           user_id: who.user_id,
           project_id: who.project_id,
           occurred_at: now.toISOString(),
+          ...(rec?.journey !== undefined && { journey_id: rec.journey, ...(rec.journey_step !== undefined && { journey_step: rec.journey_step }) }),
           ...(slot && { id: store.eventIdFor(slot, nonce) }),
         },
       );
