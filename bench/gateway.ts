@@ -23,7 +23,13 @@ const DURATION = Number(process.env.BENCH_DURATION_S ?? 10);
 const WARMUP = Number(process.env.BENCH_WARMUP_S ?? 3);
 const CONCURRENCIES = (process.env.BENCH_CONCURRENCY ?? '20,100').split(',').map(Number);
 const PORTS = { stub: 4110, portkey: 8797, gateway: 8190 };
-const BODY = JSON.stringify({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'Summarise the benefits of circuit breakers.' }] });
+/** BENCH_STREAM=1: streamed chat (SSE, with the usage chunk), as the OpenAI SDK asks for it. */
+const STREAM = process.env.BENCH_STREAM === '1';
+const BODY = JSON.stringify({
+  model: 'gpt-4o-mini',
+  messages: [{ role: 'user', content: 'Summarise the benefits of circuit breakers.' }],
+  ...(STREAM && { stream: true, stream_options: { include_usage: true } }),
+});
 
 export interface Proc {
   name: string;
@@ -103,6 +109,8 @@ interface Row {
   'p99 ms': number;
   ok: number;
   errors: number;
+  /** Most Redis connections the gateway held during the run (Tollgate only). */
+  'gateway redis conns'?: number;
 }
 
 async function load(target: string, url: string, headers: Record<string, string>, concurrency: number, duration = DURATION): Promise<Row> {
@@ -191,13 +199,20 @@ export async function run(): Promise<SummaryRow[]> {
     for (const concurrency of CONCURRENCIES) {
       for (const [name, url, headers] of targets) {
         process.stdout.write(`  ${name} at concurrency ${concurrency} for ${DURATION}s...\n`);
+        let gatewayConnections = 0;
         const sampler = setInterval(() => {
           for (const p of procs) peak[p.name] = Math.max(peak[p.name] ?? 0, rssMb(p.proc.pid));
+          // Redis connections the gateway holds (its own are named gateway*).
+          void redis.client('LIST').then((list) => {
+            const n = String(list).split('\n').filter((l) => / name=gateway/.test(l)).length;
+            gatewayConnections = Math.max(gatewayConnections, n);
+          }).catch(() => undefined);
         }, 500);
         const before = watched.map((w) => cpuMs(w.pid));
         const writesBefore = watched.map((w) => writeCalls(w.pid));
         const row = await load(name, url, headers, concurrency);
         clearInterval(sampler);
+        if (name === 'tollgate') row['gateway redis conns'] = gatewayConnections;
         rows.push(row);
         const used = watched.map((w, i) => [w.name, cpuMs(w.pid) - before[i]!] as const).filter(([, ms]) => ms > 0);
         const served = Math.max(1, row.ok + row.errors);

@@ -3,6 +3,7 @@ import type Redis from 'ioredis';
 import { type ChatJob, type ChatJobResult, type ChatStreamItem, chatOutputKey } from '@tollgate/shared';
 import { ApiError } from './errors';
 import { JobWaiter, JobWaitTimeoutError } from './job-waiter';
+import { StreamReader } from './stream-reader';
 
 /** What a route supplies; the dispatcher sets the deadline and whether to stream. */
 export type ChatJobInput = Omit<ChatJob, 'deadline_at' | 'stream'>;
@@ -16,15 +17,22 @@ const deadlineError = () =>
  */
 export class ChatDispatcher {
   private readonly waiter: JobWaiter<ChatJobResult>;
+  private readonly streams: StreamReader;
 
   constructor(
     private readonly queue: Queue<ChatJob, ChatJobResult>,
     events: QueueEvents,
-    private readonly redis: Redis,
+    redis: Redis,
     private readonly namespace: string,
     readonly deadlineMs: number,
   ) {
     this.waiter = new JobWaiter(events);
+    this.streams = new StreamReader(redis, namespace);
+  }
+
+  /** Streams being relayed now. */
+  get openStreams(): number {
+    return this.streams.size;
   }
 
   async run(input: ChatJobInput): Promise<ChatJobResult> {
@@ -45,31 +53,24 @@ export class ChatDispatcher {
   async *stream(input: ChatJobInput): AsyncGenerator<ChatStreamItem> {
     const deadlineAt = Date.now() + this.deadlineMs + 2_000;
     const job = await this.queue.add('chat', { ...input, stream: true, deadline_at: Date.now() + this.deadlineMs });
-    const key = chatOutputKey(this.namespace, job.id!);
-    // XREAD BLOCK holds its connection, so each stream reads on its own.
-    const reader = this.redis.duplicate();
+    // One reader for every open stream of this gateway (see StreamReader).
+    const reading = this.streams.read(chatOutputKey(this.namespace, job.id!));
     try {
-      let last = '0';
       while (Date.now() < deadlineAt) {
-        const res = (await reader.xread('COUNT', 100, 'BLOCK', Math.max(1, Math.min(1_000, deadlineAt - Date.now())), 'STREAMS', key, last)) as
-          | Array<[string, Array<[string, string[]]>]>
-          | null;
-        if (!res) {
+        const entries = await reading.next(Math.max(1, Math.min(1_000, deadlineAt - Date.now())));
+        if (entries.length === 0) {
           if ((await job.getState()) === 'failed') throw new ApiError('provider_unavailable', 'The chat could not be completed. Please try again.');
           continue;
         }
-        for (const [, entries] of res) {
-          for (const [id, fields] of entries) {
-            last = id;
-            const item = JSON.parse(fields[1] ?? 'null') as ChatStreamItem;
-            yield item;
-            if (item.kind === 'done') return;
-          }
+        for (const fields of entries) {
+          const item = JSON.parse(fields[1] ?? 'null') as ChatStreamItem;
+          yield item;
+          if (item.kind === 'done') return;
         }
       }
       throw deadlineError();
     } finally {
-      reader.disconnect();
+      reading.close();
     }
   }
 }

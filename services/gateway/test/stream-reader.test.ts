@@ -1,0 +1,48 @@
+import { createRedis } from '@tollgate/shared';
+import { TEST_REDIS_URL, testRedis } from '@tollgate/shared/src/testing';
+import { StreamReader } from '../src/stream-reader';
+
+const { redis, prefix, cleanup } = testRedis('stream-reader');
+afterAll(cleanup);
+
+/** Connections this test's reader holds, by the client name it gives them. */
+async function connectionsNamed(name: string): Promise<number> {
+  const list = (await redis.client('LIST')) as string;
+  return list.split('\n').filter((l) => l.includes(` name=${name} `)).length;
+}
+
+test('20 open streams are read over one connection, each gets its own entries in order, and the connection closes when none is open', async () => {
+  const name = `sr-${Date.now()}`;
+  const own = createRedis(TEST_REDIS_URL, { name });
+  const reader = new StreamReader(own, prefix);
+  const keys = Array.from({ length: 20 }, (_, i) => `${prefix}:out:${i}`);
+  const readings = keys.map((k) => reader.read(k));
+  // Written after the read is blocked on the first ones: opening more must wake it.
+  await new Promise((r) => setTimeout(r, 50));
+  const late = reader.read(`${prefix}:out:late`);
+  for (const [i, k] of [...keys, `${prefix}:out:late`].entries()) {
+    await redis.xadd(k, '*', 'item', `a${i}`);
+    await redis.xadd(k, '*', 'item', `b${i}`);
+  }
+  const got = await Promise.all(
+    [...readings, late].map(async (r) => {
+      const seen: string[] = [];
+      for (let tries = 0; seen.length < 2 && tries < 20; tries++) for (const f of await r.next(500)) seen.push(f[1]!);
+      return seen;
+    }),
+  );
+  expect(got).toEqual([...keys, 'late'].map((_, i) => [`a${i}`, `b${i}`]));
+  // The client itself plus one reading connection (a duplicate keeps the client's name).
+  expect(await connectionsNamed(name)).toBe(2);
+  expect(reader.size).toBe(21);
+  for (const r of [...readings, late]) r.close();
+  expect(reader.size).toBe(0);
+  // The blocked read ends within its block; then the reading connection is gone.
+  let left = 2;
+  for (let i = 0; i < 40 && left > 1; i++) {
+    await new Promise((r) => setTimeout(r, 100));
+    left = await connectionsNamed(name);
+  }
+  expect(left).toBe(1);
+  await own.quit();
+});
