@@ -59,8 +59,8 @@ export class StreamReader {
   private readonly open = new Map<string, Reading>();
   private readonly wakeKey: string;
   private wakeLast = '$';
-  private conn?: Redis;
-  private loop?: Promise<void>;
+  /** Set and cleared in the same tick as the decision to read or to stop, so no stream is missed. */
+  private running = false;
   private blocked = false;
 
   constructor(
@@ -75,7 +75,10 @@ export class StreamReader {
   read(key: string): Reading {
     const reading = new Reading(key, (r) => this.open.get(r.key) === r && this.open.delete(r.key));
     this.open.set(key, reading);
-    if (!this.loop) this.loop = this.run().finally(() => (this.loop = undefined));
+    if (!this.running) {
+      this.running = true;
+      void this.run();
+    }
     // Short of waking it, a blocked read would see this stream only when its block ends.
     else if (this.blocked) void this.redis.xadd(this.wakeKey, 'MAXLEN', '~', 100, '*', 'w', '1').then(() => this.redis.pexpire(this.wakeKey, 3_600_000)).catch((err: Error) => this.onError(err));
     return reading;
@@ -87,9 +90,13 @@ export class StreamReader {
   }
 
   private async run(): Promise<void> {
-    const conn = (this.conn = this.redis.duplicate());
+    const conn = this.redis.duplicate();
     try {
-      while (this.open.size > 0) {
+      for (;;) {
+        if (this.open.size === 0) {
+          this.running = false;
+          return;
+        }
         const readings = [...this.open.values()];
         let res: Array<[string, Entries]> | null;
         try {
@@ -110,8 +117,12 @@ export class StreamReader {
         }
       }
     } finally {
-      this.conn = undefined;
       conn.disconnect();
+      // Only an unexpected throw ends the loop with streams still open: start over for them.
+      if (this.running) {
+        this.running = this.open.size > 0;
+        if (this.running) void this.run();
+      }
     }
   }
 }

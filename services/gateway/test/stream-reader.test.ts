@@ -44,5 +44,19 @@ test('20 open streams are read over one connection, each gets its own entries in
     left = await connectionsNamed(name);
   }
   expect(left).toBe(1);
+
+  // Streams opened again after the reader went idle, and one opened the moment the last closes,
+  // are read too.
+  for (let round = 0; round < 3; round++) {
+    const a = reader.read(`${prefix}:again:${round}:a`);
+    a.close();
+    const b = reader.read(`${prefix}:again:${round}:b`);
+    await redis.xadd(`${prefix}:again:${round}:b`, '*', 'item', `r${round}`);
+    let seen: string[] = [];
+    for (let tries = 0; seen.length === 0 && tries < 10; tries++) seen = (await b.next(500)).map((f) => f[1]!);
+    expect(seen).toEqual([`r${round}`]);
+    b.close();
+    await new Promise((r) => setTimeout(r, round * 600));
+  }
   await own.quit();
 });
