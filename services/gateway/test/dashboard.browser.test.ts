@@ -1,15 +1,11 @@
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { type Browser, chromium, type Page } from 'playwright-core';
-import { createRedis, EventBus, EXAMPLE_TEMPLATES, JourneyStore } from '@tollgate/shared';
-import { TEST_REDIS_URL, waitFor } from '@tollgate/shared/src/testing';
-import { createAbandonWorker, scheduleAbandonment } from '@tollgate/journeys/src/abandoner';
-import { consumeForJourneys } from '@tollgate/journeys/src/consumer';
-import { TemplateCache } from '@tollgate/journeys/src/state-machine';
+import { EventBus } from '@tollgate/shared';
+import { waitFor } from '@tollgate/shared/src/testing';
 import { png1x1 } from '@tollgate/vision/test/images';
-import type { Queue, Worker } from 'bullmq';
-import type Redis from 'ioredis';
 import { type FullSystem, startFullSystem } from './full-harness';
+import { type JourneyService, startJourneyService } from './journey-service';
 
 /**
  * The dashboard in a real browser (Debian's chromium, driven by playwright-core): usage pushed
@@ -24,28 +20,12 @@ const ARTIFACTS = join(__dirname, '..', '..', '..', 'test-artifacts');
 let sys: FullSystem;
 let browser: Browser;
 let page: Page;
-let journeyBus: EventBus;
-let abandonQueue: Queue;
-let abandonWorker: Worker;
-const conns: Redis[] = [];
+let journeys: JourneyService;
 
 beforeAll(async () => {
   if (!existsSync(CHROMIUM)) throw new Error(`no browser at ${CHROMIUM}: install Debian's chromium (apt-get install chromium) or set CHROMIUM_PATH`);
   sys = await startFullSystem('dash');
-  // The journey service, as services/journeys wires it: the example templates, its consumer group and sweeper.
-  const store = new JourneyStore(sys.redis, sys.namespace, 'journeys');
-  for (const [key, input] of Object.entries(EXAMPLE_TEMPLATES)) await store.seedTemplate(key, input, 'start-up');
-  const templates = new TemplateCache(store);
-  journeyBus = new EventBus({ redis: sys.redis, prefix: sys.namespace, service: 'journeys', blockMs: 50 });
-  consumeForJourneys(journeyBus, store, templates);
-  await journeyBus.start();
-  const conn = () => {
-    const c = createRedis(TEST_REDIS_URL, { blocking: true });
-    conns.push(c);
-    return c;
-  };
-  abandonQueue = await scheduleAbandonment(conn(), sys.namespace, 60_000);
-  abandonWorker = createAbandonWorker(conn(), sys.namespace, store, templates);
+  journeys = await startJourneyService(sys, 60_000);
   browser = await chromium.launch({
     executablePath: CHROMIUM,
     headless: true,
@@ -56,10 +36,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await browser?.close();
-  await abandonWorker?.close();
-  await abandonQueue?.close();
-  await journeyBus?.stop();
-  for (const c of conns) await c.quit().catch(() => undefined);
+  await journeys?.close();
   await sys?.close();
 });
 

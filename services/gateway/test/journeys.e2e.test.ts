@@ -1,13 +1,9 @@
-import { EventBus, EXAMPLE_TEMPLATES, JourneyStore, type LedgerEntry, ledgerKeys } from '@tollgate/shared';
-import { TEST_REDIS_URL, waitFor } from '@tollgate/shared/src/testing';
-import { createRedis } from '@tollgate/shared';
-import { createAbandonWorker, scheduleAbandonment } from '@tollgate/journeys/src/abandoner';
-import { consumeForJourneys } from '@tollgate/journeys/src/consumer';
-import { TemplateCache } from '@tollgate/journeys/src/state-machine';
+import type { EventBus, JourneyStore, LedgerEntry } from '@tollgate/shared';
+import { EXAMPLE_TEMPLATES, ledgerKeys } from '@tollgate/shared';
+import { waitFor } from '@tollgate/shared/src/testing';
 import { png1x1 } from '@tollgate/vision/test/images';
-import type { Queue, Worker } from 'bullmq';
-import type Redis from 'ioredis';
 import { type FullSystem, startFullSystem } from './full-harness';
+import { type JourneyService, startJourneyService } from './journey-service';
 
 /**
  * Journeys end to end: the whole system plus the journey service (its consumer group and the
@@ -15,39 +11,23 @@ import { type FullSystem, startFullSystem } from './full-harness';
  */
 
 let sys: FullSystem;
+let journeys: JourneyService;
 let store: JourneyStore;
 let journeyBus: EventBus;
-let queue: Queue;
-let worker: Worker;
-const conns: Redis[] = [];
 let alice: string;
 let mallory: string;
 
 beforeAll(async () => {
   sys = await startFullSystem('journeys');
-  store = new JourneyStore(sys.redis, sys.namespace, 'journeys');
-  for (const [key, input] of Object.entries(EXAMPLE_TEMPLATES)) await store.seedTemplate(key, input, 'start-up');
-  const templates = new TemplateCache(store);
-  journeyBus = new EventBus({ redis: sys.redis, prefix: sys.namespace, service: 'journeys', blockMs: 50 });
-  consumeForJourneys(journeyBus, store, templates);
-  await journeyBus.start();
-  const conn = () => {
-    const c = createRedis(TEST_REDIS_URL, { blocking: true });
-    conns.push(c);
-    return c;
-  };
   // Sweep every 200 ms, so a template with a one-second window is abandoned within seconds.
-  queue = await scheduleAbandonment(conn(), sys.namespace, 200);
-  worker = createAbandonWorker(conn(), sys.namespace, store, templates);
+  journeys = await startJourneyService(sys, 200);
+  ({ store, bus: journeyBus } = journeys);
   alice = (await sys.keys.create({ name: 'alice', user_id: 'alice', project_id: 'web', scopes: ['chat', 'vision', 'costs'] })).key;
   mallory = (await sys.keys.create({ name: 'mallory', user_id: 'mallory', project_id: 'other', scopes: ['chat', 'vision', 'costs'] })).key;
 }, 60_000);
 
 afterAll(async () => {
-  await worker?.close();
-  await queue?.close();
-  await journeyBus?.stop();
-  for (const c of conns) await c.quit().catch(() => undefined);
+  await journeys?.close();
   await sys?.close();
 });
 
