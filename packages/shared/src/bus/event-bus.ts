@@ -391,7 +391,7 @@ export class EventBus {
           // Most of a service's entries are another's business: ack those here, taking no
           // in-flight slot, so they never shrink the next read.
           if (fields && field(fields, 'event') !== undefined && this.unwanted(fields)) this.ack(id);
-          else this.dispatch(id, fields, 1);
+          else this.dispatch(id, fields, 1, true);
         }
       }
       // Short of what was asked for: the backlog is drained, so let more arrive before reading.
@@ -405,9 +405,10 @@ export class EventBus {
     return new Promise((resolve) => this.slotWaiters.push(resolve));
   }
 
-  private dispatch(id: string, fields: string[] | null, deliveries: number): void {
+  /** `screened`: the read loop already found the entry wanted, so it is not looked up again. */
+  private dispatch(id: string, fields: string[] | null, deliveries: number, screened = false): void {
     if (this.inFlight.has(id)) return; // reclaimed from ourselves while still running
-    const work = this.handleEntry(id, fields, deliveries)
+    const work = this.handleEntry(id, fields, deliveries, screened)
       .catch((err) => void this.logger?.error('bus: delivery failed; the entry stays pending for reclaim', { id, error: errorText(err) }))
       .finally(() => {
         this.inFlight.delete(id);
@@ -416,7 +417,7 @@ export class EventBus {
     this.inFlight.set(id, work);
   }
 
-  private async handleEntry(id: string, fields: string[] | null, deliveries: number): Promise<void> {
+  private async handleEntry(id: string, fields: string[] | null, deliveries: number, screened: boolean): Promise<void> {
     if (!fields) return this.ack(id); // trimmed or deleted while pending: nothing to deliver
     const raw = field(fields, 'event');
     // An entry without an event (a foreign or broken producer) is malformed, not empty: dead-letter
@@ -425,7 +426,7 @@ export class EventBus {
       return this.deadLetter(id, JSON.stringify(fields), [{ handler: '(decode)', reason: 'InvalidEventError: the stream entry has no "event" field', attempts: 0 }]);
     }
     const type = field(fields, 'type');
-    if (this.unwanted(fields, type)) return this.ack(id);
+    if (!screened && this.unwanted(fields, type)) return this.ack(id);
     let event: AnyEvent;
     try {
       event = parseEvent(JSON.parse(raw));
