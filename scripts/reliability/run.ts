@@ -19,6 +19,7 @@ import {
   createRedis,
   EventBus,
   hashTagged,
+  scanKeys,
   type LedgerEntry,
   AnalyticsReader,
   ledgerKeys,
@@ -429,16 +430,11 @@ async function main(): Promise<number> {
   const stubLog = await json<{ enabled: boolean; calls: BilledCall[] }>(`${stubUrl}/_stub/calls`);
   const calls = stubLog.calls;
   const stubStats = await json<StubStats>(`${stubUrl}/_stub/stats`);
-  const entryIds: string[] = [];
-  let cursor = '0';
-  do {
-    const [next, found] = await redis.scan(cursor, 'MATCH', `${lk.entry('')}*`, 'COUNT', 1000);
-    cursor = next;
-    entryIds.push(...found);
-  } while (cursor !== '0');
   const entries: LedgerEntry[] = [];
-  for (let i = 0; i < entryIds.length; i += 500) {
-    for (const raw of await redis.mget(entryIds.slice(i, i + 500))) if (raw) entries.push(JSON.parse(raw) as LedgerEntry);
+  for await (const page of scanKeys(redis, `${lk.entry('')}*`)) {
+    const pipe = redis.pipeline();
+    for (const key of page) pipe.get(key);
+    for (const [, raw] of (await pipe.exec()) ?? []) if (typeof raw === 'string') entries.push(JSON.parse(raw) as LedgerEntry);
   }
   const events: AnyEvent[] = (await bus.history({ limit: 10_000_000 })).map((s) => s.event);
   const { byId, byCorrelation, duplicateIds } = indexEvents(events);

@@ -161,6 +161,11 @@ const EnvSchema = z.object({
       return value as LogLevel;
     }),
   REDIS_URL: url(['redis:', 'rediss:'], 'a redis:// or rediss:// URL').transform((v) => v ?? 'redis://127.0.0.1:6379'),
+  // Read by createRedis (every connection); checked here so a typo is named at start-up.
+  REDIS_CLUSTER_NODES: z
+    .string()
+    .optional()
+    .refine((v) => v === undefined || v.trim() === '' || v.split(',').every((hp) => /^\s*\[?[^\]\s]+?\]?:\d{1,5}\s*$/.test(hp)), 'comma-separated host:port of cluster nodes'),
   // Colons and braces are reserved for the key layout and Redis Cluster hash tags.
   TOLLGATE_PREFIX: str('tollgate', /^[A-Za-z0-9_.-]{1,64}$/, '1-64 characters of A-Z a-z 0-9 _ . -'),
   GATEWAY_HOST: host('127.0.0.1'),

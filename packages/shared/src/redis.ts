@@ -1,4 +1,4 @@
-import Redis, { type RedisOptions } from 'ioredis';
+import Redis, { Cluster, type ClusterNode, type RedisOptions } from 'ioredis';
 import { redactString } from './logger';
 
 /** Where connection errors are reported; a service passes its logger. */
@@ -16,6 +16,8 @@ const stderrSink: RedisErrorSink = { warn: (message) => void process.stderr.writ
  */
 export function createRedis(url: string, options: { blocking?: boolean; name?: string; logger?: RedisErrorSink } & RedisOptions = {}): Redis {
   const { blocking, name, logger, ...rest } = options;
+  const nodes = clusterNodes();
+  if (nodes) return reportErrors(createCluster(nodes, url, { connectionName: name, maxRetriesPerRequest: blocking ? null : 20, ...rest }), logger ?? stderrSink);
   return reportErrors(
     new Redis(url, {
       connectionName: name,
@@ -25,6 +27,51 @@ export function createRedis(url: string, options: { blocking?: boolean; name?: s
     }),
     logger ?? stderrSink,
   );
+}
+
+/**
+ * The Redis Cluster to use instead of one node: `REDIS_CLUSTER_NODES=host:port,...` (any of its
+ * masters; the rest are discovered). Unset, every connection goes to `REDIS_URL` as before.
+ */
+export function clusterNodes(env: NodeJS.ProcessEnv = process.env): ClusterNode[] | null {
+  const raw = env.REDIS_CLUSTER_NODES?.trim();
+  if (!raw) return null;
+  return raw.split(',').map((hp) => {
+    const m = /^\s*\[?([^\]\s]+?)\]?:(\d{1,5})\s*$/.exec(hp);
+    if (!m) throw new TypeError(`REDIS_CLUSTER_NODES: "${hp}" is not host:port`);
+    return { host: m[1]!, port: Number(m[2]) };
+  });
+}
+
+/** Whether this connection is a Redis Cluster (scans, shard reports and the like go per master). */
+export function isCluster(redis: Redis): boolean {
+  return (redis as unknown as { isCluster?: boolean }).isCluster === true;
+}
+
+/**
+ * A cluster connection typed as a `Redis`: every command the services send has the same shape on
+ * both, and the few that do not (SCAN, which walks one node) go through `mastersOf`. Credentials
+ * and TLS come from REDIS_URL, so one secret configures either.
+ */
+function createCluster(nodes: ClusterNode[], url: string, redisOptions: RedisOptions): Redis {
+  const u = new URL(url);
+  const cluster = new Cluster(nodes, {
+    redisOptions: {
+      ...redisOptions,
+      username: u.username ? decodeURIComponent(u.username) : undefined,
+      password: u.password ? decodeURIComponent(u.password) : undefined,
+      tls: u.protocol === 'rediss:' ? {} : undefined,
+    },
+    scaleReads: 'master',
+    clusterRetryStrategy: (times) => Math.min(times * 100, 2_000),
+    enableAutoPipelining: redisOptions.enableAutoPipelining,
+  });
+  return cluster as unknown as Redis;
+}
+
+/** The nodes holding data: the one node, or each master of a cluster. */
+export function mastersOf(redis: Redis): Redis[] {
+  return isCluster(redis) ? (redis as unknown as Cluster).nodes('master') : [redis];
 }
 
 /**
@@ -40,22 +87,36 @@ export function reportErrors(client: Redis, sink: RedisErrorSink, everyMs = 10_0
     const now = Date.now();
     if ((last.get(message) ?? -Infinity) + everyMs > now) return;
     last.set(message, now);
-    sink.warn(`redis${client.options.connectionName ? ` (${client.options.connectionName})` : ''}: ${message}; reconnecting`);
+    const name = isCluster(client) ? (client as unknown as Cluster).options.redisOptions?.connectionName : client.options.connectionName;
+    sink.warn(`redis${name ? ` (${name})` : ''}: ${message}; reconnecting`);
   });
   const duplicate = client.duplicate.bind(client);
-  client.duplicate = (override?: Partial<RedisOptions>) => reportErrors(duplicate(override), sink, everyMs);
+  client.duplicate = isCluster(client)
+    ? () => reportErrors((duplicate as unknown as () => Redis)(), sink, everyMs)
+    : (override?: Partial<RedisOptions>) => reportErrors(duplicate(override), sink, everyMs);
   return client;
 }
 
 /** Deletes every key under a prefix (tests and dev resets); SCAN, never KEYS, so a big keyspace is not blocked. */
 export async function deleteByPrefix(redis: Redis, prefix: string): Promise<number> {
-  let cursor = '0';
   let deleted = 0;
-  const pattern = `${prefix.replace(/[*?[\]\\]/g, '\\$&')}*`;
-  do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
-    cursor = next;
-    if (keys.length > 0) deleted += await redis.unlink(...keys);
-  } while (cursor !== '0');
+  for await (const keys of scanKeys(redis, `${prefix.replace(/[*?[\]\\]/g, '\\$&')}*`)) {
+    // One UNLINK per key: on a cluster the keys of a page sit in many slots.
+    const pipe = redis.pipeline();
+    for (const key of keys) pipe.unlink(key);
+    for (const [err, n] of (await pipe.exec()) ?? []) if (!err) deleted += Number(n);
+  }
   return deleted;
+}
+
+/** Pages of the keys matching a glob, over every master of a cluster (SCAN walks one node). */
+export async function* scanKeys(redis: Redis, pattern: string, count = 1000): AsyncGenerator<string[]> {
+  for (const node of mastersOf(redis)) {
+    let cursor = '0';
+    do {
+      const [next, keys] = await node.scan(cursor, 'MATCH', pattern, 'COUNT', count);
+      cursor = next;
+      if (keys.length > 0) yield keys;
+    } while (cursor !== '0');
+  }
 }

@@ -1,0 +1,65 @@
+import { randomUUID } from 'node:crypto';
+import type Redis from 'ioredis';
+import { clusterNodes, createRedis, deleteByPrefix, isCluster, mastersOf, scanKeys } from '../src/redis';
+
+// A real 3-master cluster of this file's own (its own ports), started from the redis-server on PATH.
+process.env.REDIS_CLUSTER_PORT = '7210';
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const cluster = require('../../../scripts/redis-cluster.js') as { nodes: string; start(): Promise<void>; stop(): void };
+
+let redis: Redis;
+const prefix = `test:cluster:${randomUUID().slice(0, 8)}`;
+
+beforeAll(async () => {
+  await cluster.start();
+  // createRedis reads REDIS_CLUSTER_NODES; set only while this file's connection is made.
+  process.env.REDIS_CLUSTER_NODES = cluster.nodes;
+  try {
+    redis = createRedis('redis://127.0.0.1:6379', { name: 'test-cluster' });
+  } finally {
+    delete process.env.REDIS_CLUSTER_NODES;
+  }
+}, 60_000);
+
+afterAll(async () => {
+  await redis?.quit();
+  cluster.stop();
+});
+
+test('REDIS_CLUSTER_NODES is host:port pairs; anything else is refused by name', () => {
+  expect(clusterNodes({})).toBeNull();
+  expect(clusterNodes({ REDIS_CLUSTER_NODES: ' 10.0.0.1:7000, redis-1:7001,[::1]:7002' })).toEqual([
+    { host: '10.0.0.1', port: 7000 },
+    { host: 'redis-1', port: 7001 },
+    { host: '::1', port: 7002 },
+  ]);
+  expect(() => clusterNodes({ REDIS_CLUSTER_NODES: 'redis-1' })).toThrow(/"redis-1" is not host:port/);
+});
+
+test('on a cluster, keys of many slots are written, found by a scan over every master, and deleted by prefix', async () => {
+  expect(isCluster(redis)).toBe(true);
+  await redis.ping(); // connects, so the masters are known
+  const masters = mastersOf(redis);
+  expect(masters).toHaveLength(3);
+  const keys = Array.from({ length: 60 }, (_, i) => `${prefix}:{t${i}}:k`);
+  for (const key of keys) await redis.set(key, '1');
+  const perMaster = await Promise.all(masters.map((m) => m.dbsize()));
+  expect(perMaster.every((n) => n > 0)).toBe(true); // 60 slots over 3 masters: each holds some
+
+  const found: string[] = [];
+  for await (const page of scanKeys(redis, `${prefix}:*`, 7)) found.push(...page);
+  expect(found.sort()).toEqual([...keys].sort());
+  expect(await deleteByPrefix(redis, prefix)).toBe(60);
+  expect(await redis.exists(...keys.slice(0, 1))).toBe(0);
+
+  // A duplicate (stream readers, alert streams) is a cluster connection too.
+  const dup = redis.duplicate();
+  try {
+    expect(isCluster(dup)).toBe(true);
+    await dup.set(`${prefix}:{x}:dup`, 'y');
+    expect(await redis.get(`${prefix}:{x}:dup`)).toBe('y');
+  } finally {
+    await deleteByPrefix(redis, prefix);
+    dup.disconnect();
+  }
+});
