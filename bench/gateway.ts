@@ -11,6 +11,7 @@ import { randomUUID } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import autocannon from 'autocannon';
+import { masterShares, sampleMasters } from './cluster-share';
 import { ApiKeyStore, BudgetStore, createRedis, deleteByPrefix, hashTagged, ledgerKeys } from '../packages/shared/src';
 
 import type { SummaryRow } from './summary';
@@ -196,6 +197,7 @@ export async function run(): Promise<SummaryRow[]> {
         warmups.push(await load(name, url, headers, CONCURRENCIES[0]!, WARMUP));
       }
     }
+    const sharesBefore = await sampleMasters(redis, ns);
     for (const concurrency of CONCURRENCIES) {
       for (const [name, url, headers] of targets) {
         process.stdout.write(`  ${name} at concurrency ${concurrency} for ${DURATION}s...\n`);
@@ -226,6 +228,11 @@ export async function run(): Promise<SummaryRow[]> {
       }
     }
     console.table(rows);
+    if (sharesBefore.length > 0) {
+      // Includes the Portkey runs' share of nothing: Portkey does not use Redis.
+      console.log(`per cluster master: share of the commands sent during the measured runs, and of the bench's keys (target: none above 45%):`);
+      console.table(masterShares(sharesBefore, await sampleMasters(redis, ns)));
+    }
     console.log('CPU µs per request, by process (autocannon itself not counted):');
     console.table(cpu);
     console.log('write system calls per request, by process:');
