@@ -111,6 +111,8 @@ export async function deleteByPrefix(redis: Redis, prefix: string): Promise<numb
 
 /** Pages of the keys matching a glob, over every master of a cluster (SCAN walks one node). */
 export async function* scanKeys(redis: Redis, pattern: string, count = 1000): AsyncGenerator<string[]> {
+  // A cluster connection knows its masters only once connected: a fresh one would scan nothing.
+  if (isCluster(redis)) await redis.ping();
   for (const node of mastersOf(redis)) {
     let cursor = '0';
     do {

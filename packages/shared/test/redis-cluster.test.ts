@@ -52,6 +52,15 @@ test('on a cluster, keys of many slots are written, found by a scan over every m
   expect(await deleteByPrefix(redis, prefix)).toBe(60);
   expect(await redis.exists(...keys.slice(0, 1))).toBe(0);
 
+  // A connection that has sent nothing yet still finds every master's keys.
+  await redis.set(`${prefix}:{fresh}:k`, '1');
+  const fresh = redis.duplicate();
+  try {
+    expect(await deleteByPrefix(fresh, prefix)).toBe(1);
+  } finally {
+    fresh.disconnect();
+  }
+
   // A duplicate (stream readers, alert streams) is a cluster connection too.
   const dup = redis.duplicate();
   try {
