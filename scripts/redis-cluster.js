@@ -19,8 +19,11 @@ const nodes = ports.map((p) => `${host}:${p}`).join(',');
 
 const cli = (port, ...args) => spawnSync('redis-cli', ['-h', host, '-p', String(port), ...args], { encoding: 'utf8' });
 const answers = (port) => (cli(port, 'PING').stdout || '').trim() === 'PONG';
-const clusterState = (port) => /cluster_state:(\w+)/.exec(cli(port, 'CLUSTER', 'INFO').stdout || '')?.[1];
-const knownNodes = (port) => Number(/cluster_known_nodes:(\d+)/.exec(cli(port, 'CLUSTER', 'INFO').stdout || '')?.[1] ?? 0);
+// Serving, and agreeing with the others: state ok and every master known.
+const healthy = (port) => {
+  const info = cli(port, 'CLUSTER', 'INFO').stdout || '';
+  return /cluster_state:ok\b/.test(info) && Number(/cluster_known_nodes:(\d+)/.exec(info)?.[1]) === MASTERS;
+};
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 async function waitFor(what, test, tries = 100) {
@@ -38,7 +41,7 @@ function stop() {
 }
 
 async function start() {
-  if (ports.every((p) => answers(p) && clusterState(p) === 'ok' && knownNodes(p) === MASTERS)) {
+  if (ports.every((p) => answers(p) && healthy(p))) {
     console.log(`redis-cluster: already running on ${nodes}`);
     return;
   }
@@ -62,7 +65,7 @@ async function start() {
   await waitFor('every node answering', () => ports.every(answers));
   const create = spawnSync('redis-cli', ['--cluster', 'create', ...ports.map((p) => `${host}:${p}`), '--cluster-replicas', '0', '--cluster-yes'], { encoding: 'utf8' });
   if (create.status !== 0) throw new Error(`redis-cluster: --cluster create failed:\n${create.stdout}\n${create.stderr}`);
-  await waitFor('the cluster agreeing (cluster_state:ok)', () => ports.every((p) => clusterState(p) === 'ok' && knownNodes(p) === MASTERS), 300);
+  await waitFor('the cluster agreeing (cluster_state:ok)', () => ports.every(healthy), 300);
   console.log(`redis-cluster: started ${MASTERS} masters on ${nodes} (data in ${dir})`);
 }
 

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { TollgateError } from './errors/tollgate-error';
+import { parseClusterNodes } from './redis';
 
 export const PROVIDER_NAMES = ['openai', 'gemini', 'deepseek'] as const;
 export type ProviderName = (typeof PROVIDER_NAMES)[number];
@@ -165,7 +166,14 @@ const EnvSchema = z.object({
   REDIS_CLUSTER_NODES: z
     .string()
     .optional()
-    .refine((v) => v === undefined || v.trim() === '' || v.split(',').every((hp) => /^\s*\[?[^\]\s]+?\]?:\d{1,5}\s*$/.test(hp)), 'comma-separated host:port of cluster nodes'),
+    .superRefine((v, ctx) => {
+      if (v === undefined || v.trim() === '') return;
+      try {
+        parseClusterNodes(v);
+      } catch (err) {
+        ctx.addIssue({ code: 'custom', message: `comma-separated host:port of cluster nodes: ${(err as Error).message}` });
+      }
+    }),
   // Colons and braces are reserved for the key layout and Redis Cluster hash tags.
   TOLLGATE_PREFIX: str('tollgate', /^[A-Za-z0-9_.-]{1,64}$/, '1-64 characters of A-Z a-z 0-9 _ . -'),
   GATEWAY_HOST: host('127.0.0.1'),

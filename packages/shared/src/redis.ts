@@ -36,9 +36,18 @@ export function createRedis(url: string, options: { blocking?: boolean; name?: s
 export function clusterNodes(env: NodeJS.ProcessEnv = process.env): ClusterNode[] | null {
   const raw = env.REDIS_CLUSTER_NODES?.trim();
   if (!raw) return null;
+  try {
+    return parseClusterNodes(raw);
+  } catch (err) {
+    throw new TypeError(`REDIS_CLUSTER_NODES: ${(err as Error).message}`);
+  }
+}
+
+/** `host:port,...` (IPv6 hosts in brackets) as nodes; throws naming the first entry that is not. */
+export function parseClusterNodes(raw: string): ClusterNode[] {
   return raw.split(',').map((hp) => {
     const m = /^\s*\[?([^\]\s]+?)\]?:(\d{1,5})\s*$/.exec(hp);
-    if (!m) throw new TypeError(`REDIS_CLUSTER_NODES: "${hp}" is not host:port`);
+    if (!m) throw new TypeError(`"${hp}" is not host:port`);
     return { host: m[1]!, port: Number(m[2]) };
   });
 }

@@ -160,6 +160,13 @@ describe('loadConfig errors', () => {
       'Invalid configuration: CHAT_FALLBACK_CHAIN: expected a comma-separated list of provider:model with provider one of openai|gemini|deepseek ("openai:gpt-4o" is listed twice)',
     );
   });
+
+  it('names the cluster node that is not host:port, and takes a good list', () => {
+    expect(configError({ REDIS_CLUSTER_NODES: '10.0.0.1:7000,redis-1' }).message).toBe(
+      'Invalid configuration: REDIS_CLUSTER_NODES: comma-separated host:port of cluster nodes: "redis-1" is not host:port',
+    );
+    expect(() => loadConfig({ REDIS_CLUSTER_NODES: '10.0.0.1:7000, [::1]:7001' })).not.toThrow();
+  });
 });
 
 describe('provider resolution', () => {

@@ -3,9 +3,10 @@ import type Redis from 'ioredis';
 import { clusterNodes, createRedis, deleteByPrefix, isCluster, mastersOf, scanKeys } from '../src/redis';
 
 // A real 3-master cluster of this file's own (its own ports), started from the redis-server on PATH.
+// The script reads its port when loaded; the variable is gone before any other file runs.
 process.env.REDIS_CLUSTER_PORT = '7210';
-// eslint-disable-next-line @typescript-eslint/no-require-imports
 const cluster = require('../../../scripts/redis-cluster.js') as { nodes: string; start(): Promise<void>; stop(): void };
+delete process.env.REDIS_CLUSTER_PORT;
 
 let redis: Redis;
 const prefix = `test:cluster:${randomUUID().slice(0, 8)}`;
