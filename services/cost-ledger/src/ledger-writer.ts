@@ -98,13 +98,29 @@ export class LedgerWriter {
   private async run(batch: Pending[]): Promise<void> {
     let rest = batch;
     // Entries already in the ledger make the script write nothing; drop them and go again.
+    // The same entry twice in one batch (a redelivery landing in the tick of its first delivery)
+    // would be stored once but aggregated twice, so repeats wait for the next round, where the
+    // script finds them written and they are reported as duplicates.
     for (let round = 0; rest.length > 0; round++) {
-      const outcome = await this.attempt(rest);
-      if (outcome.ok) break;
       if (round > batch.length) throw new Error('ledger batch did not converge');
+      const seen = new Set<string>();
+      const now: Pending[] = [];
+      const later: Pending[] = [];
+      for (const p of rest) {
+        if (seen.has(p.entry.entry_id)) later.push(p);
+        else {
+          seen.add(p.entry.entry_id);
+          now.push(p);
+        }
+      }
+      const outcome = await this.attempt(now);
+      if (outcome.ok) {
+        rest = later;
+        continue;
+      }
       const dup = new Set(outcome.duplicates);
-      await this.reportDuplicates(rest.filter((_, i) => dup.has(i)));
-      rest = rest.filter((_, i) => !dup.has(i));
+      await this.reportDuplicates(now.filter((_, i) => dup.has(i)));
+      rest = [...now.filter((_, i) => !dup.has(i)), ...later];
     }
   }
 

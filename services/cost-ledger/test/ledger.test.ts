@@ -12,6 +12,7 @@ import {
 import { testRedis, waitFor } from '@tollgate/shared/src/testing';
 import { consumeUsage } from '../src/ledger-consumer';
 import { LedgerWriter } from '../src/ledger-writer';
+import { toEntry, type UsageEvent } from '../src/usage-pricing';
 
 const { redis, prefix, cleanup } = testRedis('ledger');
 const table = loadPriceTable();
@@ -240,3 +241,20 @@ test('a cache hit costs zero and records what it saved', async () => {
   expect(entry).toMatchObject({ amount_micros: 0, avoided_micros: 250_000, cached: true, provider: 'gemini' });
 });
 
+
+test('the same entry twice in one batch is stored and aggregated once; the repeat is reported as a duplicate', async () => {
+  const ns = `${prefix}:samebatch${n++}`;
+  const writer = new LedgerWriter(redis, ns);
+  const items = [usageItem(0), usageItem(1), usageItem(2)];
+  const entries = items.map((it) => toEntry({ ...it.meta, type: it.type, data: it.data, source: 'chat-workflow' } as UsageEvent, table));
+  // One tick: the writer batches all five into one script call, the first entry three times.
+  const results = await Promise.all([entries[0]!, entries[1]!, entries[0]!, entries[2]!, entries[0]!].map((e) => writer.write(e)));
+  expect(results.map((r) => r.created)).toEqual([true, true, false, true, false]);
+  const k = ledgerKeys(ns);
+  const want = expectedDay(items);
+  expect(await hash(k.day('2026-11-20'))).toMatchObject({ total: want.total, count: 3 });
+  expect(await redis.zcard(k.index())).toBe(3);
+  // The repeats report the totals as they stand, with the first entry counted once.
+  const dayTotal = (r: (typeof results)[number]) => r.totals.find((t) => t.scope === 'global' && t.period === 'day')!.spent_micros;
+  expect(dayTotal(results[4]!)).toBe(want.total);
+});
