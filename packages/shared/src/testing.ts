@@ -9,7 +9,7 @@ export const TEST_REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
  * the prefix and closes the connection. Tests talk to real Redis, never a mock.
  */
 export function testRedis(label: string): { redis: Redis; prefix: string; cleanup: () => Promise<void> } {
-  const prefix = `test:${label}:${randomUUID().slice(0, 8)}`;
+  const prefix = `{test:${label}:${randomUUID().slice(0, 8)}}`;
   const redis = createRedis(TEST_REDIS_URL, { name: `test-${label}` });
   return {
     redis,
