@@ -1,4 +1,5 @@
 import { alertingKeys, ApiKeyStore, BudgetStore, EventBus, periodKeys } from '@tollgate/shared';
+import { keysMatching } from '@tollgate/shared/src/testing';
 import { cli, cliRedis, lines } from './run-cli';
 
 const { prefix, namespace, redis, cleanup } = cliRedis('commands');
@@ -28,7 +29,7 @@ test('keys: create prints the key once, list shows the record, revoke stops the 
   // The key the CLI printed is a working key for the gateway's own store; Redis holds only its hash.
   const store = new ApiKeyStore(redis, namespace);
   expect(await store.verify(key!)).toMatchObject({ key_id: keyId, user_id: 'alice', project_id: 'web', scopes: ['chat', 'costs'], name: 'ci' });
-  expect(JSON.stringify(await redis.keys(`${namespace}:apikey*`))).not.toContain(key!);
+  expect(JSON.stringify(await keysMatching(redis, `${namespace}:apikey*`))).not.toContain(key!);
 
   const [asJson, asTable] = await Promise.all([run('keys', 'list', '--json'), run('keys', 'list')]);
   expect(asJson.code).toBe(0);
@@ -124,7 +125,7 @@ test('usage errors and an unreachable Redis: non-zero exit, one line on stderr',
     run('keys', 'create', '--user', 'al ice', '--project', 'web'),
     run('budgets', 'set', 'user', '--period', 'day', '--limit-usd', '5'),
     run('events', 'tail', '--type', 'nope.*'),
-    cli(prefix, ['keys', 'list'], { REDIS_URL: 'redis://127.0.0.1:1' }),
+    cli(prefix, ['keys', 'list'], { REDIS_URL: 'redis://127.0.0.1:1', REDIS_CLUSTER_NODES: '' }),
     cli(prefix, ['--prefix', 'bad:prefix', 'keys', 'list']),
   ]);
   const expected = [

@@ -1,4 +1,5 @@
 import Redis, { Cluster, type ClusterNode, type RedisOptions } from 'ioredis';
+import { namespaceGlobs } from './keys';
 import { redactString } from './logger';
 
 /** Where connection errors are reported; a service passes its logger. */
@@ -14,9 +15,13 @@ const stderrSink: RedisErrorSink = { warn: (message) => void process.stderr.writ
  * commands while reconnecting, so they wait (`maxRetriesPerRequest: null`). Its errors, and those
  * of every connection duplicated from it, are reported as one line per distinct error every 10 s.
  */
-export function createRedis(url: string, options: { blocking?: boolean; name?: string; logger?: RedisErrorSink } & RedisOptions = {}): Redis {
-  const { blocking, name, logger, ...rest } = options;
-  const nodes = clusterNodes();
+export function createRedis(
+  url: string,
+  options: { blocking?: boolean; name?: string; logger?: RedisErrorSink; nodes?: ClusterNode[] | null } & RedisOptions = {},
+): Redis {
+  // `nodes: null` means the one node at `url` even when REDIS_CLUSTER_NODES is set (a probe of a given address).
+  const { blocking, name, logger, nodes: given, ...rest } = options;
+  const nodes = given === undefined ? clusterNodes() : given;
   if (nodes) return reportErrors(createCluster(nodes, url, { connectionName: name, maxRetriesPerRequest: blocking ? null : 20, ...rest }), logger ?? stderrSink);
   return reportErrors(
     new Redis(url, {
@@ -72,6 +77,8 @@ function createCluster(nodes: ClusterNode[], url: string, redisOptions: RedisOpt
       tls: u.protocol === 'rediss:' ? {} : undefined,
     },
     scaleReads: 'master',
+    // A cluster connects on its own unless told not to, as one node does; `connect()` then works.
+    lazyConnect: redisOptions.lazyConnect ?? false,
     clusterRetryStrategy: (times) => Math.min(times * 100, 2_000),
     enableAutoPipelining: redisOptions.enableAutoPipelining,
   });
@@ -109,7 +116,7 @@ export function reportErrors(client: Redis, sink: RedisErrorSink, everyMs = 10_0
 /** Deletes every key under a prefix (tests and dev resets); SCAN, never KEYS, so a big keyspace is not blocked. */
 export async function deleteByPrefix(redis: Redis, prefix: string): Promise<number> {
   let deleted = 0;
-  for await (const keys of scanKeys(redis, `${prefix.replace(/[*?[\]\\]/g, '\\$&')}*`)) {
+  for await (const keys of scanKeys(redis, namespaceGlobs(prefix))) {
     // One UNLINK per key: on a cluster the keys of a page sit in many slots.
     const pipe = redis.pipeline();
     for (const key of keys) pipe.unlink(key);
@@ -119,15 +126,17 @@ export async function deleteByPrefix(redis: Redis, prefix: string): Promise<numb
 }
 
 /** Pages of the keys matching a glob, over every master of a cluster (SCAN walks one node). */
-export async function* scanKeys(redis: Redis, pattern: string, count = 1000): AsyncGenerator<string[]> {
+export async function* scanKeys(redis: Redis, pattern: string | readonly string[], count = 1000): AsyncGenerator<string[]> {
   // A cluster connection knows its masters only once connected: a fresh one would scan nothing.
   if (isCluster(redis)) await redis.ping();
   for (const node of mastersOf(redis)) {
-    let cursor = '0';
-    do {
-      const [next, keys] = await node.scan(cursor, 'MATCH', pattern, 'COUNT', count);
-      cursor = next;
-      if (keys.length > 0) yield keys;
-    } while (cursor !== '0');
+    for (const glob of typeof pattern === 'string' ? [pattern] : pattern) {
+      let cursor = '0';
+      do {
+        const [next, keys] = await node.scan(cursor, 'MATCH', glob, 'COUNT', count);
+        cursor = next;
+        if (keys.length > 0) yield keys;
+      } while (cursor !== '0');
+    }
   }
 }

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type Redis from 'ioredis';
-import { createRedis, deleteByPrefix } from './redis';
+import { createRedis, deleteByPrefix, scanKeys } from './redis';
 
 export const TEST_REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 
@@ -29,4 +29,11 @@ export async function waitFor(check: () => boolean | Promise<boolean>, timeoutMs
     if (Date.now() > deadline) return false;
     await new Promise((r) => setTimeout(r, everyMs));
   }
+}
+
+/** Every key matching a glob, on every master of a cluster (KEYS and SCAN see one node only). */
+export async function keysMatching(redis: Redis, pattern: string | readonly string[]): Promise<string[]> {
+  const out: string[] = [];
+  for await (const page of scanKeys(redis, pattern)) out.push(...page);
+  return out.sort();
 }

@@ -47,7 +47,7 @@ describe('startHealthServer', () => {
   });
 
   it('answers /readyz 503 when Redis does not, within the ping timeout', async () => {
-    const dead = createRedis('redis://127.0.0.1:1', { lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 });
+    const dead = createRedis('redis://127.0.0.1:1', { lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0, nodes: null });
     dead.on('error', () => undefined);
     const server = await startHealthServer({ service: 'test-svc', host: '127.0.0.1', port: 0, redis: dead, pingTimeoutMs: 500 });
     try {

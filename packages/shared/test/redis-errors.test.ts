@@ -9,7 +9,7 @@ function capture() {
 test('an unreachable Redis is reported once per distinct error, redacted, not once per retry with a stack', async () => {
   const { lines, sink } = capture();
   // Port 1 refuses at once, so the client retries every 100-300 ms.
-  const redis = createRedis('redis://:hunter2-password@127.0.0.1:1', { name: 'probe', logger: sink, lazyConnect: false });
+  const redis = createRedis('redis://:hunter2-password@127.0.0.1:1', { name: 'probe', logger: sink, lazyConnect: false, nodes: null });
   const dup = redis.duplicate();
   await new Promise((r) => setTimeout(r, 1_200));
   redis.disconnect();

@@ -1,5 +1,6 @@
 import { gzipSync } from 'node:zlib';
-import { VISION_PROMPT_MAX_CHARS } from '@tollgate/shared';
+import { namespaceGlobs, VISION_PROMPT_MAX_CHARS } from '@tollgate/shared';
+import { keysMatching } from '@tollgate/shared/src/testing';
 import {
   deepJson,
   fuzzSeed,
@@ -788,13 +789,9 @@ function pathCases(r: Rng): Case[] {
 /** Every key with a digest of its value; the rate limiter's counters are the one expected write. */
 async function keyspaceDigest(): Promise<Map<string, string>> {
   const out = new Map<string, string>();
-  let cursor = '0';
   const r = sys.redis;
-  do {
-    const [next, keys] = await r.scan(cursor, 'MATCH', `${sys.namespace}*`, 'COUNT', 1000);
-    cursor = next;
-    for (const k of keys) {
-      if (k.startsWith(`${sys.namespace}:rl:`) || k.endsWith(':stalled-check')) continue;
+  for (const k of await keysMatching(r, namespaceGlobs(sys.namespace))) {
+      if (k.includes(`:rl:`) || k.endsWith(':stalled-check')) continue;
       const type = await r.type(k);
       let v: unknown;
       if (type === 'string') v = await r.get(k);
@@ -806,7 +803,6 @@ async function keyspaceDigest(): Promise<Map<string, string>> {
       else if (type === 'none') continue;
       out.set(k, `${type}:${JSON.stringify(v)}`);
     }
-  } while (cursor !== '0');
   return out;
 }
 

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
+import { namespaceGlobs } from '@tollgate/shared';
 import { png1x1 } from '@tollgate/vision/test/images';
-import { waitFor } from '@tollgate/shared/src/testing';
+import { keysMatching, waitFor } from '@tollgate/shared/src/testing';
 import { type FullSystem, startFullSystem } from './full-harness';
 import { errorShapeProblems, httpClient, type RawResponse } from './http-kit';
 
@@ -221,11 +222,7 @@ describe('API keys are stored only as hashes', () => {
 async function dumpNamespace(): Promise<string> {
   const r = sys.redis;
   const parts: string[] = [];
-  let cursor = '0';
-  do {
-    const [next, keys] = await r.scan(cursor, 'MATCH', `${sys.namespace}*`, 'COUNT', 1000);
-    cursor = next;
-    for (const k of keys) {
+  for (const k of await keysMatching(r, namespaceGlobs(sys.namespace))) {
       parts.push(k);
       const type = await r.type(k);
       if (type === 'string') parts.push((await r.getBuffer(k))?.toString('latin1') ?? '');
@@ -235,7 +232,6 @@ async function dumpNamespace(): Promise<string> {
       else if (type === 'list') parts.push(JSON.stringify(await r.lrange(k, 0, -1)));
       else if (type === 'stream') parts.push(JSON.stringify(await r.xrange(k, '-', '+')));
     }
-  } while (cursor !== '0');
   return parts.join('\n');
 }
 

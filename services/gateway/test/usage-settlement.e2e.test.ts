@@ -1,4 +1,5 @@
 import { BudgetStore, heldMicros, keyspace, LedgerReader, ledgerKeys, periodKeys } from '@tollgate/shared';
+import { keysMatching } from '@tollgate/shared/src/testing';
 import { reportFingerprint } from '../src/usage-holds';
 import { type Replicas, startReplicas } from './replicas-harness';
 
@@ -71,7 +72,7 @@ describe('settling external calls', () => {
     await settledEntries(project, 1);
     // What the slot's 24 h expiry does:
     const k = keyspace(sys.namespace);
-    for (const slot of await sys.redis.keys(`${k('usage-report', 'idem')}:*`)) await sys.redis.del(slot);
+    for (const slot of await keysMatching(sys.redis, `${k('usage-report', 'idem')}:*`)) await sys.redis.del(slot);
     const second = await api('POST', '/v1/usage', { operation: 'google/custom-search', units: 5 }, { 'idempotency-key': 'reuse-1' });
     expect(second.status).toBe(202);
     expect(second.headers.get('idempotent-replayed')).toBeNull();

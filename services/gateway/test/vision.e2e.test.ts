@@ -1,4 +1,5 @@
 import { price } from '@tollgate/shared';
+import { keysMatching } from '@tollgate/shared/src/testing';
 import { gif1x1, jpeg1x1, png1x1, pngOfSize, webp1x1 } from '@tollgate/vision/test/images';
 import { postJson, postMultipart, startVisionSystem, type VisionSystem } from './vision-harness';
 
@@ -213,7 +214,7 @@ test('job progress is reported and the image upload is cleaned up after the job'
   const [job] = (await sys.queue.getJobs(['completed'])).filter((j) => j.data.request_id === 'vis-progress');
   expect(job!.progress).toEqual({ step: 'completed', percent: 100 });
   expect(job!.returnvalue).toMatchObject({ ok: true, provider: 'deepseek' });
-  expect(await sys.redis.keys(`${sys.namespace}:vision:upload:*`)).toEqual([]);
+  expect(await keysMatching(sys.redis, `${sys.namespace}:vision:upload:*`)).toEqual([]);
 });
 
 describe('recovery and budget', () => {
