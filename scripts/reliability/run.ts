@@ -7,6 +7,7 @@
  * micro-dollar, alerts, events and processes. Prints a table; the last line is
  * `N passed, N failed`. Everything it started is stopped and removed, on failure and Ctrl-C too.
  */
+import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { cpSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
@@ -56,6 +57,8 @@ const num = (name: string, def: number) => {
 };
 
 const LOAD_MS = num('RELIABILITY_LOAD_SECONDS', 75) * 1000;
+/** `--cluster` (or RELIABILITY_CLUSTER=1): the run's own 3-master Redis Cluster instead of one node. */
+const CLUSTER = process.argv.includes('--cluster') || process.env.RELIABILITY_CLUSTER === '1';
 const CONCURRENCY = num('RELIABILITY_CONCURRENCY', 30);
 const MAX_REQUESTS = 20_000;
 const VISION_SHARE = 0.1;
@@ -77,12 +80,13 @@ interface Ctx {
   logDir: string;
   exits: ExitRecord[];
   procs: Map<string, Proc>;
-  redisProc?: Proc;
+  /** One redis-server, or the masters of the run's own cluster. */
+  redisProcs: Proc[];
   redis?: Redis;
   webhookServer?: Server;
 }
 
-const ctx: Ctx = { tmp: '', logDir: '', exits: [], procs: new Map() };
+const ctx: Ctx = { tmp: '', logDir: '', exits: [], procs: new Map(), redisProcs: [] };
 const timeline: Array<{ t: number; what: string }> = [];
 let t0 = Date.now();
 const rel0 = (ms: number) => `+${((ms - t0) / 1000).toFixed(3)}s`;
@@ -100,7 +104,7 @@ function cleanup(keepLogs: boolean): Promise<void> {
     // Services first (they would log reconnect noise without Redis), Redis last.
     await Promise.allSettled([...ctx.procs.values()].map((p) => p.stop()));
     ctx.redis?.disconnect();
-    await ctx.redisProc?.stop();
+    await Promise.allSettled(ctx.redisProcs.map((p) => p.stop()));
     if (ctx.tmp) {
       if (keepLogs) {
         const dest = join(root, 'test-artifacts', 'reliability', 'logs');
@@ -126,7 +130,7 @@ async function json<T>(url: string, init?: RequestInit): Promise<T> {
 }
 
 async function redisUp(port: number, timeoutMs: number): Promise<boolean> {
-  const probe = createRedis(`redis://127.0.0.1:${port}`, { name: 'reliability-probe', maxRetriesPerRequest: 0, retryStrategy: () => 100, lazyConnect: true });
+  const probe = createRedis(`redis://127.0.0.1:${port}`, { name: 'reliability-probe', logger: { warn: () => undefined }, maxRetriesPerRequest: 0, retryStrategy: () => 100, lazyConnect: true, nodes: null });
   probe.on('error', () => undefined);
   const deadline = Date.now() + timeoutMs;
   try {
@@ -154,6 +158,40 @@ function record(flat: unknown): Record<string, unknown> {
   return out;
 }
 
+/**
+ * Starts redis-server on each port (append-only, a directory each). With several ports they become
+ * one cluster (`redis-cli --cluster create`, no replicas); returns REDIS_CLUSTER_NODES for it, or
+ * '' for one node.
+ */
+async function startRedis(redisPorts: number[]): Promise<string> {
+  const cluster = redisPorts.length > 1;
+  for (const [i, port] of redisPorts.entries()) {
+    const dir = join(ctx.tmp, `redis-${port}`);
+    mkdirSync(dir);
+    const args = ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--appendonly', 'yes', '--save', '', '--protected-mode', 'no'];
+    if (cluster) args.push('--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf', '--cluster-node-timeout', '5000');
+    const proc = new Proc(cluster ? `redis-${i}` : 'redis', 'redis-server', args, {}, { cwd: root, logDir: ctx.logDir, exits: ctx.exits });
+    ctx.redisProcs.push(proc);
+    proc.start();
+    if (!(await redisUp(port, 10_000))) throw new Error(`redis-server on ${port} did not start`);
+  }
+  if (!cluster) {
+    say(`redis-server on ${redisPorts[0]} (appendonly)`);
+    return '';
+  }
+  const addrs = redisPorts.map((p) => `127.0.0.1:${p}`);
+  const create = spawnSync('redis-cli', ['--cluster', 'create', ...addrs, '--cluster-replicas', '0', '--cluster-yes'], { encoding: 'utf8' });
+  if (create.status !== 0) throw new Error(`redis-cli --cluster create failed: ${create.stdout}${create.stderr}`);
+  const ok = (p: number) => /cluster_state:ok\b/.test(spawnSync('redis-cli', ['-p', String(p), 'CLUSTER', 'INFO'], { encoding: 'utf8' }).stdout ?? '');
+  const deadline = Date.now() + 30_000;
+  while (!redisPorts.every(ok)) {
+    if (Date.now() > deadline) throw new Error('the cluster did not reach cluster_state:ok');
+    await sleep(100);
+  }
+  say(`redis cluster of ${redisPorts.length} masters on ${addrs.join(', ')} (appendonly)`);
+  return addrs.join(',');
+}
+
 async function groupsCaughtUp(redis: Redis, stream: string, groups: string[]): Promise<string | null> {
   const info = record(await redis.xinfo('STREAM', stream).catch(() => null));
   const last = String(info['last-generated-id'] ?? '0-0');
@@ -173,6 +211,7 @@ async function main(): Promise<number> {
   ctx.logDir = join(ctx.tmp, 'logs');
   mkdirSync(ctx.logDir);
   const ports = { redis: await freePort(), stub: await freePort(), gateway: await freePort(), webhook: await freePort() };
+  const clusterPorts = CLUSTER ? [ports.redis, await freePort(), await freePort()] : [];
   const healthPorts = {} as Record<Worker, number>;
   for (const w of WORKERS) healthPorts[w] = await freePort();
   const prefix = `reliability-${randomBytes(4).toString('hex')}`;
@@ -183,23 +222,16 @@ async function main(): Promise<number> {
   const gatewayUrl = `http://127.0.0.1:${ports.gateway}`;
   const admin = { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' };
 
-  // Redis with an append-only file, so a restart keeps everything acknowledged before it.
-  const redisDir = join(ctx.tmp, 'redis');
-  mkdirSync(redisDir);
-  ctx.redisProc = new Proc(
-    'redis',
-    'redis-server',
-    ['--port', String(ports.redis), '--bind', '127.0.0.1', '--dir', redisDir, '--appendonly', 'yes', '--save', '', '--protected-mode', 'no'],
-    {},
-    { cwd: root, logDir: ctx.logDir, exits: ctx.exits },
-  );
-  ctx.redisProc.start();
-  if (!(await redisUp(ports.redis, 10_000))) throw new Error('redis-server did not start');
-  say(`redis-server on ${ports.redis} (appendonly, dir ${redisDir})`);
+  // Redis with an append-only file, so a restart keeps everything acknowledged before it. On a
+  // cluster, each master has its own; the one restarted below is the first.
+  const clusterNodes = await startRedis(CLUSTER ? clusterPorts : [ports.redis]);
+  // The runner's own connections (createRedis) and every service's go to the cluster.
+  process.env.REDIS_CLUSTER_NODES = clusterNodes;
 
   const env: NodeJS.ProcessEnv = {
     NODE_ENV: 'production',
     REDIS_URL: redisUrl,
+    REDIS_CLUSTER_NODES: clusterNodes,
     TOLLGATE_PREFIX: prefix,
     GATEWAY_HOST: '127.0.0.1',
     GATEWAY_PORT: String(ports.gateway),
@@ -346,10 +378,10 @@ async function main(): Promise<number> {
     }
     await at(0.68);
     const down = Date.now();
-    await ctx.redisProc!.kill('SIGTERM');
-    say(`redis-server stopped (SIGTERM; it writes the append-only file on the way down), ${load.pending} requests in flight`);
+    await ctx.redisProcs[0]!.kill('SIGTERM');
+    say(`redis-server${CLUSTER ? ' (one of the 3 masters)' : ''} stopped (SIGTERM; it writes the append-only file on the way down), ${load.pending} requests in flight`);
     await sleep(1_500);
-    ctx.redisProc!.start();
+    ctx.redisProcs[0]!.start();
     const up = await redisUp(ports.redis, 20_000);
     const downMs = Date.now() - down;
     say(`redis-server ${up ? 'back' : 'NOT back'} on port ${ports.redis} after ${downMs} ms`);
@@ -448,7 +480,7 @@ async function main(): Promise<number> {
 
   // ---- checks -------------------------------------------------------------------------------
   const unexpected = ctx.exits.filter((e) => !e.expected);
-  const notAlive = [...ctx.procs.values(), ctx.redisProc!].filter((p) => !p.alive()).map((p) => p.name);
+  const notAlive = [...ctx.procs.values(), ...ctx.redisProcs].filter((p) => !p.alive()).map((p) => p.name);
   checks.push(
     result(
       'no process crashed: only the killed ones exited, and every process is running at the end',
