@@ -1,4 +1,4 @@
-import { type createRedis, isCluster, mastersOf, scanKeys } from '../packages/shared/src';
+import { type createRedis, isCluster, mastersOf, namespaceGlobs, scanKeys } from '../packages/shared/src';
 
 type Redis = ReturnType<typeof createRedis>;
 
@@ -21,7 +21,7 @@ export async function sampleMasters(redis: Redis, prefix: string): Promise<Maste
   return Promise.all(
     mastersOf(redis).map(async (node) => {
       let keys = 0;
-      for await (const page of scanKeys(node, `${prefix}*`)) keys += page.length;
+      for await (const page of scanKeys(node, namespaceGlobs(prefix))) keys += page.length;
       return { master: `${node.options.host}:${node.options.port}`, calls: await callsOf(node), keys };
     }),
   );

@@ -12,6 +12,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import autocannon from 'autocannon';
 import { masterShares, sampleMasters } from './cluster-share';
+import { keyFamilies } from './key-families';
 import { ApiKeyStore, BudgetStore, createRedis, deleteByPrefix, hashTagged, ledgerKeys } from '../packages/shared/src';
 
 import type { SummaryRow } from './summary';
@@ -23,6 +24,9 @@ const DURATION = Number(process.env.BENCH_DURATION_S ?? 10);
 /** Load on each target before anything is measured, so JIT warm-up is not charged to requests. */
 const WARMUP = Number(process.env.BENCH_WARMUP_S ?? 3);
 const CONCURRENCIES = (process.env.BENCH_CONCURRENCY ?? '20,100').split(',').map(Number);
+const TENANTS = Math.max(1, Number(process.env.BENCH_TENANTS ?? 1));
+const FAMILY_SECONDS = Number(process.env.BENCH_KEY_FAMILIES ?? 0);
+const delay = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const PORTS = { stub: 4110, portkey: 8797, gateway: 8190 };
 /** BENCH_STREAM=1: streamed chat (SSE, with the usage chunk), as the OpenAI SDK asks for it. */
 const STREAM = process.env.BENCH_STREAM === '1';
@@ -114,14 +118,17 @@ interface Row {
   'gateway redis conns'?: number;
 }
 
-async function load(target: string, url: string, headers: Record<string, string>, concurrency: number, duration = DURATION): Promise<Row> {
+async function load(target: string, url: string, headers: Record<string, string> | Array<Record<string, string>>, concurrency: number, duration = DURATION): Promise<Row> {
+  const each = Array.isArray(headers) ? headers : [headers];
   const result = await autocannon({
     url,
     method: 'POST',
-    headers: { 'content-type': 'application/json', ...headers },
+    headers: { 'content-type': 'application/json', ...each[0] },
     body: BODY,
     connections: concurrency,
     duration,
+    // Several tenants: every connection goes round their keys, one request each.
+    ...(each.length > 1 && { requests: each.map((h) => ({ method: 'POST' as const, headers: { 'content-type': 'application/json', ...h }, body: BODY })) }),
   });
   return {
     target,
@@ -161,6 +168,13 @@ export async function run(): Promise<SummaryRow[]> {
     await waitHttp(`http://127.0.0.1:${PORTS.portkey}/`);
     await waitHttp(`${gatewayUrl}/readyz`);
     const { key } = await new ApiKeyStore(redis, ns).create({ name: 'bench', user_id: 'bench', project_id: 'bench', scopes: ['chat'] });
+    // BENCH_TENANTS=N: requests go round N users, each in a project of its own (the cluster's
+    // per-tenant spread is measured with 100).
+    const tenantKeys = [key];
+    for (let i = 1; i < TENANTS; i++) {
+      tenantKeys.push((await new ApiKeyStore(redis, ns).create({ name: `bench-${i}`, user_id: `bench-u${i}`, project_id: `bench-p${i}`, scopes: ['chat'] })).key);
+    }
+    if (TENANTS > 1) console.log(`  ${TENANTS} tenants (a user and a project each); every connection goes round their keys`);
     // BENCH_HARD_BUDGET_MICROS: a hard day budget on the bench project, so every request takes the
     // hold path (held at admission, settled by the ledger); set it high enough that none is refused.
     if (process.env.BENCH_HARD_BUDGET_MICROS) {
@@ -170,14 +184,14 @@ export async function run(): Promise<SummaryRow[]> {
     }
     const idle = await idleMemory(procs);
 
-    const targets: Array<[string, string, Record<string, string>]> = [
+    const targets: Array<[string, string, Record<string, string> | Array<Record<string, string>>]> = [
       ['stub alone', `${stubUrl}/openai/v1/chat/completions`, { authorization: 'Bearer stub-key' }],
       ['portkey', `http://127.0.0.1:${PORTS.portkey}/v1/chat/completions`, {
         authorization: 'Bearer stub-key',
         'x-portkey-provider': 'openai',
         'x-portkey-custom-host': `${stubUrl}/openai/v1`,
       }],
-      ['tollgate', `${gatewayUrl}/v1/chat/completions`, { authorization: `Bearer ${key}` }],
+      ['tollgate', `${gatewayUrl}/v1/chat/completions`, tenantKeys.map((k) => ({ authorization: `Bearer ${k}` }))],
     ];
     const only = process.env.BENCH_TARGETS?.split(',');
     if (only) targets.splice(0, targets.length, ...targets.filter(([n]) => only.includes(n.split(' ')[0]!)));
@@ -198,6 +212,7 @@ export async function run(): Promise<SummaryRow[]> {
       }
     }
     const sharesBefore = await sampleMasters(redis, ns);
+    let familyTable: Awaited<ReturnType<typeof keyFamilies>> | undefined;
     for (const concurrency of CONCURRENCIES) {
       for (const [name, url, headers] of targets) {
         process.stdout.write(`  ${name} at concurrency ${concurrency} for ${DURATION}s...\n`);
@@ -212,7 +227,9 @@ export async function run(): Promise<SummaryRow[]> {
         }, 500);
         const before = watched.map((w) => cpuMs(w.pid));
         const writesBefore = watched.map((w) => writeCalls(w.pid));
+        const families = name === 'tollgate' && FAMILY_SECONDS > 0 && !familyTable ? delay(2_000).then(() => keyFamilies(redis, ns, FAMILY_SECONDS)) : undefined;
         const row = await load(name, url, headers, concurrency);
+        if (families) familyTable = await families;
         clearInterval(sampler);
         if (name === 'tollgate') row['gateway redis conns'] = gatewayConnections;
         rows.push(row);
@@ -228,6 +245,10 @@ export async function run(): Promise<SummaryRow[]> {
       }
     }
     console.table(rows);
+    if (familyTable) {
+      console.log(`Redis commands by key family, ${FAMILY_SECONDS} s of MONITOR in the first Tollgate run (scripts' own commands included):`);
+      console.table(familyTable);
+    }
     if (sharesBefore.length > 0) {
       // Includes the Portkey runs' share of nothing: Portkey does not use Redis.
       console.log(`per cluster master: share of the commands sent during the measured runs, and of the bench's keys (target: none above 45%):`);
