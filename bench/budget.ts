@@ -7,7 +7,8 @@
  */
 import { randomUUID } from 'node:crypto';
 import autocannon from 'autocannon';
-import { ApiKeyStore, BudgetStore, createRedis, deleteByPrefix, hashTagged, ledgerKeys, periodKeys } from '../packages/shared/src';
+import { ApiKeyStore, BudgetStore, createRedis, hashTagged, ledgerKeys, periodKeys } from '../packages/shared/src';
+import { deleteNamespace } from './namespace';
 import { type Proc, start, waitHttp } from './gateway';
 import type { SummaryRow } from './summary';
 
@@ -94,7 +95,7 @@ export async function run(): Promise<SummaryRow[]> {
   } finally {
     for (const p of procs) p.proc.kill('SIGTERM');
     await new Promise((r) => setTimeout(r, 500));
-    await deleteByPrefix(redis, ns).catch(() => undefined);
+    await deleteNamespace(redis, ns).catch(() => undefined);
     await redis.quit();
   }
 }

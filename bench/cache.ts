@@ -11,7 +11,8 @@ import { randomUUID } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import autocannon from 'autocannon';
-import { ApiKeyStore, createRedis, deleteByPrefix, hashTagged, LedgerReader } from '../packages/shared/src';
+import { ApiKeyStore, createRedis, hashTagged, LedgerReader } from '../packages/shared/src';
+import { deleteNamespace } from './namespace';
 import { cpuMs, type Proc, start, waitHttp } from './gateway';
 import type { SummaryRow } from './summary';
 
@@ -209,7 +210,7 @@ export async function run(): Promise<SummaryRow[]> {
   } finally {
     for (const p of procs) p.proc.kill('SIGTERM');
     await Promise.all(procs.map((p) => new Promise((r) => (p.proc.exitCode !== null ? r(null) : p.proc.once('exit', r)))));
-    await deleteByPrefix(redis, ns);
+    await deleteNamespace(redis, ns);
     await redis.quit();
   }
 }

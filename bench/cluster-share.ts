@@ -1,4 +1,4 @@
-import { type createRedis, isCluster, mastersOf, scanKeys } from '../packages/shared/src';
+import { busPartitionPattern, type createRedis, isCluster, mastersOf, scanKeys } from '../packages/shared/src';
 
 type Redis = ReturnType<typeof createRedis>;
 
@@ -21,7 +21,8 @@ export async function sampleMasters(redis: Redis, prefix: string): Promise<Maste
   return Promise.all(
     mastersOf(redis).map(async (node) => {
       let keys = 0;
-      for await (const page of scanKeys(node, `${prefix}*`)) keys += page.length;
+      // The bus partitions carry tags of their own, outside the prefix's pattern.
+      for (const pattern of [`${prefix}*`, busPartitionPattern(prefix)]) for await (const page of scanKeys(node, pattern)) keys += page.length;
       return { master: `${node.options.host}:${node.options.port}`, calls: await callsOf(node), keys };
     }),
   );

@@ -12,7 +12,8 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import autocannon from 'autocannon';
 import { masterShares, sampleMasters } from './cluster-share';
-import { ApiKeyStore, BudgetStore, createRedis, deleteByPrefix, hashTagged, ledgerKeys } from '../packages/shared/src';
+import { ApiKeyStore, BudgetStore, createRedis, hashTagged, ledgerKeys } from '../packages/shared/src';
+import { deleteNamespace } from './namespace';
 
 import type { SummaryRow } from './summary';
 
@@ -312,7 +313,7 @@ export async function run(): Promise<SummaryRow[]> {
   } finally {
     for (const p of procs) p.proc.kill('SIGTERM');
     await Promise.all(procs.map((p) => new Promise((r) => (p.proc.exitCode !== null ? r(null) : p.proc.once('exit', r)))));
-    await deleteByPrefix(redis, ns);
+    await deleteNamespace(redis, ns);
     await redis.quit();
   }
 }

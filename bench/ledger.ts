@@ -7,8 +7,8 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import {
+  busPartitionsFrom,
   createRedis,
-  deleteByPrefix,
   EventBus,
   hashTagged,
   ledgerKeys,
@@ -20,6 +20,7 @@ import {
 const EVENTS = Number(process.env.BENCH_LEDGER_EVENTS ?? 100_000);
 const INSTANCES = Number(process.env.BENCH_LEDGER_INSTANCES ?? 2);
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+import { deleteNamespace } from './namespace';
 import type { SummaryRow } from './summary';
 
 const root = join(__dirname, '..');
@@ -41,7 +42,7 @@ export async function run(): Promise<SummaryRow[]> {
   const table = loadPriceTable();
   const children: ChildProcess[] = [];
   try {
-    const publisher = new EventBus({ redis, prefix: ns, service: 'bench', maxLen: EVENTS * 3 });
+    const publisher = new EventBus({ redis, prefix: ns, service: 'bench', maxLen: EVENTS * 3, partitions: busPartitionsFrom() });
 
     let expected = 0;
     const started = Date.now();
@@ -112,7 +113,7 @@ export async function run(): Promise<SummaryRow[]> {
   } finally {
     for (const c of children) c.kill('SIGTERM');
     await Promise.all(children.map((c) => new Promise((r) => (c.exitCode !== null ? r(null) : c.once('exit', r)))));
-    await deleteByPrefix(redis, ns);
+    await deleteNamespace(redis, ns);
     await redis.quit();
   }
 }

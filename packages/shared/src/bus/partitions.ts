@@ -103,6 +103,18 @@ export function busPartitions(prefix: string, n: number): readonly BusPartitionK
   return out;
 }
 
+const globEscape = (s: string) => s.replace(/[*?[\]\\]/g, '\\$&');
+
+/**
+ * A SCAN pattern for the streams and dead letters of every partition but the home one, for
+ * whatever walks a prefix's keys (dev resets, key counts): their tags are their own, so the
+ * prefix's pattern does not reach them.
+ */
+export function busPartitionPattern(prefix: string): string {
+  const { before, content, after } = splitTag(prefix);
+  return `${globEscape(before)}{${globEscape(content)}:bus:*}${globEscape(after)}:bus*`;
+}
+
 /**
  * The partition of an event: a stable hash (FNV-1a) of its correlation id, so the events of one
  * request stay in one stream, in the order they were published.
