@@ -224,7 +224,10 @@ export class EventBus {
       occupy: () => void this.inFlight++,
       release: () => {
         this.inFlight--;
-        this.slotWaiters.shift()?.();
+        // A loop woken alone may read nothing from its quiet partition and leave the others
+        // waiting while the budget has room: with partitions, every waiter looks again.
+        if (this.partitions === 1) this.slotWaiters.shift()?.();
+        else for (const wake of this.slotWaiters.splice(0)) wake();
       },
       unwanted: (fields: string[]) => this.unwanted(fields),
       judge: (id: string, fields: string[], deliveries: number, screened: boolean, partition: number) => this.judge(id, fields, deliveries, screened, partition),
@@ -415,16 +418,16 @@ export class EventBus {
     return counts.reduce((a, b) => a + b, 0);
   }
 
-  private freeSlot(): Promise<void> {
-    if (this.inFlight < this.opts.concurrency || !this.running) return Promise.resolve();
-    return new Promise((resolve) => this.slotWaiters.push(resolve));
+  private async freeSlot(): Promise<void> {
+    // Woken waiters look again: with partitions a release wakes them all, and one may take the room.
+    while (this.inFlight >= this.opts.concurrency && this.running) await new Promise<void>((resolve) => this.slotWaiters.push(resolve));
   }
 
   /**
    * Each read asks for at most a partition's share of the free budget: the reads of quiet
    * partitions stay blocked with their COUNT outstanding, and must not, when they return
-   * together, carry the instance far past its concurrency. A busy partition still fills the
-   * budget, reading again while its handlers run.
+   * together, carry the instance far past its concurrency (they stay under twice it). A busy
+   * partition still fills the budget, reading again while its handlers run.
    */
   private readRoom(): number {
     return Math.max(1, Math.min(this.opts.batchSize, Math.floor((this.opts.concurrency - this.inFlight) / this.partitions)));

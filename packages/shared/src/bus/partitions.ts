@@ -106,13 +106,13 @@ export function busPartitions(prefix: string, n: number): readonly BusPartitionK
 const globEscape = (s: string) => s.replace(/[*?[\]\\]/g, '\\$&');
 
 /**
- * A SCAN pattern for the streams and dead letters of every partition but the home one, for
- * whatever walks a prefix's keys (dev resets, key counts): their tags are their own, so the
- * prefix's pattern does not reach them.
+ * A SCAN pattern for the streams and dead letters of every partition but the home one, under the
+ * prefix and the prefixes it starts (as `<prefix>*` matches theirs), for whatever walks a prefix's
+ * keys (dev resets, key counts): their tags are their own, so `<prefix>*` does not reach them.
  */
 export function busPartitionPattern(prefix: string): string {
   const { before, content, after } = splitTag(prefix);
-  return `${globEscape(before)}{${globEscape(content)}:bus:*}${globEscape(after)}:bus*`;
+  return `${globEscape(before)}{${globEscape(content)}:bus:*}${globEscape(after)}*`;
 }
 
 /**
