@@ -141,6 +141,35 @@ test('events land in every partition, and the events of one correlation id in on
   }
 });
 
+test("a journey's events share one partition whatever request they come from, and reach the journey service in publishing order", async () => {
+  const s = `journey${n++}`;
+  const publisher = makeBus(s, 'chat-workflow');
+  const journeys = ['jrn_a', 'jrn_b'];
+  const published: Array<{ journey?: string; c: string; i: number }> = [];
+  // A backlog: requests of two journeys (each its own correlation id) between requests with none.
+  for (let i = 0; i < 30; i++) {
+    const journey = i % 3 === 2 ? undefined : journeys[i % 3]!;
+    const c = `req-${i}`;
+    await publisher.publish('usage.recorded', usage(i), { correlation_id: c, ...(journey && { journey_id: journey }) });
+    published.push({ ...(journey && { journey }), c, i });
+  }
+  expect(new Set(published.map((e) => partitionOf(e.c, P))).size).toBeGreaterThan(1); // the requests alone would spread
+  for (const [p, stream] of publisher.streams.entries()) {
+    for (const [, f] of await redis.xrange(stream, '-', '+')) {
+      const e = JSON.parse(f[f.indexOf('event') + 1]!) as { correlation_id: string; journey_id?: string };
+      expect(partitionOf(e.journey_id ?? e.correlation_id, P)).toBe(p);
+    }
+  }
+  const follower = makeBus(s, 'journeys', { concurrency: 256 });
+  const seen = new Map<string, number[]>();
+  follower.subscribe('*', (e) => {
+    if (e.type === 'usage.recorded') seen.set(e.journey_id!, [...(seen.get(e.journey_id!) ?? []), e.data.units.input_tokens ?? -1]);
+  }, { journeysOnly: true });
+  await follower.start();
+  expect(await waitFor(() => [...seen.values()].reduce((a, b) => a + b.length, 0) === 20)).toBe(true);
+  for (const j of journeys) expect(seen.get(j)).toEqual(published.filter((e) => e.journey === j).map((e) => e.i));
+});
+
 test('two instances of one group split the events of every partition exactly once; another group gets them all, in order per correlation id', async () => {
   const s = `split${n++}`;
   const seen = { ledger: [] as Array<{ id: string; c: string; i: number; partition: number }>, alertA: [] as string[], alertB: [] as string[] };

@@ -6,7 +6,7 @@ import { type AnyEvent, createEvent, type EventEnvelope, type EventMeta, parseEv
 import { isCluster } from '../redis';
 import { field } from './fields';
 import { type BusLogger, errorText, type HandlerFailure, PartitionConsumer, type StreamEntry, type Verdict } from './partition-consumer';
-import { busPartitions, checkPartitionCount, compareEntries, partitionOf } from './partitions';
+import { busPartitions, checkPartitionCount, compareEntries, partitionOf, placementKey } from './partitions';
 import { type EventFilter, matchesFilter, matchesPattern } from './patterns';
 import { trimStream, type TrimResult } from './stream-trimmer';
 
@@ -148,8 +148,9 @@ const toMs = (t: Date | number | string) => (t instanceof Date ? t.getTime() : t
  * own consumer group, so each service sees each event once, shared across that service's
  * instances. Delivery is at least once: an entry is acked only after its handlers settled, and a
  * crashed instance's entries are reclaimed by another; handlers make their effects idempotent by
- * event id. With partitions, an event goes to the partition of its correlation id, so the events
- * of one request keep their order there; a group reads every partition, each with its own loop.
+ * event id. With partitions, an event goes to the partition of its correlation id (or journey, see
+ * `placementKey`), so one request's events keep their order there; a group reads every partition,
+ * each with its own loop.
  */
 export class EventBus {
   /** The first partition's stream: with one partition, the bus. */
@@ -241,7 +242,7 @@ export class EventBus {
   }
 
   private streamOf(e: EventEnvelope): string {
-    return this.streams[partitionOf(e.correlation_id, this.partitions)]!;
+    return this.streams[partitionOf(placementKey(e), this.partitions)]!;
   }
 
   /** Validates and appends one event; an unknown type or bad data throws `invalid_event` and writes nothing. */

@@ -116,17 +116,29 @@ export function busPartitionPattern(prefix: string): string {
 }
 
 /**
- * The partition of an event: a stable hash (FNV-1a) of its correlation id, so the events of one
- * request stay in one stream, in the order they were published.
+ * The partition of a placement key (see `placementKey`): a stable hash (FNV-1a) of it, so the
+ * events of one key stay in one stream, in the order they were published. Stable across
+ * processes and releases: a change would split a request's events during a rolling deploy.
  */
-export function partitionOf(correlationId: string, n: number): number {
+export function partitionOf(key: string, n: number): number {
   if (n === 1) return 0;
   let h = 0x811c9dc5;
-  for (let i = 0; i < correlationId.length; i++) {
-    h ^= correlationId.charCodeAt(i);
+  for (let i = 0; i < key.length; i++) {
+    h ^= key.charCodeAt(i);
     h = Math.imul(h, 0x01000193);
   }
   return (h >>> 0) % n;
+}
+
+/**
+ * What places an event: its correlation id, so one request's events keep their order; but its
+ * journey when it has one. A journey spans requests, and the journey service must get a
+ * journey's events in publishing order (a step's event judged before the step it depends on is
+ * dropped); every event a journey's request causes carries the journey, so that request's events
+ * still share one partition.
+ */
+export function placementKey(e: { correlation_id: string; journey_id?: string }): string {
+  return e.journey_id ?? e.correlation_id;
 }
 
 /** A stream id's time and sequence, for ordering entries of different streams. */
