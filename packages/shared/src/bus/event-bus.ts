@@ -5,7 +5,16 @@ import { type EventData, type EventType, isEventType } from '../events/catalog';
 import { type AnyEvent, createEvent, type EventEnvelope, type EventMeta, parseEvent } from '../events/envelope';
 import { isCluster } from '../redis';
 import { field } from './fields';
-import { type BusLogger, errorText, type HandlerFailure, PartitionConsumer, type StreamEntry, type Verdict } from './partition-consumer';
+import {
+  type BusLogger,
+  type ConsumerHost,
+  type ConsumerSettings,
+  errorText,
+  type HandlerFailure,
+  PartitionConsumer,
+  type StreamEntry,
+  type Verdict,
+} from './partition-consumer';
 import { busPartitions, checkPartitionCount, compareEntries, partitionOf, placementKey } from './partitions';
 import { type EventFilter, matchesFilter, matchesPattern } from './patterns';
 import { trimStream, type TrimResult } from './stream-trimmer';
@@ -206,7 +215,7 @@ export class EventBus {
       startId: options.startId ?? '0',
     };
     this.source = options.service;
-    const settings = {
+    const settings: ConsumerSettings = {
       group: this.group,
       consumer: this.consumer,
       startId: this.opts.startId,
@@ -217,7 +226,7 @@ export class EventBus {
       maxDeliveries: this.opts.maxDeliveries,
       deadLetterMaxLen: this.share(this.opts.maxLen),
     };
-    const host = {
+    const host: ConsumerHost = {
       running: () => this.running,
       logger: this.logger,
       freeSlot: () => this.freeSlot(),
@@ -230,8 +239,8 @@ export class EventBus {
         if (this.partitions === 1) this.slotWaiters.shift()?.();
         else for (const wake of this.slotWaiters.splice(0)) wake();
       },
-      unwanted: (fields: string[]) => this.unwanted(fields),
-      judge: (id: string, fields: string[], deliveries: number, screened: boolean, partition: number) => this.judge(id, fields, deliveries, screened, partition),
+      unwanted: (fields) => this.unwanted(fields),
+      judge: (id, fields, deliveries, screened, partition) => this.judge(id, fields, deliveries, screened, partition),
     };
     this.consumers = layout.map((p, i) => new PartitionConsumer(i, p.stream, p.deadLetters, this.redis, settings, host));
   }
