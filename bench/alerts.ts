@@ -16,6 +16,7 @@ import { performance } from 'node:perf_hooks';
 import {
   alertingKeys,
   BudgetStore,
+  busPartitionsFrom,
   createRedis,
   deleteByPrefix,
   EventBus,
@@ -96,7 +97,7 @@ export async function run(): Promise<SummaryRow[]> {
   const ns = hashTagged(prefix);
   const redis = createRedis(REDIS_URL, { name: 'bench-alerts' });
   const reader = redis.duplicate();
-  const publisher = new EventBus({ redis, prefix: ns, service: FROM === 'usage' ? 'bench' : 'cost-ledger', maxLen: 50_000 });
+  const publisher = new EventBus({ redis, prefix: ns, service: FROM === 'usage' ? 'bench' : 'cost-ledger', maxLen: 50_000, partitions: busPartitionsFrom() });
   const keys = alertingKeys(ns);
   const children: ChildProcess[] = [];
   const env = { ...process.env, TOLLGATE_PREFIX: prefix, LOG_LEVEL: 'warn', BUS_MAX_LEN: '50000' };
@@ -113,9 +114,12 @@ export async function run(): Promise<SummaryRow[]> {
     for (let i = 0; i < INSTANCES; i++) start('alerting');
     if (FROM === 'usage') start('cost-ledger');
     const groupsReady = async () => {
-      const groups = (await redis.xinfo('GROUPS', publisher.stream).catch(() => [])) as unknown[][];
-      const names = groups.map((g) => String(g[1]));
-      return names.includes('alerting') && (FROM === 'cost' || names.includes('cost-ledger'));
+      for (const stream of publisher.streams) {
+        const groups = (await redis.xinfo('GROUPS', stream).catch(() => [])) as unknown[][];
+        const names = groups.map((g) => String(g[1]));
+        if (!(names.includes('alerting') && (FROM === 'cost' || names.includes('cost-ledger')))) return false;
+      }
+      return true;
     };
     const deadline = Date.now() + 60_000;
     while (!(await groupsReady())) {
@@ -152,12 +156,14 @@ export async function run(): Promise<SummaryRow[]> {
     })();
 
     // In usage mode, when the ledger's cost.recorded for each probe appears: splits the latency in two.
-    const busReader = redis.duplicate();
-    const followBus = (async () => {
+    // One blocking reader per partition: on a cluster one XREAD cannot span their slots.
+    const busReaders = publisher.streams.map(() => redis.duplicate());
+    const followBus = Promise.all(publisher.streams.map(async (stream, i) => {
       if (FROM !== 'usage') return;
+      const busReader = busReaders[i]!;
       let busCursor = '$';
       while (reading) {
-        const res = (await busReader.xread('COUNT', 500, 'BLOCK', 200, 'STREAMS', publisher.stream, busCursor).catch(() => null)) as
+        const res = (await busReader.xread('COUNT', 500, 'BLOCK', 200, 'STREAMS', stream, busCursor).catch(() => null)) as
           | Array<[string, Array<[string, string[]]>]>
           | null;
         const now = performance.now();
@@ -170,7 +176,7 @@ export async function run(): Promise<SummaryRow[]> {
           }
         }
       }
-    })();
+    }));
 
     const keysNow = periodKeys(Date.now());
     const began = performance.now();
@@ -202,7 +208,7 @@ export async function run(): Promise<SummaryRow[]> {
     while (latencies.length < probe && Date.now() < waitUntil) await new Promise((r) => setTimeout(r, 50));
     reading = false;
     await Promise.all([follow, followBus]);
-    busReader.disconnect();
+    for (const r of busReaders) r.disconnect();
 
     const sorted = [...latencies].sort((a, b) => a - b);
     const p99 = percentile(sorted, 99);

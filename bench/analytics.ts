@@ -7,7 +7,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
-import { AnalyticsReader, analyticsKeys, bucketStart, createRedis, deleteByPrefix, EventBus, hashTagged } from '../packages/shared/src';
+import { AnalyticsReader, analyticsKeys, bucketStart, busPartitionsFrom, createRedis, EventBus, hashTagged, deleteByPrefix } from '../packages/shared/src';
 import { cpuMs } from './gateway';
 import type { SummaryRow } from './summary';
 
@@ -57,14 +57,17 @@ function requestEvents(i: number, t: number) {
   ];
 }
 
-async function groupDone(redis: ReturnType<typeof createRedis>, stream: string): Promise<boolean> {
-  const groups = (await redis.xinfo('GROUPS', stream)) as unknown[][];
-  for (const g of groups) {
-    const f = new Map<string, unknown>();
-    for (let i = 0; i < g.length; i += 2) f.set(String(g[i]), g[i + 1]);
-    if (f.get('name') === 'analytics') return Number(f.get('pending')) === 0 && Number(f.get('lag')) === 0;
+async function groupDone(redis: ReturnType<typeof createRedis>, streams: readonly string[]): Promise<boolean> {
+  for (const stream of streams) {
+    const groups = (await redis.xinfo('GROUPS', stream)) as unknown[][];
+    const done = groups.some((g) => {
+      const f = new Map<string, unknown>();
+      for (let i = 0; i < g.length; i += 2) f.set(String(g[i]), g[i + 1]);
+      return f.get('name') === 'analytics' && Number(f.get('pending')) === 0 && Number(f.get('lag')) === 0;
+    });
+    if (!done) return false;
   }
-  return false;
+  return true;
 }
 
 interface Ingest {
@@ -87,7 +90,7 @@ async function ingest(redis: ReturnType<typeof createRedis>, prefix: string, ins
   // Spread over today so far: the overview reads every hour of the day.
   const dayStart = bucketStart(Date.now(), 'day');
   const span = Math.max(60_000, Date.now() - dayStart - 1_000);
-  const publisher = new EventBus({ redis, prefix: ns, service: 'bench', maxLen: REQUESTS * 10 });
+  const publisher = new EventBus({ redis, prefix: ns, service: 'bench', maxLen: REQUESTS * 10, partitions: busPartitionsFrom() });
   let events = 0;
   const started = Date.now();
   const BATCH = 1_000;
@@ -121,7 +124,7 @@ async function ingest(redis: ReturnType<typeof createRedis>, prefix: string, ins
     };
     const childCpu = () => children.reduce((n, c) => n + cpuMs(c.pid), 0);
     let cpu0: { child: number; redis: number } | undefined;
-    while (!(await groupDone(redis, publisher.stream).catch(() => false))) {
+    while (!(await groupDone(redis, publisher.streams).catch(() => false))) {
       if (Date.now() - t0 > 300_000) throw new Error('analytics did not catch up within 5 minutes');
       if (!cpu0 && (await redis.exists(analyticsKeys(ns).seen(bucketStart(Date.now(), 'day'))).catch(() => 0))) cpu0 = { child: childCpu(), redis: await redisCpu() };
       await new Promise((r) => setTimeout(r, 20));

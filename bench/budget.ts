@@ -7,7 +7,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import autocannon from 'autocannon';
-import { ApiKeyStore, BudgetStore, createRedis, deleteByPrefix, hashTagged, ledgerKeys, periodKeys } from '../packages/shared/src';
+import { ApiKeyStore, BudgetStore, createRedis, hashTagged, ledgerKeys, periodKeys, deleteByPrefix } from '../packages/shared/src';
 import { type Proc, start, waitHttp } from './gateway';
 import type { SummaryRow } from './summary';
 

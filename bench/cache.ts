@@ -11,7 +11,7 @@ import { randomUUID } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import autocannon from 'autocannon';
-import { ApiKeyStore, createRedis, deleteByPrefix, hashTagged, LedgerReader } from '../packages/shared/src';
+import { ApiKeyStore, createRedis, hashTagged, LedgerReader, deleteByPrefix } from '../packages/shared/src';
 import { cpuMs, type Proc, start, waitHttp } from './gateway';
 import type { SummaryRow } from './summary';
 

@@ -9,6 +9,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import {
+  busPartitionsFrom,
   createRedis,
   deleteByPrefix,
   type Feature,
@@ -82,7 +83,7 @@ export async function run(): Promise<SummaryRow[]> {
   await new FlagStore(redis, ns).apply('bench', importEdit({ version: 1, ...doc }, true));
   // The snapshot gets a connection of its own, so every command it sends can be counted.
   const snapConn = createRedis(REDIS_URL, { name: 'bench-flags-snapshot' });
-  const snapshot = new FlagSnapshot({ redis: snapConn, namespace: ns, appName: 'chat-workflow', maxAgeMs: 600_000, pollMs: 600_000 });
+  const snapshot = new FlagSnapshot({ redis: snapConn, namespace: ns, busPartitions: busPartitionsFrom(), appName: 'chat-workflow', maxAgeMs: 600_000, pollMs: 600_000 });
   await snapshot.start();
   let commands = 0;
   const send = snapConn.sendCommand.bind(snapConn);

@@ -7,15 +7,14 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import {
+  busPartitionsFrom,
   createRedis,
-  deleteByPrefix,
   EventBus,
   hashTagged,
   ledgerKeys,
   loadPriceTable,
   price,
-  type UsageUnits,
-} from '../packages/shared/src';
+  type UsageUnits, deleteByPrefix } from '../packages/shared/src';
 
 const EVENTS = Number(process.env.BENCH_LEDGER_EVENTS ?? 100_000);
 const INSTANCES = Number(process.env.BENCH_LEDGER_INSTANCES ?? 2);
@@ -41,7 +40,7 @@ export async function run(): Promise<SummaryRow[]> {
   const table = loadPriceTable();
   const children: ChildProcess[] = [];
   try {
-    const publisher = new EventBus({ redis, prefix: ns, service: 'bench', maxLen: EVENTS * 3 });
+    const publisher = new EventBus({ redis, prefix: ns, service: 'bench', maxLen: EVENTS * 3, partitions: busPartitionsFrom() });
 
     let expected = 0;
     const started = Date.now();

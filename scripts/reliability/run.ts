@@ -23,6 +23,7 @@ import {
   scanKeys,
   type LedgerEntry,
   AnalyticsReader,
+  busPartitionsFrom,
   ledgerKeys,
   parseAlertEntry,
   queuePrefix,
@@ -216,6 +217,8 @@ async function main(): Promise<number> {
   for (const w of WORKERS) healthPorts[w] = await freePort();
   const prefix = `reliability-${randomBytes(4).toString('hex')}`;
   const ns = hashTagged(prefix);
+  // BUS_PARTITIONS=4 runs the whole suite on a partitioned bus; the services and the checks agree on it.
+  const busPartitions = busPartitionsFrom(process.env);
   const redisUrl = `redis://127.0.0.1:${ports.redis}`;
   const adminToken = randomBytes(24).toString('base64url');
   const stubUrl = `http://127.0.0.1:${ports.stub}`;
@@ -255,6 +258,7 @@ async function main(): Promise<number> {
     // Large enough that nothing is trimmed during the run; reclaim a killed consumer's events quickly.
     BUS_MAX_LEN: '2000000',
     BUS_CLAIM_IDLE_MS: '5000',
+    BUS_PARTITIONS: String(busPartitions),
     ALERT_DEDUPE_TTL_SECONDS: '3600',
     ALERT_WEBHOOK_BACKOFF_MS: '200',
     HEALTH_HOST: '127.0.0.1',
@@ -420,7 +424,7 @@ async function main(): Promise<number> {
   };
   const lk = ledgerKeys(ns);
   const ak = alertingKeys(ns);
-  const bus = new EventBus({ redis, prefix: ns, service: 'reliability-suite' });
+  const bus = new EventBus({ redis, prefix: ns, service: 'reliability-suite', partitions: busPartitions });
   const settleStart = Date.now();
   let lastLedger = -1;
   let lastBilled = -1;
@@ -432,8 +436,8 @@ async function main(): Promise<number> {
       const c = await queueOpen(name);
       if (Object.values(c).some((n) => n > 0)) reasons.push(`${name} queue: ${JSON.stringify(c)}`);
     }
-    const busLag = await groupsCaughtUp(redis, bus.stream, ['cost-ledger', 'alerting', 'analytics', 'journeys']);
-    if (busLag) reasons.push(busLag);
+    const busLags = await Promise.all(bus.streams.map((s) => groupsCaughtUp(redis, s, ['cost-ledger', 'alerting', 'analytics', 'journeys'])));
+    reasons.push(...busLags.filter((lag): lag is string => lag !== null));
     const alertLag = await groupsCaughtUp(redis, ak.alertsStream, ['alerting']).catch(() => null);
     if (alertLag && !alertLag.includes('no group')) reasons.push(alertLag);
     const ledger = await redis.zcard(lk.index());
@@ -470,7 +474,7 @@ async function main(): Promise<number> {
   }
   const events: AnyEvent[] = (await bus.history({ limit: 10_000_000 })).map((s) => s.event);
   const { byId, byCorrelation, duplicateIds } = indexEvents(events);
-  const streamInfo = record(await redis.xinfo('STREAM', bus.stream));
+  const streamInfos = await Promise.all(bus.streams.map(async (s) => record(await redis.xinfo('STREAM', s))));
   const deadLetters = await bus.deadLetters(1000);
   const notices: AlertNotice[] = [];
   for (const [id, fields] of (await redis.xrange(ak.alertsStream, '-', '+')) as Array<[string, string[]]>) {
@@ -587,11 +591,12 @@ async function main(): Promise<number> {
 
   {
     const problems: string[] = [];
-    const maxDeleted = String(streamInfo['max-deleted-entry-id'] ?? '0-0');
-    if (maxDeleted !== '0-0') problems.push(`the bus stream was trimmed (max deleted id ${maxDeleted}): history is incomplete`);
-    if (Number(streamInfo['entries-added']) !== events.length) {
-      problems.push(`${String(streamInfo['entries-added'])} entries were added to the bus stream but ${events.length} decode as events`);
+    for (const [i, info] of streamInfos.entries()) {
+      const maxDeleted = String(info['max-deleted-entry-id'] ?? '0-0');
+      if (maxDeleted !== '0-0') problems.push(`bus partition ${i} was trimmed (max deleted id ${maxDeleted}): history is incomplete`);
     }
+    const added = streamInfos.reduce((n, info) => n + Number(info['entries-added']), 0);
+    if (added !== events.length) problems.push(`${added} entries were added to the bus streams but ${events.length} decode as events`);
     const usages = [...byId.values()].filter((e): e is Extract<AnyEvent, { type: 'usage.recorded' }> => e.type === 'usage.recorded');
     const entryById = new Map(entries.map((e) => [e.entry_id, e]));
     for (const u of usages) {

@@ -14,6 +14,8 @@ export interface Context {
   redis: Redis;
   /** Key namespace the services use: the prefix, hash-tagged. */
   namespace: string;
+  /** The bus's partitions, as the services resolve BUS_PARTITIONS. */
+  busPartitions: number;
   out: Output;
   /** Resolves when the command should stop following (Ctrl-C, SIGTERM). */
   stopped: Promise<void>;
@@ -22,20 +24,25 @@ export interface Context {
 
 const FLAG_OF: Record<string, string> = { REDIS_URL: '--redis-url', TOLLGATE_PREFIX: '--prefix' };
 
-/** REDIS_URL and TOLLGATE_PREFIX from the flags or the environment, checked by the services' own rules. */
-export function resolveTarget(opts: GlobalOptions, env: NodeJS.ProcessEnv = process.env): { redisUrl: string; namespace: string } {
+/**
+ * REDIS_URL and TOLLGATE_PREFIX from the flags or the environment, and the bus's partitions
+ * (BUS_PARTITIONS, whose default REDIS_CLUSTER_NODES sets), checked by the services' own rules.
+ */
+export function resolveTarget(opts: GlobalOptions, env: NodeJS.ProcessEnv = process.env): { redisUrl: string; namespace: string; busPartitions: number } {
   const input = {
     REDIS_URL: opts.redisUrl ?? env.REDIS_URL,
     TOLLGATE_PREFIX: opts.prefix ?? env.TOLLGATE_PREFIX,
+    BUS_PARTITIONS: env.BUS_PARTITIONS,
+    REDIS_CLUSTER_NODES: env.REDIS_CLUSTER_NODES,
   };
   try {
-    // Only the two variables the CLI needs: an unrelated bad variable must not stop an operator tool.
+    // Only the variables the CLI needs: an unrelated bad variable must not stop an operator tool.
     const config = loadConfig(input);
-    return { redisUrl: config.redisUrl, namespace: hashTagged(config.prefix) };
+    return { redisUrl: config.redisUrl, namespace: hashTagged(config.prefix), busPartitions: config.bus.partitions };
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
-    const fromFlag = (v: string) => (v === 'REDIS_URL' ? opts.redisUrl : opts.prefix) !== undefined;
-    throw new CliError(err.problems.map((p) => `${fromFlag(p.variable) ? FLAG_OF[p.variable] : p.variable}: ${p.message}`).join('; '));
+    const flagValue: Record<string, string | undefined> = { REDIS_URL: opts.redisUrl, TOLLGATE_PREFIX: opts.prefix };
+    throw new CliError(err.problems.map((p) => `${flagValue[p.variable] !== undefined ? FLAG_OF[p.variable] : p.variable}: ${p.message}`).join('; '));
   }
 }
 
@@ -54,7 +61,7 @@ function where(url: string): string {
  * stream (`follow`) then rides out a Redis restart by reconnecting; a one-shot command gives up.
  */
 export async function openContext(opts: GlobalOptions, follow = false): Promise<Context> {
-  const { redisUrl, namespace } = resolveTarget(opts);
+  const { redisUrl, namespace, busPartitions } = resolveTarget(opts);
   let connected = false;
   const redis = createRedis(redisUrl, {
     name: 'tollgate-cli',
@@ -88,6 +95,7 @@ export async function openContext(opts: GlobalOptions, follow = false): Promise<
   return {
     redis,
     namespace,
+    busPartitions,
     out,
     stopped,
     close: async () => {

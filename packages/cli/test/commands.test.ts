@@ -118,6 +118,30 @@ test('events replay: history in order, filtered by type, as text and JSON', asyn
   expect(limited.stderr).toBe(''); // JSON says it in `truncated`
 });
 
+test('events replay reads every partition of a partitioned bus (BUS_PARTITIONS), in time order', async () => {
+  const bus = new EventBus({ redis, prefix: namespace, service: 'chat-workflow', partitions: 4 });
+  try {
+    // From now: the other tests' events are in this namespace's home partition too.
+    const since = new Date().toISOString();
+    const published = [];
+    for (let i = 0; i < 12; i++) {
+      published.push(await bus.publish('workflow.started', { workflow: 'chat', job_id: `p${i}` }, { correlation_id: `part-${i}` }));
+      await new Promise((r) => setTimeout(r, 2)); // distinct milliseconds across the streams
+    }
+    expect((await Promise.all(bus.streams.map((k) => redis.xlen(k)))).every((len) => len > 0)).toBe(true);
+    const [all, homeOnly] = await Promise.all([
+      cli(prefix, ['events', 'replay', '--since', since, '--json'], { BUS_PARTITIONS: '4' }),
+      cli(prefix, ['events', 'replay', '--since', since, '--json'], { BUS_PARTITIONS: '1' }),
+    ]);
+    const ids = (r: { stdout: string }) => (JSON.parse(r.stdout) as { events: Array<{ event: { id: string } }> }).events.map((e) => e.event.id);
+    expect(ids(all)).toEqual(published.map((e) => e.id));
+    // One partition is the home stream, all a one-partition reader sees.
+    expect(ids(homeOnly).length).toBeLessThan(published.length);
+  } finally {
+    for (const k of [...bus.streams, ...bus.deadLetterStreams]) await redis.unlink(k);
+  }
+});
+
 test('usage errors and an unreachable Redis: non-zero exit, one line on stderr', async () => {
   const results = await Promise.all([
     run('keyz', 'list'),
@@ -127,6 +151,7 @@ test('usage errors and an unreachable Redis: non-zero exit, one line on stderr',
     run('events', 'tail', '--type', 'nope.*'),
     cli(prefix, ['keys', 'list'], { REDIS_URL: 'redis://127.0.0.1:1', REDIS_CLUSTER_NODES: '' }),
     cli(prefix, ['--prefix', 'bad:prefix', 'keys', 'list']),
+    cli(prefix, ['--prefix', prefix, 'keys', 'list'], { BUS_PARTITIONS: '0' }),
   ]);
   const expected = [
     /^error: unknown command 'keyz' \(Did you mean keys\?\)$/m,
@@ -136,6 +161,7 @@ test('usage errors and an unreachable Redis: non-zero exit, one line on stderr',
     /^error: option '--type <patterns>' argument 'nope\.\*' is invalid\. "nope\.\*" matches no event type/,
     /^error: Cannot reach Redis at 127\.0\.0\.1:1 \(ECONNREFUSED\)/,
     /^error: --prefix: expected 1-64 characters/,
+    /^error: BUS_PARTITIONS: expected an integer 1-256, got "0"$/m,
   ];
   results.forEach((r, i) => expectOneLineError(r, expected[i]!));
 });

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { TollgateError } from './errors/tollgate-error';
+import { MAX_BUS_PARTITIONS } from './bus/partitions';
 import { parseClusterNodes } from './redis';
 
 export const PROVIDER_NAMES = ['openai', 'gemini', 'deepseek'] as const;
@@ -47,7 +48,8 @@ export interface Config {
   /** Output cap sent to the provider when a client sets none; it bounds the hold on hard budgets. */
   chatMaxOutputTokens: number;
   chatMaxOutputTokensByModel: Record<string, number>;
-  bus: { maxLen: number; maxDeliveries: number; claimIdleMs: number };
+  /** `partitions`: streams the bus is spread over; every service must use the same number. */
+  bus: { maxLen: number; maxDeliveries: number; claimIdleMs: number; partitions: number };
   chatWorkerConcurrency: number;
   visionWorkerConcurrency: number;
   /** Per API key. */
@@ -76,6 +78,12 @@ export class ConfigError extends TollgateError {
     this.problems = problems;
   }
 }
+
+/**
+ * BUS_PARTITIONS on a cluster when unset: a multiple of 2 and of 3 masters, so either spreads the
+ * bus evenly (a one-node Redis gains nothing from partitions and keeps 1).
+ */
+export const DEFAULT_CLUSTER_BUS_PARTITIONS = 6;
 
 const REAL_BASE_URLS: Record<ProviderName, string> = {
   openai: 'https://api.openai.com/v1',
@@ -244,6 +252,8 @@ const EnvSchema = z.object({
   BUS_MAX_LEN: int(10_000, 1),
   BUS_MAX_DELIVERIES: int(5, 1),
   BUS_CLAIM_IDLE_MS: int(30_000, 1),
+  // Unset: 1 on one Redis, DEFAULT_CLUSTER_BUS_PARTITIONS on a cluster (see loadConfig).
+  BUS_PARTITIONS: int(0, 1, MAX_BUS_PARTITIONS).transform((n) => (n === 0 ? undefined : n)),
   // A chat job mostly waits on its provider (seconds per call in production), so one worker holds many.
   CHAT_WORKER_CONCURRENCY: int(200, 1, 1000),
   VISION_WORKER_CONCURRENCY: int(4, 1, 1000),
@@ -331,7 +341,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     chatFallbackChain: e.CHAT_FALLBACK_CHAIN,
     chatMaxOutputTokens: e.CHAT_OUTPUT_CAP,
     chatMaxOutputTokensByModel: e.CHAT_OUTPUT_CAP_BY_MODEL,
-    bus: { maxLen: e.BUS_MAX_LEN, maxDeliveries: e.BUS_MAX_DELIVERIES, claimIdleMs: e.BUS_CLAIM_IDLE_MS },
+    bus: {
+      maxLen: e.BUS_MAX_LEN,
+      maxDeliveries: e.BUS_MAX_DELIVERIES,
+      claimIdleMs: e.BUS_CLAIM_IDLE_MS,
+      partitions: e.BUS_PARTITIONS ?? (e.REDIS_CLUSTER_NODES !== undefined ? DEFAULT_CLUSTER_BUS_PARTITIONS : 1),
+    },
     chatWorkerConcurrency: e.CHAT_WORKER_CONCURRENCY,
     visionWorkerConcurrency: e.VISION_WORKER_CONCURRENCY,
     rateLimitPerMinute: e.RATE_LIMIT_PER_MINUTE,
@@ -354,6 +369,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     health: e.HEALTH_PORT === undefined ? undefined : { host: e.HEALTH_HOST, port: e.HEALTH_PORT },
     flags: { pollMs: e.FLAGS_POLL_MS, maxAgeMs: e.FLAGS_MAX_AGE_MS, environment: e.FLAGS_ENVIRONMENT },
   };
+}
+
+/**
+ * BUS_PARTITIONS as the services resolve it (REDIS_CLUSTER_NODES sets the default), for tools
+ * that read the bus beside them (CLI, scripts, benches) and must not be stopped by other variables.
+ */
+export function busPartitionsFrom(env: NodeJS.ProcessEnv = process.env): number {
+  return loadConfig({ BUS_PARTITIONS: env.BUS_PARTITIONS, REDIS_CLUSTER_NODES: env.REDIS_CLUSTER_NODES }).bus.partitions;
 }
 
 // Base URLs can carry credentials (https://user:pass@proxy) or key query params; print origin and path only.

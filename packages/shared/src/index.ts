@@ -12,6 +12,7 @@ export * from './events/catalog';
 export * from './events/envelope';
 export * from './bus/event-bus';
 export * from './bus/event-tail';
+export { busPartitionPattern, busPartitions, type BusPartitionKeys, MAX_BUS_PARTITIONS } from './bus/partitions';
 export type { EventFilter, MetadataFilter } from './bus/patterns';
 export { matchesPattern } from './bus/patterns';
 export * from './pricing/price-table';

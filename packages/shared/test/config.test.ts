@@ -37,7 +37,7 @@ describe('loadConfig defaults', () => {
       ],
       chatMaxOutputTokens: 4096,
       chatMaxOutputTokensByModel: {},
-      bus: { maxLen: 10_000, maxDeliveries: 5, claimIdleMs: 30_000 },
+      bus: { maxLen: 10_000, maxDeliveries: 5, claimIdleMs: 30_000, partitions: 1 },
       chatWorkerConcurrency: 200,
       visionWorkerConcurrency: 4,
       rateLimitPerMinute: 600,
@@ -88,10 +88,25 @@ describe('loadConfig defaults', () => {
         { provider: 'openai', model: 'gpt-4o-mini-2024-07-18' },
         { provider: 'deepseek', model: 'deepseek-chat' },
       ],
-      bus: { maxLen: 500, maxDeliveries: 5, claimIdleMs: 30_000 },
+      bus: { maxLen: 500, maxDeliveries: 5, claimIdleMs: 30_000, partitions: 1 },
       budgets: { dailyMicros: 0, thresholdsPercent: [50, 80, 100] },
       priceTableFile: '/etc/tollgate/prices.json',
     });
+  });
+});
+
+describe('BUS_PARTITIONS', () => {
+  it('defaults to 1 on one Redis and to 6 on a cluster; a set value wins either way', () => {
+    expect(loadConfig({}).bus.partitions).toBe(1);
+    expect(loadConfig({ REDIS_CLUSTER_NODES: '127.0.0.1:7000,127.0.0.1:7001' }).bus.partitions).toBe(6);
+    expect(loadConfig({ REDIS_CLUSTER_NODES: '  ' }).bus.partitions).toBe(1);
+    expect(loadConfig({ BUS_PARTITIONS: '12' }).bus.partitions).toBe(12);
+    expect(loadConfig({ BUS_PARTITIONS: '1', REDIS_CLUSTER_NODES: '127.0.0.1:7000' }).bus.partitions).toBe(1);
+    expect(loadConfig({ BUS_PARTITIONS: '256' }).bus.partitions).toBe(256);
+  });
+
+  it.each(['0', '257', '-1', '2.5', 'six'])('refuses %p at start-up, naming the range', (raw) => {
+    expect(configError({ BUS_PARTITIONS: raw }).message).toBe(`Invalid configuration: BUS_PARTITIONS: expected an integer 1-256, got "${raw}"`);
   });
 });
 

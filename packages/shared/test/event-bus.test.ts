@@ -216,8 +216,8 @@ test('a consumer that lingers between short reads still delivers every event, in
   const seen: string[] = [];
   bus.subscribe('usage.recorded', (e) => void seen.push(e.id));
   await bus.start();
-  // Count this consumer's reads (its blocking reader is private: reach in, tests only).
-  const reader = (bus as unknown as { reader: Redis }).reader;
+  // Count this consumer's reads (its blocking reader, the one partition's, is private: reach in, tests only).
+  const reader = (bus as unknown as { consumers: Array<{ reader: Redis }> }).consumers[0]!.reader;
   let reads = 0;
   const xreadgroup = reader.xreadgroup.bind(reader) as (...args: unknown[]) => Promise<unknown>;
   (reader as unknown as { xreadgroup: (...args: unknown[]) => Promise<unknown> }).xreadgroup = (...args) => {

@@ -15,7 +15,7 @@ async function main(): Promise<void> {
     budgets: config.budgets,
     settings,
     logger,
-    bus: { maxLen: config.bus.maxLen, maxDeliveries: config.bus.maxDeliveries, claimIdleMs: config.bus.claimIdleMs },
+    bus: { maxLen: config.bus.maxLen, maxDeliveries: config.bus.maxDeliveries, claimIdleMs: config.bus.claimIdleMs, partitions: config.bus.partitions },
   });
   logger.info('alerting ready', {
     sweep_ms: settings.sweepIntervalMs,

@@ -16,6 +16,7 @@ async function main(): Promise<void> {
     maxLen: config.bus.maxLen,
     maxDeliveries: config.bus.maxDeliveries,
     claimIdleMs: config.bus.claimIdleMs,
+    partitions: config.bus.partitions,
     // Events of one read are written as one batch, so a large read is a cheap one; concurrency
     // well above the batch keeps reads full while earlier batches are being written (a read
     // sized by the one slot just freed would be one event, then a linger).

@@ -33,7 +33,7 @@ async function main(): Promise<void> {
   // Auto-pipelining: the events and writes of concurrent jobs share one round trip; on a busy
   // worker, each write to Redis costs more than the command it carries.
   const redis = createRedis(config.redisUrl, { logger, name: SERVICE, blocking: true, enableAutoPipelining: true });
-  const bus = new EventBus({ redis, prefix: namespace, service: SERVICE, maxLen: config.bus.maxLen, logger });
+  const bus = new EventBus({ redis, prefix: namespace, service: SERVICE, maxLen: config.bus.maxLen, partitions: config.bus.partitions, logger });
 
   const { breakers, stop: stopBreakers } = await startSharedBreakers(bus, redis, namespace, instance);
 

@@ -36,6 +36,7 @@ async function main(): Promise<void> {
     maxLen: config.bus.maxLen,
     maxDeliveries: config.bus.maxDeliveries,
     claimIdleMs: config.bus.claimIdleMs,
+    partitions: config.bus.partitions,
     concurrency: 256,
     batchSize: 500,
     logger,

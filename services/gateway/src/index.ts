@@ -69,7 +69,7 @@ async function main(): Promise<void> {
   const reportEvents = new QueueEvents(QUEUES.reports, { connection: createRedis(config.redisUrl, { logger, blocking: true, name: `${SERVICE}-report-events` }), prefix });
   await reportEvents.waitUntilReady();
   // The ledger's dead letters for the cost API; and cache hits' zero-cost usage events.
-  const bus = new EventBus({ redis, prefix: namespace, service: SERVICE });
+  const bus = new EventBus({ redis, prefix: namespace, service: SERVICE, partitions: config.bus.partitions });
   const prices = await new LivePriceTable(new PriceStore(redis, namespace), loadPriceTable({ file: config.priceTableFile })).start(PRICE_POLL_MS, (err) => logger.warn('price versions could not be re-read', { error: (err as Error).message }));
   const priceTable = prices.table;
 
@@ -78,7 +78,7 @@ async function main(): Promise<void> {
 
   const errorRates = new ErrorRateTracker();
   const metrics = createMetrics([chatQueue, visionQueue], errorRates);
-  const live = followServiceHealth(redis, namespace, metrics, errorRates, (version) => flags.notify(version));
+  const live = followServiceHealth(redis, namespace, metrics, errorRates, (version) => flags.notify(version), config.bus.partitions);
   await live.start();
   // After the tail: a change made between the load and the tail's start is not missed.
   await flags.start();
@@ -98,7 +98,7 @@ async function main(): Promise<void> {
     defaultMaxOutputTokens: config.chatMaxOutputTokens,
     maxOutputTokensByModel: config.chatMaxOutputTokensByModel,
     vision: { dispatcher: new VisionDispatcher(visionQueue, visionEvents, redis, namespace, config.requestDeadlineMs), maxImageBytes: config.visionMaxBytes },
-    ops: { errorRates, queues: [chatQueue, visionQueue] },
+    ops: { errorRates, queues: [chatQueue, visionQueue], busPartitions: config.bus.partitions },
     cache: { cache: new ResponseCache(redis, namespace), settings: new CacheSettingsStore(redis, namespace, config.cache), bus },
     flags: { store: new FlagStore(redis, namespace), snapshot: flags, bus },
     events: bus,

@@ -106,11 +106,13 @@ export function followServiceHealth(
   errorRates: ErrorRateTracker,
   /** Also hands on `flags.changed`, so the flag snapshot needs no tail of its own. */
   onFlagsChanged?: (version: number) => void,
+  /** The bus's partitions, as the services use them. */
+  busPartitions = 1,
 ): EventTail {
   // Counters for /metrics: reading every 50 ms at most is live enough, and keeps this tail from
   // waking the gateway for each event of each request.
   const types = ['circuit.*', 'error.occurred', 'workflow.completed', ...(onFlagsChanged ? ['flags.changed'] : [])];
-  return new EventTail({ redis, prefix: namespace, types, lingerMs: 50 }, (event) => {
+  return new EventTail({ redis, prefix: namespace, partitions: busPartitions, types, lingerMs: 50 }, (event) => {
     if (event.type === 'flags.changed') return onFlagsChanged?.(event.data.version);
     if (event.type === 'circuit.opened') metrics.breakers.set(event.data.breaker, 'open');
     else if (event.type === 'circuit.closed') metrics.breakers.set(event.data.breaker, 'closed');

@@ -24,6 +24,7 @@ async function main(): Promise<void> {
     maxLen: config.bus.maxLen,
     maxDeliveries: config.bus.maxDeliveries,
     claimIdleMs: config.bus.claimIdleMs,
+    partitions: config.bus.partitions,
     concurrency: 256,
     batchSize: 500,
     // Most entries carry no journey and are acked unread: after a short read, wait for more, so

@@ -30,11 +30,11 @@ async function main(): Promise<void> {
   // Commands wait out a Redis outage instead of failing after ~20 retries: the usage event of a
   // call the provider already billed must reach the bus however long Redis is away.
   const redis = createRedis(config.redisUrl, { logger, name: SERVICE, blocking: true });
-  const bus = new EventBus({ redis, prefix: namespace, service: SERVICE, maxLen: config.bus.maxLen, logger });
+  const bus = new EventBus({ redis, prefix: namespace, service: SERVICE, maxLen: config.bus.maxLen, partitions: config.bus.partitions, logger });
 
   const { breakers, stop: stopBreakers } = await startSharedBreakers(bus, redis, namespace, instance);
   // Evaluated in memory per job; kept current by flags.changed on the bus, polled as a fallback.
-  const flags = new FlagSnapshot({ redis, namespace, appName: SERVICE, logger, ...config.flags });
+  const flags = new FlagSnapshot({ redis, namespace, busPartitions: config.bus.partitions, appName: SERVICE, logger, ...config.flags });
   await flags.start();
 
   const worker = createVisionWorker(

@@ -51,8 +51,8 @@ export function eventsCommands(events: Command, globals: (cmd: Command) => Globa
     .action(async (_o, cmd: Command) => {
       const o = globals(cmd) as ReplayOptions;
       if (o.until && o.until.getTime() < o.since.getTime()) throw new CliError('--until is before --since.');
-      await withContext(o, async ({ redis, namespace, out }) => {
-        const bus = new EventBus({ redis, prefix: namespace, service: 'tollgate-cli' });
+      await withContext(o, async ({ redis, namespace, busPartitions, out }) => {
+        const bus = new EventBus({ redis, prefix: namespace, partitions: busPartitions, service: 'tollgate-cli' });
         // One more than asked: tells whether the limit cut the history short.
         const found = await bus.history({ since: o.since, ...(o.until && { until: o.until }), ...(o.type && { types: o.type }), limit: o.limit + 1 });
         const truncated = found.length > o.limit;
@@ -73,8 +73,8 @@ export function eventsCommands(events: Command, globals: (cmd: Command) => Globa
       const o = globals(cmd) as TailOptions;
       await withContext(
         o,
-        async ({ redis, namespace, out, stopped }) => {
-          const tail = new EventTail({ redis, prefix: namespace, ...(o.type && { types: o.type }) }, (event, streamId) => {
+        async ({ redis, namespace, busPartitions, out, stopped }) => {
+          const tail = new EventTail({ redis, prefix: namespace, partitions: busPartitions, ...(o.type && { types: o.type }) }, (event, streamId) => {
             if (out.json) out.jsonLine({ stream_id: streamId, event });
             else out.line(eventLine(out, event));
           });

@@ -117,7 +117,7 @@ export function flagsCommands(flags: Command, globals: (cmd: Command) => GlobalO
       checkName(name);
       if (o.on && o.off) throw new CliError('Give --on or --off, not both.');
       if (o.type && o.type.length !== 1) throw new CliError('--type takes one type.');
-      await withContext(o, async ({ redis, namespace, out }) => {
+      await withContext(o, async ({ redis, namespace, busPartitions, out }) => {
         const store = new FlagStore(redis, namespace);
         const existing = await store.get(name);
         const base: Record<string, unknown> = o.file
@@ -146,7 +146,7 @@ export function flagsCommands(flags: Command, globals: (cmd: Command) => GlobalO
         const who = actor();
         const state = await store.load();
         const result = await store.apply(who, () => ({ put: [feature] }));
-        await publishFlagChanges(new EventBus({ redis, prefix: namespace, service: 'tollgate-cli' }), result, who);
+        await publishFlagChanges(new EventBus({ redis, prefix: namespace, partitions: busPartitions, service: 'tollgate-cli' }), result, who);
         const warnings = flagWarnings([feature], state);
         if (out.json) return out.document({ flag: flagView((await store.get(name))!), version: result.version, changed: result.changes.length > 0, warnings });
         out.line(result.changes.length ? `${existing ? 'Updated' : 'Created'} ${name} (${feature.enabled ? 'on' : 'off'}), version ${result.version}.` : `${name} is unchanged.`);
@@ -162,7 +162,7 @@ export function flagsCommands(flags: Command, globals: (cmd: Command) => GlobalO
       .option('--json', 'print JSON')
       .action(async (name: string, _o, cmd: Command) => {
         checkName(name);
-        await withContext(globals(cmd), async ({ redis, namespace, out }) => {
+        await withContext(globals(cmd), async ({ redis, namespace, busPartitions, out }) => {
           const store = new FlagStore(redis, namespace);
           let found = false;
           const who = actor();
@@ -174,7 +174,7 @@ export function flagsCommands(flags: Command, globals: (cmd: Command) => GlobalO
             return { put: [{ ...feature, enabled }] };
           });
           if (!found) throw new CliError(`No flag named "${name}".`);
-          await publishFlagChanges(new EventBus({ redis, prefix: namespace, service: 'tollgate-cli' }), result, who);
+          await publishFlagChanges(new EventBus({ redis, prefix: namespace, partitions: busPartitions, service: 'tollgate-cli' }), result, who);
           if (out.json) return out.document({ name, enabled, version: result.version, changed: result.changes.length > 0 });
           out.line(result.changes.length ? `${name} is now ${enabled ? 'on' : 'off'} (version ${result.version}).` : `${name} was already ${enabled ? 'on' : 'off'}.`);
         });
@@ -197,12 +197,12 @@ export function flagsCommands(flags: Command, globals: (cmd: Command) => GlobalO
       const doc = parsed.data;
       const dup = doc.features.find((f, i) => doc.features.findIndex((g) => g.name === f.name) !== i);
       if (dup) throw new CliError(`${file} names the flag "${dup.name}" twice.`);
-      await withContext(o, async ({ redis, namespace, out }) => {
+      await withContext(o, async ({ redis, namespace, busPartitions, out }) => {
         const store = new FlagStore(redis, namespace);
         const who = actor();
         const state = await store.load();
         const result = await store.apply(who, importEdit(doc, o.replace === true));
-        await publishFlagChanges(new EventBus({ redis, prefix: namespace, service: 'tollgate-cli' }), result, who);
+        await publishFlagChanges(new EventBus({ redis, prefix: namespace, partitions: busPartitions, service: 'tollgate-cli' }), result, who);
         const known = o.replace ? { flags: [], segments: doc.segments } : { flags: state.flags, segments: [...state.segments, ...doc.segments] };
         const warnings = flagWarnings(doc.features, known);
         const count = (a: string) => result.changes.filter((c) => c.kind === 'flag' && c.action === a).length;

@@ -3,15 +3,24 @@ import { randomUUID } from 'node:crypto';
 import type Redis from 'ioredis';
 import { type EventData, type EventType, isEventType } from '../events/catalog';
 import { type AnyEvent, createEvent, type EventEnvelope, type EventMeta, parseEvent } from '../events/envelope';
-import { keyspace } from '../keys';
+import { isCluster } from '../redis';
 import { field } from './fields';
+import {
+  type BusLogger,
+  type ConsumerHost,
+  type ConsumerSettings,
+  errorText,
+  type HandlerFailure,
+  PartitionConsumer,
+  type StreamEntry,
+  type Verdict,
+} from './partition-consumer';
+import { busPartitions, checkPartitionCount, compareEntries, partitionOf, placementKey } from './partitions';
 import { type EventFilter, matchesFilter, matchesPattern } from './patterns';
 import { trimStream, type TrimResult } from './stream-trimmer';
 
-export interface BusLogger {
-  warn(message: string, meta?: Record<string, unknown>): unknown;
-  error(message: string, meta?: Record<string, unknown>): unknown;
-}
+export type { BusLogger } from './partition-consumer';
+export { busStreamKey } from './partitions';
 
 export interface EventBusOptions {
   /** Commands go through this connection; the bus makes its own duplicate for blocking reads. */
@@ -22,7 +31,16 @@ export interface EventBusOptions {
   service: string;
   /** Unique per instance; defaults to host-pid-random. */
   consumer?: string;
-  /** Retention target: about this many entries, trimmed only once every group has processed them. */
+  /**
+   * Streams the bus is spread over (1-256, default 1), placed so that on a Redis Cluster they
+   * spread over the masters (see partitions.ts). Every instance of every service must use the
+   * same number: a reader with fewer partitions than the publishers misses events.
+   */
+  partitions?: number;
+  /**
+   * Retention target: about this many entries, trimmed only once every group has processed them.
+   * For the whole bus: each partition keeps its share.
+   */
   maxLen?: number;
   /** Trimmed past this even if a group has not read it (a group that never reads must not fill Redis); default 10 x maxLen. */
   hardMaxLen?: number;
@@ -51,7 +69,9 @@ export interface EventBusOptions {
 }
 
 export interface DeliveryContext {
+  /** The entry's id in its partition's stream: with partitions, unique only together with `partition`. */
   streamId: string;
+  partition: number;
   /** True when the event comes from `replay`, not from live delivery. */
   replayed: boolean;
   /** How many times the stream has delivered this entry to the group (1 on first delivery). */
@@ -88,11 +108,14 @@ export interface HistoryQuery {
 
 export interface StoredEvent {
   streamId: string;
+  partition: number;
   event: AnyEvent;
 }
 
 export interface DeadLetter {
   streamId: string;
+  /** Whose dead-letter stream it is in; `sourceStreamId` is an id of that partition's stream. */
+  partition: number;
   sourceStreamId: string;
   group: string;
   handler: string;
@@ -116,14 +139,6 @@ function entryFields(e: EventEnvelope): string[] {
   return e.journey_id !== undefined ? ['type', e.type, 'journey', e.journey_id, 'event', json] : ['type', e.type, 'event', json];
 }
 
-interface HandlerFailure {
-  handler: string;
-  reason: string;
-  attempts: number;
-}
-
-type StreamEntry = [id: string, fields: string[] | null];
-
 /**
  * Marks a handler error that retrying cannot fix (an unknown model, an invalid unit): the bus
  * dead-letters the event on the first attempt, with the error as the reason.
@@ -134,50 +149,53 @@ export function permanent<E extends Error>(error: E): E & { retryable: false } {
 
 const PAGE = 500;
 
-/** The bus stream's key under a prefix: what a script that appends events itself writes to. */
-export function busStreamKey(prefix: string): string {
-  return keyspace(prefix)('bus');
-}
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
-const errorText = (err: unknown) => (err instanceof Error ? `${err.name}: ${err.message}` : String(err));
 const toMs = (t: Date | number | string) => (t instanceof Date ? t.getTime() : typeof t === 'number' ? t : Date.parse(t));
 
 /**
- * The event bus on one Redis stream. Every service reads through its own consumer group, so each
- * service sees each event once, shared across that service's instances. Delivery is at least
- * once: an entry is acked only after its handlers settled, and a crashed instance's entries are
- * reclaimed by another; handlers make their effects idempotent by event id.
+ * The event bus on Redis streams: one, or `partitions` of them. Every service reads through its
+ * own consumer group, so each service sees each event once, shared across that service's
+ * instances. Delivery is at least once: an entry is acked only after its handlers settled, and a
+ * crashed instance's entries are reclaimed by another; handlers make their effects idempotent by
+ * event id. With partitions, an event goes to the partition of its correlation id (or journey, see
+ * `placementKey`), so one request's events keep their order there; a group reads every partition,
+ * each with its own loop.
  */
 export class EventBus {
+  /** The first partition's stream: with one partition, the bus. */
   readonly stream: string;
   readonly deadLetterStream: string;
+  /** Each partition's stream and dead-letter stream, by partition. */
+  readonly streams: readonly string[];
+  readonly deadLetterStreams: readonly string[];
+  readonly partitions: number;
   readonly group: string;
   readonly consumer: string;
 
   private readonly redis: Redis;
   private readonly source: string;
-  private readonly opts: Required<Omit<EventBusOptions, 'redis' | 'prefix' | 'service' | 'consumer' | 'logger'>>;
+  private readonly opts: Required<Omit<EventBusOptions, 'redis' | 'prefix' | 'service' | 'consumer' | 'logger' | 'partitions'>>;
   private readonly logger?: BusLogger;
   private readonly subs: Subscription[] = [];
   /** Subscriptions by event type, so an entry costs one lookup rather than a match per pattern. */
   private readonly subsByType = new Map<string, Subscription[]>();
-  private reader?: Redis;
+  private readonly consumers: PartitionConsumer[];
   private running = false;
-  private loop?: Promise<void>;
   private reclaimTimer?: NodeJS.Timeout;
-  private reclaiming?: Promise<void>;
-  private readonly inFlight = new Map<string, Promise<void>>();
+  /** Entries being handled, over every partition: the instance's one concurrency budget. */
+  private inFlight = 0;
   private slotWaiters: Array<() => void> = [];
-  private acks: string[] = [];
   private publishedSinceTrim = 0;
   private trimming?: Promise<TrimResult>;
-  private ackFlush?: Promise<void>;
 
   constructor(options: EventBusOptions) {
-    const k = keyspace(options.prefix);
+    this.partitions = checkPartitionCount(options.partitions ?? 1);
+    const layout = busPartitions(options.prefix, this.partitions);
     this.redis = options.redis;
-    this.stream = busStreamKey(options.prefix);
-    this.deadLetterStream = k('bus', 'dead');
+    this.streams = layout.map((p) => p.stream);
+    this.deadLetterStreams = layout.map((p) => p.deadLetters);
+    this.stream = this.streams[0]!;
+    this.deadLetterStream = this.deadLetterStreams[0]!;
     this.group = options.service;
     this.consumer = options.consumer ?? `${hostname()}-${process.pid}-${randomUUID().slice(0, 8)}`;
     this.logger = options.logger;
@@ -197,31 +215,83 @@ export class EventBus {
       startId: options.startId ?? '0',
     };
     this.source = options.service;
+    const settings: ConsumerSettings = {
+      group: this.group,
+      consumer: this.consumer,
+      startId: this.opts.startId,
+      blockMs: this.opts.blockMs,
+      batchSize: this.opts.batchSize,
+      lingerMs: this.opts.lingerMs,
+      claimIdleMs: this.opts.claimIdleMs,
+      maxDeliveries: this.opts.maxDeliveries,
+      deadLetterMaxLen: this.share(this.opts.maxLen),
+    };
+    const host: ConsumerHost = {
+      running: () => this.running,
+      logger: this.logger,
+      freeSlot: () => this.freeSlot(),
+      readRoom: () => this.readRoom(),
+      occupy: () => void this.inFlight++,
+      release: () => {
+        this.inFlight--;
+        // A loop woken alone may read nothing from its quiet partition and leave the others
+        // waiting while the budget has room: with partitions, every waiter looks again.
+        if (this.partitions === 1) this.slotWaiters.shift()?.();
+        else for (const wake of this.slotWaiters.splice(0)) wake();
+      },
+      unwanted: (fields) => this.unwanted(fields),
+      judge: (id, fields, deliveries, screened, partition) => this.judge(id, fields, deliveries, screened, partition),
+    };
+    this.consumers = layout.map((p, i) => new PartitionConsumer(i, p.stream, p.deadLetters, this.redis, settings, host));
+  }
+
+  /** A partition's part of a whole-bus figure (retention caps). */
+  private share(total: number): number {
+    return Math.ceil(total / this.partitions);
+  }
+
+  private streamOf(e: EventEnvelope): string {
+    return this.streams[partitionOf(placementKey(e), this.partitions)]!;
   }
 
   /** Validates and appends one event; an unknown type or bad data throws `invalid_event` and writes nothing. */
   async publish<T extends EventType>(type: T, data: EventData<T>, meta: EventMeta): Promise<EventEnvelope<T>> {
     const event = createEvent(type, data, meta, this.source);
-    await this.redis.xadd(this.stream, '*', ...entryFields(event));
+    await this.redis.xadd(this.streamOf(event), '*', ...entryFields(event));
     this.countPublished(1);
     return event;
   }
 
-  /** Publishes several events in one round trip; all are validated before any is written. */
+  /** Publishes several events in one round trip (one per partition on a cluster); all are validated before any is written. */
   async publishMany(items: ReadonlyArray<{ [T in EventType]: { type: T; data: EventData<T>; meta: EventMeta } }[EventType]>): Promise<EventEnvelope[]> {
     const events = items.map((i) => createEvent(i.type, i.data as never, i.meta, this.source) as EventEnvelope);
     if (this.redis.options.enableAutoPipelining) {
-      // Joins the connection's automatic pipeline, together with whatever else this tick sends.
-      await Promise.all(events.map((e) => this.redis.xadd(this.stream, '*', ...entryFields(e))));
+      // Joins the connection's automatic pipeline, together with whatever else this tick sends
+      // (on a cluster, ioredis splits it by node).
+      await Promise.all(events.map((e) => this.redis.xadd(this.streamOf(e), '*', ...entryFields(e))));
+    } else if (this.partitions === 1 || !isCluster(this.redis)) {
+      await this.pipelined(events);
     } else {
-      const pipe = this.redis.pipeline();
-      for (const e of events) pipe.xadd(this.stream, '*', ...entryFields(e));
-      const results = await pipe.exec();
-      const failed = results?.find(([err]) => err);
-      if (failed) throw failed[0];
+      // A cluster pipeline must stay in one slot: one per partition, sent together.
+      const byStream = new Map<string, EventEnvelope[]>();
+      for (const e of events) {
+        const stream = this.streamOf(e);
+        const part = byStream.get(stream);
+        if (part) part.push(e);
+        else byStream.set(stream, [e]);
+      }
+      await Promise.all([...byStream.values()].map((part) => this.pipelined(part)));
     }
     this.countPublished(events.length);
     return events;
+  }
+
+  private async pipelined(events: readonly EventEnvelope[]): Promise<void> {
+    const pipe = this.redis.pipeline();
+    for (const e of events) pipe.xadd(this.streamOf(e), '*', ...entryFields(e));
+    const results = await pipe.exec();
+    const failed = results?.find(([err]) => err);
+    if (failed) throw failed[0];
   }
 
   /** Trims about every tenth of maxLen publishes, so a publisher-only service keeps the stream bounded too. */
@@ -233,19 +303,24 @@ export class EventBus {
     }
   }
 
-  /** Retention without loss: see stream-trimmer.ts. */
+  /** Retention without loss, per partition: see stream-trimmer.ts. */
   async trim(): Promise<TrimResult> {
-    this.trimming ??= trimStream(this.redis, this.stream, this.opts.maxLen, this.opts.hardMaxLen)
+    this.trimming ??= Promise.all(this.streams.map((s) => this.trimOne(s)))
+      .then((results) => (results.length === 1 ? results[0]! : mergeTrims(results)))
+      .finally(() => (this.trimming = undefined));
+    return this.trimming;
+  }
+
+  private trimOne(stream: string): Promise<TrimResult> {
+    return trimStream(this.redis, stream, this.share(this.opts.maxLen), this.share(this.opts.hardMaxLen))
       .then((r) => {
-        if (r.forced) this.logger?.error('bus: stream passed its hard cap; trimmed events a consumer group had not processed', { heldBy: r.heldBy });
+        if (r.forced) this.logger?.error('bus: stream passed its hard cap; trimmed events a consumer group had not processed', { stream, heldBy: r.heldBy });
         return r;
       })
       .catch((err) => {
-        this.logger?.warn('bus: trim failed', { error: errorText(err) });
+        this.logger?.warn('bus: trim failed', { stream, error: errorText(err) });
         return { trimmed: 0 };
-      })
-      .finally(() => (this.trimming = undefined));
-    return this.trimming;
+      });
   }
 
   subscribe<T extends EventType>(type: T, handler: EventHandler<EventOf<T>>, options?: SubscribeOptions): () => void;
@@ -267,17 +342,14 @@ export class EventBus {
     };
   }
 
-  /** Joins the service's consumer group and starts delivering to the subscriptions. */
+  /** Joins the service's consumer group on every partition and starts delivering to the subscriptions. */
   async start(): Promise<void> {
     if (this.running) return;
-    await this.ensureGroup();
-    this.reader = this.redis.duplicate();
+    await Promise.all(this.consumers.map((c) => c.ensureGroup()));
     this.running = true;
-    this.loop = this.readLoop();
+    for (const c of this.consumers) c.start();
     this.reclaimTimer = setInterval(() => {
-      this.reclaiming ??= this.reclaim()
-        .catch((err) => void this.logger?.warn('bus: reclaim failed', { error: errorText(err) }))
-        .finally(() => (this.reclaiming = undefined));
+      for (const c of this.consumers) c.reclaimSoon();
       void this.trim();
     }, this.opts.claimIntervalMs);
     this.reclaimTimer.unref();
@@ -289,34 +361,37 @@ export class EventBus {
     this.running = false;
     clearInterval(this.reclaimTimer);
     for (const wake of this.slotWaiters.splice(0)) wake();
-    await this.loop;
-    await this.reclaiming;
+    await Promise.all(this.consumers.map((c) => c.drain()));
     await this.trimming;
-    await Promise.allSettled(this.inFlight.values());
-    await this.flushAcks();
-    this.reader?.disconnect();
-    this.reader = undefined;
   }
 
-  /** Events from the stream's retained history, oldest first. */
+  /** Events from the retained history, oldest first; with partitions, merged in stream-id time order. */
   async history(query: HistoryQuery = {}): Promise<StoredEvent[]> {
+    const want = query.last ?? query.limit ?? 1_000;
+    if (this.partitions === 1) return this.historyOf(0, query, want);
+    // Each partition's first (or last) `want` matches hold the bus's first (or last) `want`.
+    const merged = (await Promise.all(this.streams.map((_, i) => this.historyOf(i, query, want)))).flat().sort(compareEntries);
+    return query.last !== undefined ? merged.slice(Math.max(0, merged.length - want)) : merged.slice(0, want);
+  }
+
+  private async historyOf(partition: number, query: HistoryQuery, want: number): Promise<StoredEvent[]> {
+    const stream = this.streams[partition]!;
     const patterns = query.types === undefined ? ['*'] : typeof query.types === 'string' ? [query.types] : [...query.types];
     const start = query.since === undefined ? '-' : `${toMs(query.since)}-0`;
     const end = query.until === undefined ? '+' : `${toMs(query.until)}`;
     const backwards = query.last !== undefined;
-    const want = query.last ?? query.limit ?? 1_000;
     const out: StoredEvent[] = [];
     let from = backwards ? end : start;
     while (out.length < want) {
       const page = (backwards
-        ? await this.redis.xrevrange(this.stream, from, start, 'COUNT', PAGE)
-        : await this.redis.xrange(this.stream, from, end, 'COUNT', PAGE)) as StreamEntry[];
+        ? await this.redis.xrevrange(stream, from, start, 'COUNT', PAGE)
+        : await this.redis.xrange(stream, from, end, 'COUNT', PAGE)) as StreamEntry[];
       for (const [streamId, fields] of page) {
         if (!fields) continue;
         const type = field(fields, 'type') ?? '';
         if (!patterns.some((p) => matchesPattern(p, type))) continue;
         const event = this.decode(fields);
-        if (event && matchesFilter(query.filter, event)) out.push({ streamId, event });
+        if (event && matchesFilter(query.filter, event)) out.push({ streamId, partition, event });
         if (out.length >= want) break;
       }
       if (page.length < PAGE) break;
@@ -328,118 +403,68 @@ export class EventBus {
   /** Re-delivers history to a handler, in order, marked `replayed`; returns how many were delivered. */
   async replay(query: HistoryQuery, handler: EventHandler): Promise<number> {
     const events = await this.history(query);
-    for (const { streamId, event } of events) {
-      await handler(event, { streamId, replayed: true, deliveries: 1, attempt: 1 });
+    for (const { streamId, partition, event } of events) {
+      await handler(event, { streamId, partition, replayed: true, deliveries: 1, attempt: 1 });
     }
     return events.length;
   }
 
-  /** The newest dead letters, newest first. */
+  /** The newest dead letters, newest first, over every partition. */
   async deadLetters(count = 100): Promise<DeadLetter[]> {
-    const entries = (await this.redis.xrevrange(this.deadLetterStream, '+', '-', 'COUNT', count)) as StreamEntry[];
-    return entries.map(([streamId, fields]) => {
-      const f = fields ?? [];
-      return {
-        streamId,
-        sourceStreamId: field(f, 'source_id') ?? '',
-        group: field(f, 'group') ?? '',
-        handler: field(f, 'handler') ?? '',
-        reason: field(f, 'reason') ?? '',
-        attempts: Number(field(f, 'attempts') ?? 0),
-        failedAt: field(f, 'failed_at') ?? '',
-        raw: field(f, 'event') ?? '',
-      };
-    });
+    const read = async (partition: number): Promise<DeadLetter[]> => {
+      const entries = (await this.redis.xrevrange(this.deadLetterStreams[partition]!, '+', '-', 'COUNT', count)) as StreamEntry[];
+      return entries.map(([streamId, fields]) => toDeadLetter(streamId, partition, fields ?? []));
+    };
+    if (this.partitions === 1) return read(0);
+    const merged = (await Promise.all(this.deadLetterStreams.map((_, i) => read(i)))).flat();
+    return merged.sort((a, b) => compareEntries(b, a)).slice(0, count);
   }
 
-  /** Entries delivered to this service's group and not yet acked (for metrics and health). */
+  /** Entries delivered to this service's group and not yet acked, over every partition (for metrics and health). */
   async pendingCount(): Promise<number> {
-    const summary = (await this.redis.xpending(this.stream, this.group)) as [number, ...unknown[]];
-    return Number(summary[0] ?? 0);
+    const counts = await Promise.all(
+      this.streams.map(async (s) => Number(((await this.redis.xpending(s, this.group)) as [number, ...unknown[]])[0] ?? 0)),
+    );
+    return counts.reduce((a, b) => a + b, 0);
   }
 
-  private async ensureGroup(): Promise<void> {
-    try {
-      await this.redis.xgroup('CREATE', this.stream, this.group, this.opts.startId, 'MKSTREAM');
-    } catch (err) {
-      if (!String((err as Error).message).includes('BUSYGROUP')) throw err;
-    }
+  private async freeSlot(): Promise<void> {
+    // Woken waiters look again: with partitions a release wakes them all, and one may take the room.
+    while (this.inFlight >= this.opts.concurrency && this.running) await new Promise<void>((resolve) => this.slotWaiters.push(resolve));
   }
 
-  private async readLoop(): Promise<void> {
-    while (this.running) {
-      await this.freeSlot();
-      if (!this.running) break;
-      let res: Array<[string, StreamEntry[]]> | null;
-      const room = Math.max(1, Math.min(this.opts.batchSize, this.opts.concurrency - this.inFlight.size));
-      try {
-        res = (await this.reader!.xreadgroup(
-          'GROUP', this.group, this.consumer, 'COUNT', room, 'BLOCK', this.opts.blockMs, 'STREAMS', this.stream, '>',
-        )) as Array<[string, StreamEntry[]]> | null;
-      } catch (err) {
-        if (!this.running) break;
-        // A Redis restart without persistence loses the group; recreate it rather than spin.
-        if (String((err as Error).message).includes('NOGROUP')) await this.ensureGroup().catch(() => undefined);
-        else this.logger?.warn('bus: read failed, retrying', { error: errorText(err) });
-        await sleep(200);
-        continue;
-      }
-      let read = 0;
-      for (const [, entries] of res ?? []) {
-        read += entries.length;
-        for (const [id, fields] of entries) {
-          // Most of a service's entries are another's business: ack those here, taking no
-          // in-flight slot, so they never shrink the next read.
-          if (fields && field(fields, 'event') !== undefined && this.unwanted(fields)) this.ack(id);
-          else this.dispatch(id, fields, 1, true);
-        }
-      }
-      // Short of what was asked for: the backlog is drained, so let more arrive before reading.
-      // (Compared with the read's own COUNT: a read capped by free slots is not a short one.)
-      if (read > 0 && read < room && this.opts.lingerMs > 0) await sleep(this.opts.lingerMs);
-    }
+  /**
+   * Each read asks for at most a partition's share of the free budget: the reads of quiet
+   * partitions stay blocked with their COUNT outstanding, and must not, when they return
+   * together, carry the instance far past its concurrency (they stay under twice it). A busy
+   * partition still fills the budget, reading again while its handlers run.
+   */
+  private readRoom(): number {
+    return Math.max(1, Math.min(this.opts.batchSize, Math.floor((this.opts.concurrency - this.inFlight) / this.partitions)));
   }
 
-  private freeSlot(): Promise<void> {
-    if (this.inFlight.size < this.opts.concurrency || !this.running) return Promise.resolve();
-    return new Promise((resolve) => this.slotWaiters.push(resolve));
-  }
-
-  /** `screened`: the read loop already found the entry wanted, so it is not looked up again. */
-  private dispatch(id: string, fields: string[] | null, deliveries: number, screened = false): void {
-    if (this.inFlight.has(id)) return; // reclaimed from ourselves while still running
-    const work = this.handleEntry(id, fields, deliveries, screened)
-      .catch((err) => void this.logger?.error('bus: delivery failed; the entry stays pending for reclaim', { id, error: errorText(err) }))
-      .finally(() => {
-        this.inFlight.delete(id);
-        this.slotWaiters.shift()?.();
-      });
-    this.inFlight.set(id, work);
-  }
-
-  private async handleEntry(id: string, fields: string[] | null, deliveries: number, screened: boolean): Promise<void> {
-    if (!fields) return this.ack(id); // trimmed or deleted while pending: nothing to deliver
+  /** What to do with an entry: null acks it, a verdict with failures dead-letters it. */
+  private async judge(id: string, fields: string[], deliveries: number, screened: boolean, partition: number): Promise<Verdict> {
     const raw = field(fields, 'event');
     // An entry without an event (a foreign or broken producer) is malformed, not empty: dead-letter
     // it with its fields as the evidence rather than dropping it silently.
     if (raw === undefined) {
-      return this.deadLetter(id, JSON.stringify(fields), [{ handler: '(decode)', reason: 'InvalidEventError: the stream entry has no "event" field', attempts: 0 }]);
+      return { raw: JSON.stringify(fields), failures: [{ handler: '(decode)', reason: 'InvalidEventError: the stream entry has no "event" field', attempts: 0 }] };
     }
     const type = field(fields, 'type');
-    if (!screened && this.unwanted(fields, type)) return this.ack(id);
+    if (!screened && this.unwanted(fields, type)) return null;
     let event: AnyEvent;
     try {
       event = parseEvent(JSON.parse(raw));
       if (type !== undefined && event.type !== type) throw new Error(`the entry's type field "${type}" does not match its event "${event.type}"`);
     } catch (err) {
-      return this.deadLetter(id, raw, [{ handler: '(decode)', reason: errorText(err), attempts: 0 }]);
+      return { raw, failures: [{ handler: '(decode)', reason: errorText(err), attempts: 0 }] };
     }
     const subs = this.subscribedTo(event.type).filter((s) => (!s.journeysOnly || event.journey_id !== undefined) && matchesFilter(s.filter, event));
-    const failures = (await Promise.all(subs.map((s) => this.runHandler(s, event, id, deliveries)))).filter(
+    const failures = (await Promise.all(subs.map((s) => this.runHandler(s, event, id, partition, deliveries)))).filter(
       (f): f is HandlerFailure => f !== null,
     );
-    if (failures.length > 0) return this.deadLetter(id, raw, failures);
-    this.ack(id);
+    return failures.length > 0 ? { raw, failures } : null;
   }
 
   /**
@@ -460,10 +485,10 @@ export class EventBus {
   }
 
   /** One handler, isolated: its failure never touches the other handlers of the same event. */
-  private async runHandler(sub: Subscription, event: AnyEvent, streamId: string, deliveries: number): Promise<HandlerFailure | null> {
+  private async runHandler(sub: Subscription, event: AnyEvent, streamId: string, partition: number, deliveries: number): Promise<HandlerFailure | null> {
     for (let attempt = 1; ; attempt++) {
       try {
-        await sub.handler(event, { streamId, replayed: false, deliveries, attempt });
+        await sub.handler(event, { streamId, partition, replayed: false, deliveries, attempt });
         return null;
       } catch (err) {
         const permanent = (err as { retryable?: unknown } | null)?.retryable === false;
@@ -476,66 +501,6 @@ export class EventBus {
     }
   }
 
-  private ack(id: string): void {
-    this.acks.push(id);
-    // Acks of one tick go out as one XACK: a round trip per event would cap throughput.
-    this.ackFlush ??= new Promise<void>((resolve) => setImmediate(resolve)).then(() => this.flushAcks());
-  }
-
-  private async flushAcks(): Promise<void> {
-    const ids = this.acks.splice(0);
-    this.ackFlush = undefined;
-    if (ids.length === 0) return;
-    try {
-      await this.redis.xack(this.stream, this.group, ...ids);
-    } catch (err) {
-      // Unacked entries are reclaimed and redelivered; handlers are idempotent by event id.
-      this.logger?.warn('bus: ack failed; entries will be redelivered', { count: ids.length, error: errorText(err) });
-    }
-  }
-
-  /** Records the failure and acks in one transaction, so the entry is neither lost nor handled again. */
-  private async deadLetter(id: string, raw: string, failures: HandlerFailure[]): Promise<void> {
-    const tx = this.redis.multi();
-    const failedAt = new Date().toISOString();
-    for (const f of failures) {
-      tx.xadd(
-        this.deadLetterStream, 'MAXLEN', '~', this.opts.maxLen, '*',
-        'source_id', id, 'group', this.group, 'handler', f.handler, 'reason', f.reason.slice(0, 2000),
-        'attempts', f.attempts, 'failed_at', failedAt, 'event', raw,
-      );
-    }
-    tx.xack(this.stream, this.group, id);
-    await tx.exec();
-  }
-
-  /** Takes over entries another consumer left unacked for too long (it crashed or hung). */
-  private async reclaim(): Promise<void> {
-    let cursor = '0-0';
-    do {
-      const [next, entries] = (await this.redis.xautoclaim(
-        this.stream, this.group, this.consumer, this.opts.claimIdleMs, cursor, 'COUNT', this.opts.batchSize,
-      )) as [string, StreamEntry[], string[]];
-      cursor = next;
-      if (entries.length === 0) continue;
-      const pipe = this.redis.pipeline();
-      for (const [id] of entries) pipe.xpending(this.stream, this.group, id, id, 1);
-      const counts = ((await pipe.exec()) ?? []).map(([, r]) => Number((r as Array<[string, string, number, number]>)?.[0]?.[3] ?? 1));
-      for (const [i, [id, fields]] of entries.entries()) {
-        const deliveries = counts[i] ?? 1;
-        if (deliveries > this.opts.maxDeliveries) {
-          await this.deadLetter(id, (fields && field(fields, 'event')) ?? '', [
-            { handler: '(delivery)', reason: `delivered ${deliveries} times without an ack (consumer crashed or hung)`, attempts: deliveries },
-          ]);
-          continue;
-        }
-        await this.freeSlot();
-        if (!this.running) return;
-        this.dispatch(id, fields, deliveries);
-      }
-    } while (cursor !== '0-0' && this.running);
-  }
-
   private decode(fields: string[]): AnyEvent | null {
     try {
       return parseEvent(JSON.parse(field(fields, 'event') ?? ''));
@@ -543,4 +508,26 @@ export class EventBus {
       return null;
     }
   }
+}
+
+function toDeadLetter(streamId: string, partition: number, f: string[]): DeadLetter {
+  return {
+    streamId,
+    partition,
+    sourceStreamId: field(f, 'source_id') ?? '',
+    group: field(f, 'group') ?? '',
+    handler: field(f, 'handler') ?? '',
+    reason: field(f, 'reason') ?? '',
+    attempts: Number(field(f, 'attempts') ?? 0),
+    failedAt: field(f, 'failed_at') ?? '',
+    raw: field(f, 'event') ?? '',
+  };
+}
+
+/** The partitions' trims as one: what was trimmed in all, and the first group that held one back. */
+function mergeTrims(results: readonly TrimResult[]): TrimResult {
+  const trimmed = results.reduce((n, r) => n + r.trimmed, 0);
+  const heldBy = results.find((r) => r.heldBy)?.heldBy;
+  const forced = results.some((r) => r.forced);
+  return { trimmed, ...(heldBy && { heldBy }), ...(forced && { forced }) };
 }

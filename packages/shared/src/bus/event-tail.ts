@@ -1,67 +1,79 @@
 import type Redis from 'ioredis';
 import { type AnyEvent, parseEvent } from '../events/envelope';
-import { keyspace } from '../keys';
 import { field } from './fields';
+import { busPartitions, checkPartitionCount } from './partitions';
 import { type EventFilter, matchesFilter, matchesPattern } from './patterns';
 
 export interface EventTailOptions {
   redis: Redis;
   prefix: string;
+  /** The bus's partitions (as `EventBusOptions.partitions`); default 1. */
+  partitions?: number;
   /** Type patterns, as for `EventBus.subscribe`. */
   types?: string | readonly string[];
   filter?: EventFilter;
-  /** Start after this stream id; default `$` (only new events). */
+  /** Start after this stream id (in every partition); default `$` (only new events). */
   from?: string;
   blockMs?: number;
   /** Pause after a short read so the next one collects a batch (see `EventBusOptions.lingerMs`); default 5 ms. */
   lingerMs?: number;
 }
 
+export type TailHandler = (event: AnyEvent, streamId: string, partition: number) => void | Promise<void>;
+
+type Entries = Array<[string, string[]]>;
+
 /**
  * Follows the bus without a consumer group: every instance sees every event, nothing is acked.
  * For live views (SSE, dashboards) and state every instance must know (breaker openings); never
- * for work that must happen once, which goes through `EventBus.subscribe`.
+ * for work that must happen once, which goes through `EventBus.subscribe`. Each partition is read
+ * on a connection of its own: on a cluster one XREAD over streams in different slots fails.
  */
 export class EventTail {
-  private readonly reader: Redis;
-  private readonly stream: string;
+  private readonly readers: Redis[];
+  private readonly streams: string[];
   private readonly patterns: string[];
   private running = false;
-  private loop?: Promise<void>;
-  private lastId: string;
+  private loops: Promise<void>[] = [];
+  private readonly lastIds: string[];
 
   constructor(
     private readonly opts: EventTailOptions,
-    private readonly onEvent: (event: AnyEvent, streamId: string) => void | Promise<void>,
+    private readonly onEvent: TailHandler,
   ) {
-    this.reader = opts.redis.duplicate();
-    this.stream = keyspace(opts.prefix)('bus');
+    this.streams = busPartitions(opts.prefix, checkPartitionCount(opts.partitions ?? 1)).map((p) => p.stream);
+    this.readers = this.streams.map(() => opts.redis.duplicate());
     this.patterns = opts.types === undefined ? ['*'] : typeof opts.types === 'string' ? [opts.types] : [...opts.types];
-    this.lastId = opts.from ?? '$';
+    this.lastIds = this.streams.map(() => opts.from ?? '$');
   }
 
-  /** Resolves once the tail reads from a fixed position, so nothing published after start is missed. */
+  /** Resolves once the tail reads from a fixed position in every partition, so nothing published after start is missed. */
   async start(): Promise<void> {
     if (this.running) return;
-    if (this.lastId === '$') {
-      const [newest] = (await this.opts.redis.xrevrange(this.stream, '+', '-', 'COUNT', 1)) as Array<[string, string[]]>;
-      this.lastId = newest?.[0] ?? '0-0';
-    }
+    await Promise.all(
+      this.streams.map(async (stream, i) => {
+        if (this.lastIds[i] !== '$') return;
+        const [newest] = (await this.opts.redis.xrevrange(stream, '+', '-', 'COUNT', 1)) as Entries;
+        this.lastIds[i] = newest?.[0] ?? '0-0';
+      }),
+    );
     this.running = true;
-    this.loop = this.read();
+    this.loops = this.streams.map((_, i) => this.read(i));
   }
 
   async stop(): Promise<void> {
     this.running = false;
-    this.reader.disconnect();
-    await this.loop;
+    for (const r of this.readers) r.disconnect();
+    await Promise.all(this.loops);
   }
 
-  private async read(): Promise<void> {
+  private async read(partition: number): Promise<void> {
+    const stream = this.streams[partition]!;
+    const reader = this.readers[partition]!;
     while (this.running) {
-      let res: Array<[string, Array<[string, string[]]>]> | null;
+      let res: Array<[string, Entries]> | null;
       try {
-        res = (await this.reader.xread('COUNT', 200, 'BLOCK', this.opts.blockMs ?? 1_000, 'STREAMS', this.stream, this.lastId)) as typeof res;
+        res = (await reader.xread('COUNT', 200, 'BLOCK', this.opts.blockMs ?? 1_000, 'STREAMS', stream, this.lastIds[partition]!)) as typeof res;
       } catch {
         if (!this.running) return;
         await new Promise((r) => setTimeout(r, 200));
@@ -71,7 +83,7 @@ export class EventTail {
       for (const [, entries] of res ?? []) {
         read += entries.length;
         for (const [id, fields] of entries) {
-          this.lastId = id;
+          this.lastIds[partition] = id;
           const type = field(fields, 'type') ?? '';
           if (!this.patterns.some((p) => matchesPattern(p, type))) continue;
           let event: AnyEvent;
@@ -82,7 +94,7 @@ export class EventTail {
           }
           if (!matchesFilter(this.opts.filter, event)) continue;
           try {
-            await this.onEvent(event, id);
+            await this.onEvent(event, id, partition);
           } catch {
             // A live view's failure must not stop the tail.
           }

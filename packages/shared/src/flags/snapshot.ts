@@ -28,6 +28,8 @@ export interface FlagSnapshotOptions {
    * (the gateway's metrics tail does), so the snapshot opens no tail and connection of its own.
    */
   follow?: boolean;
+  /** The bus's partitions, for the tail that follows `flags.changed`; default 1. */
+  busPartitions?: number;
 }
 
 /**
@@ -52,7 +54,7 @@ export class FlagSnapshot implements FlagReader {
     this.now = opts.now ?? Date.now;
     this.engine = this.build([], []);
     if (opts.follow !== false) {
-      this.tail = new EventTail({ redis: opts.redis, prefix: opts.namespace, types: 'flags.changed', lingerMs: 100 }, (event) => {
+      this.tail = new EventTail({ redis: opts.redis, prefix: opts.namespace, partitions: opts.busPartitions, types: 'flags.changed', lingerMs: 100 }, (event) => {
         if (event.type === 'flags.changed') this.notify(event.data.version);
       });
     }

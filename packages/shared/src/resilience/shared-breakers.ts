@@ -20,7 +20,7 @@ export async function startSharedBreakers(
   });
   // The tail reads every bus event to find the rare circuit ones: 20 ms batches keep that cheap,
   // and a replica learning of an opening 20 ms later only lets a call or two through.
-  const sync = new EventTail({ redis, prefix: namespace, types: 'circuit.*', lingerMs: 20 }, (event) => {
+  const sync = new EventTail({ redis, prefix: namespace, partitions: bus.partitions, types: 'circuit.*', lingerMs: 20 }, (event) => {
     if ((event.type === 'circuit.opened' || event.type === 'circuit.closed') && event.data.instance !== instance) {
       breakers.applyRemote(event.type, event.data);
     }

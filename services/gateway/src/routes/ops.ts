@@ -13,6 +13,8 @@ export interface OpsRouteDeps {
   metrics: GatewayMetrics;
   errorRates: ErrorRateTracker;
   queues: Queue[];
+  /** The bus's partitions, as the services use them; default 1. */
+  busPartitions?: number;
 }
 
 const typePattern = z.string().regex(/^(\*|[a-z_]+(\.[a-z_*]+)?)$/, 'an event type or pattern such as workflow.* or *');
@@ -75,7 +77,7 @@ export function opsRoutes(admin: RequestHandler[], deps: OpsRouteDeps): Router {
     res.setHeader('x-accel-buffering', 'no');
     res.flushHeaders();
     res.write('retry: 2000\n\n');
-    const tail = new EventTail({ redis: deps.redis, prefix: deps.namespace, types }, async (event, streamId) => {
+    const tail = new EventTail({ redis: deps.redis, prefix: deps.namespace, partitions: deps.busPartitions, types }, async (event, streamId) => {
       // A key revoked while its stream is open gets nothing more: the stream ends.
       if (!(await stillAuthorized(res))) {
         res.end();
