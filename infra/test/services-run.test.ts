@@ -27,13 +27,20 @@ beforeAll(async () => {
   await build({ quiet: true });
 });
 
+const handedOut = new Set<number>();
+/** A port free now and not given to another service of this test (a closed port can come back). */
 async function freePort(): Promise<number> {
-  const server = createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address() as { port: number };
-  await new Promise((resolve) => server.close(resolve));
-  return port;
+  for (;;) {
+    const server = createServer();
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const { port } = server.address() as { port: number };
+    await new Promise((resolve) => server.close(resolve));
+    if (!handedOut.has(port)) {
+      handedOut.add(port);
+      return port;
+    }
+  }
 }
 
 function runHealthcheck(env: NodeJS.ProcessEnv): Promise<{ code: number; stderr: string }> {
