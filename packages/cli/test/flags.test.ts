@@ -1,17 +1,19 @@
 import { writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { EventBus, FlagSnapshot, FlagStore } from '@tollgate/shared';
+import { busPartitionsFrom, EventBus, FlagSnapshot, FlagStore } from '@tollgate/shared';
 import { waitFor } from '@tollgate/shared/src/testing';
 import { cli, cliRedis, lines } from './run-cli';
 
 const { prefix, namespace, redis, cleanup } = cliRedis('flags');
 const run = (...args: string[]) => cli(prefix, args);
+// The CLI's own bus partitions (6 on a cluster): what it publishes is read with the same count.
+const partitions = busPartitionsFrom(process.env);
 afterAll(cleanup);
 jest.setTimeout(60_000);
 
 test('flags: set, enable/disable, import, list, get and history, and a running snapshot follows each change', async () => {
-  const snapshot = new FlagSnapshot({ redis, namespace, maxAgeMs: 120_000, pollMs: 60_000 });
+  const snapshot = new FlagSnapshot({ redis, namespace, maxAgeMs: 120_000, pollMs: 60_000, busPartitions: partitions });
   await snapshot.start();
   try {
     const set = await run('flags', 'set', 'kill.search', '--type', 'kill-switch', '--on');
@@ -41,7 +43,7 @@ test('flags: set, enable/disable, import, list, get and history, and a running s
     expect(history.changes.slice(0, 2).map((c) => `${c.action}:${c.name}`).sort()).toEqual(['created:beta', 'deleted:kill.search']);
     expect(history.changes[0]!.version).toBe(history.changes[1]!.version);
     // Each change also went out as flag.changed on the bus.
-    const audited = await new EventBus({ redis, prefix: namespace, service: 'test' }).history({ types: 'flag.changed' });
+    const audited = await new EventBus({ redis, prefix: namespace, service: 'test', partitions }).history({ types: 'flag.changed' });
     expect(audited).toHaveLength(4);
 
     const missing = await run('flags', 'enable', 'nope');

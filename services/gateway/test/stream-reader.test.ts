@@ -19,6 +19,9 @@ test('20 open streams are read over one connection, each gets its own entries in
   const name = `sr-${Date.now()}`;
   const own = createRedis(TEST_REDIS_URL, { name });
   await own.ping();
+  // A cluster client opens a node's connection when it first needs it: open them all now, so
+  // what changes later is the reader's.
+  await Promise.all(mastersOf(own).map((node) => node.ping()));
   const base = await connectionsNamed(name);
   const reader = new StreamReader(own, prefix);
   const keys = Array.from({ length: 20 }, (_, i) => `${prefix}:out:${i}`);
