@@ -19,7 +19,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import OpenAI from 'openai';
-import { ApiKeyStore, createRedis, hashTagged, type LedgerEntry, price, queuePrefix, QUEUES } from '../../packages/shared/src';
+import { ApiKeyStore, createRedis, hashTagged, type LedgerEntry, price, queuePrefix, QUEUES, scanKeys, unitNamespace } from '../../packages/shared/src';
 import type { BilledCall } from '../../packages/stub-llm/src';
 import { checkOutcomes, type CheckResult, reconcile, result, summarizeOutcomes } from '../reliability/checks';
 import { LoadGenerator, uniquePng } from '../reliability/load';
@@ -291,20 +291,33 @@ async function checkSdkAndLedger(keys: Keys): Promise<void> {
   );
 }
 
+/**
+ * The key base of each partition of the chat queue (`<prefix>:chat`). The containers read
+ * QUEUE_PARTITIONS from .env, so the partitions are found rather than assumed: every partition a
+ * job was ever added to has an event stream.
+ */
+async function chatQueueBases(redis: Redis): Promise<string[]> {
+  const bases = new Set([`${queuePrefix(PREFIX)}:${QUEUES.chat}`]);
+  const partitionEvents = `${queuePrefix(unitNamespace(PREFIX, 'q:*'))}:${QUEUES.chat}:events`;
+  for await (const keys of scanKeys(redis, partitionEvents)) for (const key of keys) bases.add(key.slice(0, -':events'.length));
+  return [...bases];
+}
+
 /** The replica that ran each of these requests' chat jobs: BullMQ keeps the worker's name on the job. */
 async function servedBy(redis: Redis, requestIds: Set<string>): Promise<Map<string, string>> {
-  const base = `${queuePrefix(PREFIX)}:${QUEUES.chat}`;
-  const ids = await redis.zrange(`${base}:completed`, '0', '-1');
   const out = new Map<string, string>();
-  const pipe = redis.pipeline();
-  for (const id of ids) pipe.hmget(`${base}:${id}`, 'data', 'pb');
-  const rows = (await pipe.exec()) ?? [];
-  for (const [err, row] of rows) {
-    if (err) throw err;
-    const [data, pb] = row as [string | null, string | null];
-    if (!data) continue;
-    const requestId = (JSON.parse(data) as { request_id?: string }).request_id;
-    if (requestId && requestIds.has(requestId)) out.set(requestId, pb ?? '(none)');
+  for (const base of await chatQueueBases(redis)) {
+    const ids = await redis.zrange(`${base}:completed`, '0', '-1');
+    const pipe = redis.pipeline();
+    for (const id of ids) pipe.hmget(`${base}:${id}`, 'data', 'pb');
+    const rows = (await pipe.exec()) ?? [];
+    for (const [err, row] of rows) {
+      if (err) throw err;
+      const [data, pb] = row as [string | null, string | null];
+      if (!data) continue;
+      const requestId = (JSON.parse(data) as { request_id?: string }).request_id;
+      if (requestId && requestIds.has(requestId)) out.set(requestId, pb ?? '(none)');
+    }
   }
   return out;
 }
@@ -361,14 +374,15 @@ async function checkScale(keys: Keys, redis: Redis, total: number): Promise<void
 
 /** Chat jobs running right now, per replica host name (from the active list and each job's `processedBy`). */
 async function activeByReplica(redis: Redis): Promise<Map<string, number>> {
-  const base = `${queuePrefix(PREFIX)}:${QUEUES.chat}`;
-  const ids = await redis.lrange(`${base}:active`, 0, -1);
-  const pipe = redis.pipeline();
-  for (const id of ids) pipe.hget(`${base}:${id}`, 'pb');
   const out = new Map<string, number>();
-  for (const [err, pb] of (await pipe.exec()) ?? []) {
-    const host = !err && typeof pb === 'string' ? /^chat-workflow-([^-]+)-/.exec(pb)?.[1] : undefined;
-    if (host) out.set(host, (out.get(host) ?? 0) + 1);
+  for (const base of await chatQueueBases(redis)) {
+    const ids = await redis.lrange(`${base}:active`, 0, -1);
+    const pipe = redis.pipeline();
+    for (const id of ids) pipe.hget(`${base}:${id}`, 'pb');
+    for (const [err, pb] of (await pipe.exec()) ?? []) {
+      const host = !err && typeof pb === 'string' ? /^chat-workflow-([^-]+)-/.exec(pb)?.[1] : undefined;
+      if (host) out.set(host, (out.get(host) ?? 0) + 1);
+    }
   }
   return out;
 }

@@ -26,6 +26,8 @@ import {
   busPartitionsFrom,
   ledgerKeys,
   parseAlertEntry,
+  queuePartitionPrefixes,
+  queuePartitionsFrom,
   queuePrefix,
   QUEUES,
 } from '../../packages/shared/src';
@@ -414,13 +416,24 @@ async function main(): Promise<number> {
 
   // ---- settle -------------------------------------------------------------------------------
   await json(`${stubUrl}/_stub/faults`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
-  // BullMQ's own key layout, read directly: jobs waiting, running, delayed or prioritized.
+  // BullMQ's own key layout, read directly: jobs waiting, running, delayed or prioritized, summed
+  // over a request queue's partitions (the services resolve QUEUE_PARTITIONS from this same env).
+  const partitions = queuePartitionsFrom({ ...process.env, ...env });
   const queueOpen = async (name: string) => {
-    const q = `${queuePrefix(ns)}:${name}`;
-    const [wait, active, paused, delayed, prioritized] = await Promise.all([
-      redis.llen(`${q}:wait`), redis.llen(`${q}:active`), redis.llen(`${q}:paused`), redis.zcard(`${q}:delayed`), redis.zcard(`${q}:prioritized`),
-    ]);
-    return { wait, active, paused, delayed, prioritized };
+    const prefixes = name === QUEUES.chat || name === QUEUES.vision ? queuePartitionPrefixes(ns, partitions) : [queuePrefix(ns)];
+    const open = { wait: 0, active: 0, paused: 0, delayed: 0, prioritized: 0 };
+    for (const prefix of prefixes) {
+      const q = `${prefix}:${name}`;
+      const [wait, active, paused, delayed, prioritized] = await Promise.all([
+        redis.llen(`${q}:wait`), redis.llen(`${q}:active`), redis.llen(`${q}:paused`), redis.zcard(`${q}:delayed`), redis.zcard(`${q}:prioritized`),
+      ]);
+      open.wait += wait;
+      open.active += active;
+      open.paused += paused;
+      open.delayed += delayed;
+      open.prioritized += prioritized;
+    }
+    return open;
   };
   const lk = ledgerKeys(ns);
   const ak = alertingKeys(ns);

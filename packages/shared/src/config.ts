@@ -52,6 +52,8 @@ export interface Config {
   bus: { maxLen: number; maxDeliveries: number; claimIdleMs: number; partitions: number };
   chatWorkerConcurrency: number;
   visionWorkerConcurrency: number;
+  /** BullMQ queues the chat and vision queues are each split into; every gateway and worker must use the same number. */
+  queuePartitions: number;
   /** Per API key. */
   rateLimitPerMinute: number;
   maxBodyBytes: number;
@@ -84,6 +86,15 @@ export class ConfigError extends TollgateError {
  * bus evenly (a one-node Redis gains nothing from partitions and keeps 1).
  */
 export const DEFAULT_CLUSTER_BUS_PARTITIONS = 6;
+
+/** QUEUE_PARTITIONS' limit: each partition costs every worker process a Worker and a blocking connection. */
+export const MAX_QUEUE_PARTITIONS = 64;
+
+/**
+ * QUEUE_PARTITIONS on a cluster when unset: a multiple of 2 and of 3 masters, so either spreads the
+ * queues evenly (one Redis gains nothing from partitions and keeps 1).
+ */
+export const DEFAULT_CLUSTER_QUEUE_PARTITIONS = 6;
 
 const REAL_BASE_URLS: Record<ProviderName, string> = {
   openai: 'https://api.openai.com/v1',
@@ -257,6 +268,8 @@ const EnvSchema = z.object({
   // A chat job mostly waits on its provider (seconds per call in production), so one worker holds many.
   CHAT_WORKER_CONCURRENCY: int(200, 1, 1000),
   VISION_WORKER_CONCURRENCY: int(4, 1, 1000),
+  // Unset: 1 on one Redis, DEFAULT_CLUSTER_QUEUE_PARTITIONS on a cluster (see loadConfig).
+  QUEUE_PARTITIONS: int(0, 1, MAX_QUEUE_PARTITIONS).transform((n) => (n === 0 ? undefined : n)),
   RATE_LIMIT_PER_MINUTE: int(600, 1),
   MAX_BODY_BYTES: int(1_048_576, 1),
   VISION_MAX_BYTES: int(8_388_608, 1),
@@ -345,10 +358,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       maxLen: e.BUS_MAX_LEN,
       maxDeliveries: e.BUS_MAX_DELIVERIES,
       claimIdleMs: e.BUS_CLAIM_IDLE_MS,
-      partitions: e.BUS_PARTITIONS ?? (e.REDIS_CLUSTER_NODES !== undefined ? DEFAULT_CLUSTER_BUS_PARTITIONS : 1),
+      partitions: e.BUS_PARTITIONS ?? (e.REDIS_CLUSTER_NODES?.trim() ? DEFAULT_CLUSTER_BUS_PARTITIONS : 1),
     },
     chatWorkerConcurrency: e.CHAT_WORKER_CONCURRENCY,
     visionWorkerConcurrency: e.VISION_WORKER_CONCURRENCY,
+    queuePartitions: e.QUEUE_PARTITIONS ?? (e.REDIS_CLUSTER_NODES?.trim() ? DEFAULT_CLUSTER_QUEUE_PARTITIONS : 1),
     rateLimitPerMinute: e.RATE_LIMIT_PER_MINUTE,
     maxBodyBytes: e.MAX_BODY_BYTES,
     visionMaxBytes: e.VISION_MAX_BYTES,
@@ -377,6 +391,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
  */
 export function busPartitionsFrom(env: NodeJS.ProcessEnv = process.env): number {
   return loadConfig({ BUS_PARTITIONS: env.BUS_PARTITIONS, REDIS_CLUSTER_NODES: env.REDIS_CLUSTER_NODES }).bus.partitions;
+}
+
+/**
+ * QUEUE_PARTITIONS as the services resolve it (REDIS_CLUSTER_NODES sets the default), for tools
+ * that read the queues beside them (scripts, test harnesses) and must not be stopped by other variables.
+ */
+export function queuePartitionsFrom(env: NodeJS.ProcessEnv = process.env): number {
+  return loadConfig({ QUEUE_PARTITIONS: env.QUEUE_PARTITIONS, REDIS_CLUSTER_NODES: env.REDIS_CLUSTER_NODES }).queuePartitions;
 }
 
 // Base URLs can carry credentials (https://user:pass@proxy) or key query params; print origin and path only.

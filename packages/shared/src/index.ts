@@ -25,6 +25,7 @@ export * from './keys';
 export * from './api-keys';
 export * from './redis';
 export * from './jobs';
+export * from './queues';
 export * from './vision-jobs';
 export * from './lifecycle';
 export * from './health-server';

@@ -55,10 +55,15 @@ async function main(): Promise<void> {
       ).table,
       cacheSettings: new CacheSettingsStore(redis, namespace, config.cache),
     },
-    { connection: createRedis(config.redisUrl, { logger, blocking: true, name: `${SERVICE}-worker` }), concurrency: config.chatWorkerConcurrency, name: instance },
+    {
+      connection: createRedis(config.redisUrl, { logger, blocking: true, name: `${SERVICE}-worker` }),
+      concurrency: config.chatWorkerConcurrency,
+      partitions: config.queuePartitions,
+      name: instance,
+    },
   );
   worker.on('error', (err) => logger.error('worker error', { error: err.message }));
-  logger.info('chat-workflow ready', { concurrency: config.chatWorkerConcurrency, instance });
+  logger.info('chat-workflow ready', { concurrency: config.chatWorkerConcurrency, queue_partitions: config.queuePartitions, per_partition: worker.concurrency, instance });
   logger.info(describeProviders(config));
 
   // Probes (containers set HEALTH_PORT): /healthz, /readyz (Redis answers), /metrics.

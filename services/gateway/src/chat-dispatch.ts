@@ -1,6 +1,6 @@
-import { type Queue, type QueueEvents } from 'bullmq';
+import type { QueueEvents } from 'bullmq';
 import type Redis from 'ioredis';
-import { type ChatJob, type ChatJobResult, type ChatStreamItem, chatOutputKey } from '@tollgate/shared';
+import { type ChatJob, type ChatJobResult, type ChatStreamItem, chatOutputKey, type PartitionedQueue } from '@tollgate/shared';
 import { ApiError } from './errors';
 import { JobWaiter, JobWaitTimeoutError } from './job-waiter';
 import { StreamReader } from './stream-reader';
@@ -12,21 +12,23 @@ const deadlineError = () =>
   new ApiError('deadline_exceeded', 'The request did not complete within its deadline. Please try again.');
 
 /**
- * Hands chat work to the `chat` queue and waits for its outcome with a deadline. The worker
- * does the provider call; the gateway only validates, enqueues and relays.
+ * Hands chat work to the `chat` queue (the partition its job id hashes to) and waits for its
+ * outcome with a deadline. The worker does the provider call; the gateway only validates,
+ * enqueues and relays.
  */
 export class ChatDispatcher {
   private readonly waiter: JobWaiter<ChatJobResult>;
   private readonly streams: StreamReader;
 
   constructor(
-    private readonly queue: Queue<ChatJob, ChatJobResult>,
-    events: QueueEvents,
+    private readonly queue: PartitionedQueue<ChatJob, ChatJobResult>,
+    /** Index for index with `queue.partitions`. */
+    events: readonly QueueEvents[],
     redis: Redis,
     private readonly namespace: string,
     readonly deadlineMs: number,
   ) {
-    this.waiter = new JobWaiter(events);
+    this.waiter = new JobWaiter(events, (jobId) => queue.partitionOf(jobId));
     this.streams = new StreamReader(redis, namespace);
   }
 

@@ -22,6 +22,8 @@ import {
   PRICE_POLL_MS,
   PriceStore,
   onShutdown,
+  PartitionedQueue,
+  partitionedQueueEvents,
   QUEUES,
   sweepHolds,
   queuePrefix,
@@ -38,6 +40,7 @@ import { VisionDispatcher } from './vision-dispatch';
 
 const SERVICE = 'gateway';
 const HOLD_SWEEP_INTERVAL_MS = 2_000;
+const REQUEST_JOB_OPTIONS = { attempts: 1, removeOnComplete: { age: 3600, count: 10_000 }, removeOnFail: { age: 24 * 3600 } };
 
 async function main(): Promise<void> {
   const config = loadConfig();
@@ -51,20 +54,14 @@ async function main(): Promise<void> {
   // connection into each pipeline built on it, a cost the request path's commands need not pay.
   const queueRedis = createRedis(config.redisUrl, { logger, name: `${SERVICE}-queues` });
 
-  const chatQueue = new Queue<ChatJob, ChatJobResult>(QUEUES.chat, {
-    connection: queueRedis,
-    prefix,
-    defaultJobOptions: { attempts: 1, removeOnComplete: { age: 3600, count: 10_000 }, removeOnFail: { age: 24 * 3600 } },
-  });
-  const chatEvents = new QueueEvents(QUEUES.chat, { connection: createRedis(config.redisUrl, { logger, blocking: true, name: `${SERVICE}-events` }), prefix });
-  await chatEvents.waitUntilReady();
-  const visionQueue = new Queue<VisionJob, VisionJobResult>(QUEUES.vision, {
-    connection: queueRedis,
-    prefix,
-    defaultJobOptions: { attempts: 1, removeOnComplete: { age: 3600, count: 10_000 }, removeOnFail: { age: 24 * 3600 } },
-  });
-  const visionEvents = new QueueEvents(QUEUES.vision, { connection: createRedis(config.redisUrl, { logger, blocking: true, name: `${SERVICE}-vision-events` }), prefix });
-  await visionEvents.waitUntilReady();
+  // The request queues are spread over QUEUE_PARTITIONS BullMQ queues each (one per cluster
+  // slot), with one QueueEvents per partition to hear their jobs finish.
+  const partitions = { namespace, partitions: config.queuePartitions };
+  const chatQueue = new PartitionedQueue<ChatJob, ChatJobResult>(QUEUES.chat, { ...partitions, connection: queueRedis, defaultJobOptions: REQUEST_JOB_OPTIONS });
+  const chatEvents = partitionedQueueEvents(QUEUES.chat, { ...partitions, connection: createRedis(config.redisUrl, { logger, blocking: true, name: `${SERVICE}-events` }) });
+  const visionQueue = new PartitionedQueue<VisionJob, VisionJobResult>(QUEUES.vision, { ...partitions, connection: queueRedis, defaultJobOptions: REQUEST_JOB_OPTIONS });
+  const visionEvents = partitionedQueueEvents(QUEUES.vision, { ...partitions, connection: createRedis(config.redisUrl, { logger, blocking: true, name: `${SERVICE}-vision-events` }) });
+  await Promise.all([...chatEvents, ...visionEvents].map((e) => e.waitUntilReady()));
   const reportQueue = new Queue<ReportJob, CostReport>(QUEUES.reports, { connection: queueRedis, prefix });
   const reportEvents = new QueueEvents(QUEUES.reports, { connection: createRedis(config.redisUrl, { logger, blocking: true, name: `${SERVICE}-report-events` }), prefix });
   await reportEvents.waitUntilReady();
@@ -134,9 +131,9 @@ async function main(): Promise<void> {
     ['hold sweeper', async () => clearInterval(sweeper)],
     ['live events', () => live.stop()],
     ['flags', () => flags.stop()],
-    ['queue events', () => chatEvents.close()],
+    ['queue events', () => Promise.all(chatEvents.map((e) => e.close()))],
     ['queue', () => chatQueue.close()],
-    ['vision queue events', () => visionEvents.close()],
+    ['vision queue events', () => Promise.all(visionEvents.map((e) => e.close()))],
     ['vision queue', () => visionQueue.close()],
     ['report queue events', () => reportEvents.close()],
     ['report queue', () => reportQueue.close()],

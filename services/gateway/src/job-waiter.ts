@@ -11,22 +11,33 @@ export class JobWaitTimeoutError extends Error {
 }
 
 interface Waiter<R> {
+  /** The queue partition the job was added to: only that partition's events settle it. */
+  partition: number;
   resolve(result: R): void;
   reject(error: Error): void;
 }
 
 /**
  * Waits for the jobs this process adds, keyed by a job id it chooses, on one pair of QueueEvents
- * listeners. The waiter exists before its job does, so no completion can slip past it and no
- * status read is needed: BullMQ's `waitUntilFinished` adds listeners and reads the job's state
- * from Redis on every call, a round trip per request on the busiest path.
+ * listeners per queue partition. The waiter exists before its job does, so no completion can slip
+ * past it and no status read is needed: BullMQ's `waitUntilFinished` adds listeners and reads the
+ * job's state from Redis on every call, a round trip per request on the busiest path.
  */
 export class JobWaiter<R> {
   private readonly waiting = new Map<string, Waiter<R>>();
 
-  constructor(events: QueueEvents) {
-    events.on('completed', ({ jobId, returnvalue }) => this.take(jobId)?.resolve(returnvalue as unknown as R));
-    events.on('failed', ({ jobId, failedReason }) => this.take(jobId)?.reject(new Error(failedReason)));
+  /**
+   * `events[i]` is partition i's QueueEvents; `partitionOf` says which partition a job id is added
+   * to (the queue's own placement), so one partition's waits never see another's events.
+   */
+  constructor(
+    events: readonly QueueEvents[],
+    private readonly partitionOf: (jobId: string) => number = () => 0,
+  ) {
+    events.forEach((e, partition) => {
+      e.on('completed', ({ jobId, returnvalue }) => this.take(jobId, partition)?.resolve(returnvalue as unknown as R));
+      e.on('failed', ({ jobId, failedReason }) => this.take(jobId, partition)?.reject(new Error(failedReason)));
+    });
   }
 
   /** Jobs being waited for now (for tests and metrics). */
@@ -37,6 +48,7 @@ export class JobWaiter<R> {
   /** Adds a job under a fresh id with `add` and resolves with its result; rejects on failure or timeout. */
   async run(add: (jobId: string) => Promise<unknown>, timeoutMs: number): Promise<R> {
     const jobId = randomUUID();
+    const partition = this.partitionOf(jobId);
     const result = new Promise<R>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.waiting.delete(jobId);
@@ -46,19 +58,20 @@ export class JobWaiter<R> {
         clearTimeout(timer);
         fn(a);
       };
-      this.waiting.set(jobId, { resolve: settle(resolve), reject: settle(reject) });
+      this.waiting.set(jobId, { partition, resolve: settle(resolve), reject: settle(reject) });
     });
     try {
       await add(jobId);
     } catch (err) {
-      this.take(jobId)?.reject(err as Error);
+      this.take(jobId, partition)?.reject(err as Error);
     }
     return result;
   }
 
-  private take(jobId: string): Waiter<R> | undefined {
+  private take(jobId: string, partition: number): Waiter<R> | undefined {
     const w = this.waiting.get(jobId);
-    if (w) this.waiting.delete(jobId);
+    if (!w || w.partition !== partition) return undefined;
+    this.waiting.delete(jobId);
     return w;
   }
 }

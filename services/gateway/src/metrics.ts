@@ -1,7 +1,6 @@
-import type { Queue } from 'bullmq';
 import type { RequestHandler } from 'express';
 import type Redis from 'ioredis';
-import { type BreakerState, type ErrorRateTracker, EventTail } from '@tollgate/shared';
+import { type BreakerState, type ErrorRateTracker, EventTail, type JobCountSource } from '@tollgate/shared';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 
 export interface GatewayMetrics {
@@ -16,7 +15,7 @@ export interface GatewayMetrics {
 const STATE_VALUE: Record<BreakerState, number> = { closed: 0, half_open: 0.5, open: 1 };
 
 /** Prometheus metrics for one gateway: its HTTP traffic, the queues it feeds, breaker states and error rates. */
-export function createMetrics(queues: Queue[], errorRates: ErrorRateTracker): GatewayMetrics {
+export function createMetrics(queues: readonly JobCountSource[], errorRates: ErrorRateTracker): GatewayMetrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'tollgate_gateway_' });
   const breakers = new Map<string, BreakerState>();
@@ -36,7 +35,7 @@ export function createMetrics(queues: Queue[], errorRates: ErrorRateTracker): Ga
   });
   new Gauge({
     name: 'tollgate_queue_jobs',
-    help: 'Jobs in each queue by state',
+    help: 'Jobs in each queue by state (a partitioned queue summed over its partitions)',
     labelNames: ['queue', 'state'],
     registers: [registry],
     async collect() {

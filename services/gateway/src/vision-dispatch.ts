@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
-import type { Queue, QueueEvents } from 'bullmq';
+import type { QueueEvents } from 'bullmq';
 import type Redis from 'ioredis';
-import { type VisionJob, type VisionJobResult, visionImageKey } from '@tollgate/shared';
+import { type PartitionedQueue, type VisionJob, type VisionJobResult, visionImageKey } from '@tollgate/shared';
 import { ApiError } from './errors';
 import { JobWaiter, JobWaitTimeoutError } from './job-waiter';
 
@@ -12,20 +12,22 @@ export type VisionJobInput = Omit<VisionJob, 'deadline_at' | 'image_key'> & { im
 const UPLOAD_GRACE_MS = 30_000;
 
 /**
- * Hands vision work to the `vision` queue and waits for its outcome with a deadline. The image
- * travels beside the job, under its own key with a TTL, and is removed once the job is settled.
+ * Hands vision work to the `vision` queue (the partition its job id hashes to) and waits for its
+ * outcome with a deadline. The image travels beside the job, under its own key with a TTL, and is
+ * removed once the job is settled.
  */
 export class VisionDispatcher {
   private readonly waiter: JobWaiter<VisionJobResult>;
 
   constructor(
-    private readonly queue: Queue<VisionJob, VisionJobResult>,
-    events: QueueEvents,
+    private readonly queue: PartitionedQueue<VisionJob, VisionJobResult>,
+    /** Index for index with `queue.partitions`. */
+    events: readonly QueueEvents[],
     private readonly redis: Redis,
     private readonly namespace: string,
     private readonly deadlineMs: number,
   ) {
-    this.waiter = new JobWaiter(events);
+    this.waiter = new JobWaiter(events, (jobId) => queue.partitionOf(jobId));
   }
 
   async run(input: VisionJobInput): Promise<VisionJobResult> {

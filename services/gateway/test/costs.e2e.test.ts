@@ -12,6 +12,7 @@ import {
   LedgerReader,
   loadPriceTable,
   price,
+  PartitionedQueue,
   QUEUES,
   queuePrefix,
   type ReportJob,
@@ -48,7 +49,7 @@ beforeAll(async () => {
   const reportWorker = createReportWorker({ reader, redis, bus: ledgerBus, namespace: ns }, blocking[0]!);
   const reportQueue = new Queue<ReportJob, CostReport>(QUEUES.reports, { connection: redis, prefix: qPrefix });
   const reportEvents = new QueueEvents(QUEUES.reports, { connection: blocking[1]!, prefix: qPrefix });
-  const chatQueue = new Queue<ChatJob, ChatJobResult>(QUEUES.chat, { connection: redis, prefix: qPrefix });
+  const chatQueue = new PartitionedQueue<ChatJob, ChatJobResult>(QUEUES.chat, { namespace: ns, partitions: 1, connection: redis });
   const chatEvents = new QueueEvents(QUEUES.chat, { connection: blocking[2]!, prefix: qPrefix });
   await Promise.all([reportEvents.waitUntilReady(), chatEvents.waitUntilReady(), reportWorker.waitUntilReady()]);
 
@@ -60,7 +61,7 @@ beforeAll(async () => {
     redis,
     namespace: ns,
     keys,
-    dispatcher: new ChatDispatcher(chatQueue, chatEvents, redis, ns, 5_000),
+    dispatcher: new ChatDispatcher(chatQueue, [chatEvents], redis, ns, 5_000),
     metrics: createMetrics([], new ErrorRateTracker()),
     priceTable: table,
     adminToken: undefined,

@@ -1,5 +1,4 @@
 import type { AddressInfo } from 'node:net';
-import { Queue, QueueEvents } from 'bullmq';
 import {
   ApiKeyStore,
   BreakerRegistry,
@@ -13,8 +12,10 @@ import {
   FlagSnapshot,
   FlagStore,
   loadPriceTable,
+  PartitionedQueue,
+  partitionedQueueEvents,
   QUEUES,
-  queuePrefix,
+  queuePartitionsFrom,
   ResponseCache,
   type VisionJob,
   type VisionJobResult,
@@ -38,7 +39,7 @@ export const FLAGS_ADMIN_TOKEN = 'admin-token-for-flag-tests-01234';
  * gateway and the vision worker each have their own flag snapshot, as separate processes do. The
  * snapshots poll only once a minute: a change that shows up sooner came over the bus.
  */
-export async function startFlagSystem(label: string) {
+export async function startFlagSystem(label: string, opts: { queuePartitions?: number } = {}) {
   const { redis, prefix: namespace, cleanup } = testRedis(label);
   const stub = await startStub({ port: 0, quiet: true });
   const clients = createProviderClients(stubEndpoints(stub.url), 2_000);
@@ -56,7 +57,7 @@ export async function startFlagSystem(label: string) {
   const gatewayBus = new EventBus({ redis, prefix: namespace, service: 'gateway', maxLen: 100_000 });
   const breakers = new BreakerRegistry({ publish: async () => undefined, options: { volumeThreshold: 3, resetTimeout: 60_000 } });
   const connections = [0, 1, 2, 3].map(() => createRedis(TEST_REDIS_URL, { blocking: true }));
-  const qPrefix = queuePrefix(namespace);
+  const partitions = opts.queuePartitions ?? queuePartitionsFrom();
   const common = { redis, namespace, clients, breakers, callTimeoutMs: 2_000, maxAttempts: 2, backoff: { baseMs: 5, capMs: 20 } };
 
   const chatWorker = createChatWorker(
@@ -67,18 +68,18 @@ export async function startFlagSystem(label: string) {
       fallbackChain: DEFAULT_CHAIN,
       priceTable: loadPriceTable(),
     },
-    { connection: connections[0]!, concurrency: 8 },
+    { connection: connections[0]!, concurrency: 8, partitions },
   );
   const priceTable = loadPriceTable();
   const visionWorker = createVisionWorker(
     { ...common, bus: visionBus, cache: new ResponseCache(redis, namespace), cacheSettings: new CacheSettingsStore(redis, namespace), priceTable, nearHardBudget: neverNearBudget, flags: visionFlags },
-    { connection: connections[1]!, concurrency: 4 },
+    { connection: connections[1]!, concurrency: 4, partitions },
   );
-  const chatQueue = new Queue<ChatJob, ChatJobResult>(QUEUES.chat, { connection: redis, prefix: qPrefix, defaultJobOptions: { attempts: 1 } });
-  const chatEvents = new QueueEvents(QUEUES.chat, { connection: connections[2]!, prefix: qPrefix });
-  const visionQueue = new Queue<VisionJob, VisionJobResult>(QUEUES.vision, { connection: redis, prefix: qPrefix, defaultJobOptions: { attempts: 1 } });
-  const visionEvents = new QueueEvents(QUEUES.vision, { connection: connections[3]!, prefix: qPrefix });
-  await Promise.all([chatEvents.waitUntilReady(), visionEvents.waitUntilReady(), chatWorker.waitUntilReady(), visionWorker.waitUntilReady()]);
+  const chatQueue = new PartitionedQueue<ChatJob, ChatJobResult>(QUEUES.chat, { namespace, partitions, connection: redis, defaultJobOptions: { attempts: 1 } });
+  const chatEvents = partitionedQueueEvents(QUEUES.chat, { namespace, partitions, connection: connections[2]! });
+  const visionQueue = new PartitionedQueue<VisionJob, VisionJobResult>(QUEUES.vision, { namespace, partitions, connection: redis, defaultJobOptions: { attempts: 1 } });
+  const visionEvents = partitionedQueueEvents(QUEUES.vision, { namespace, partitions, connection: connections[3]! });
+  await Promise.all([...[...chatEvents, ...visionEvents].map((e) => e.waitUntilReady()), chatWorker.waitUntilReady(), visionWorker.waitUntilReady()]);
 
   const keys = new ApiKeyStore(redis, namespace);
   const app = createApp({
@@ -110,7 +111,7 @@ export async function startFlagSystem(label: string) {
       await new Promise((resolve) => server.close(resolve));
       server.closeAllConnections();
       await Promise.all([chatWorker.close(), visionWorker.close()]);
-      await Promise.all([chatEvents.close(), visionEvents.close(), chatQueue.close(), visionQueue.close()]);
+      await Promise.all([...[...chatEvents, ...visionEvents].map((e) => e.close()), chatQueue.close(), visionQueue.close()]);
       await Promise.all([visionFlags.stop(), gatewayFlags.stop(), live.stop()]);
       await stub.close();
       breakers.shutdown();

@@ -15,6 +15,7 @@ import {
   createRedis,
   ErrorRateTracker,
   EventBus,
+  type JobCountSource,
   FlagSnapshot,
   FlagStore,
   AnalyticsReader,
@@ -22,8 +23,11 @@ import {
   LedgerReader,
   LivePriceTable,
   loadPriceTable,
+  PartitionedQueue,
+  partitionedQueueEvents,
   PriceStore,
   QUEUES,
+  queuePartitionsFrom,
   queuePrefix,
   type ReportJob,
   type VisionJob,
@@ -71,6 +75,8 @@ export interface FullSystemOptions {
   rateLimitPerMinute?: number;
   maxBodyBytes?: number;
   maxImageBytes?: number;
+  /** The chat and vision queues' partitions (QUEUE_PARTITIONS); default as the services resolve it (1, 6 on a cluster). */
+  queuePartitions?: number;
 }
 
 /** A writable that keeps every line the loggers write. */
@@ -114,6 +120,7 @@ export async function startFullSystem(label: string, opts: FullSystemOptions = {
   closers.push(() => prices.stop());
   const priceTable = prices.table;
   const qPrefix = queuePrefix(namespace);
+  const partitions = opts.queuePartitions ?? queuePartitionsFrom();
 
   // chat-workflow
   const chatBus = new EventBus({ redis, prefix: namespace, service: 'chat-workflow', logger: logger('chat-workflow') });
@@ -140,7 +147,7 @@ export async function startFullSystem(label: string, opts: FullSystemOptions = {
       maxAttempts: 2,
       backoff: { baseMs: 5, capMs: 20 },
     },
-    { connection: blocking(), concurrency: 8 },
+    { connection: blocking(), concurrency: 8, partitions },
   );
 
   // vision
@@ -165,7 +172,7 @@ export async function startFullSystem(label: string, opts: FullSystemOptions = {
       backoff: { baseMs: 5, capMs: 20 },
       logger: logger('vision'),
     },
-    { connection: blocking(), concurrency: 4 },
+    { connection: blocking(), concurrency: 4, partitions },
   );
 
   // cost-ledger
@@ -193,15 +200,14 @@ export async function startFullSystem(label: string, opts: FullSystemOptions = {
   });
 
   // gateway
-  const chatQueue = new Queue<ChatJob, ChatJobResult>(QUEUES.chat, { connection: redis, prefix: qPrefix, defaultJobOptions: { attempts: 1 } });
-  const chatEvents = new QueueEvents(QUEUES.chat, { connection: blocking(), prefix: qPrefix });
-  const visionQueue = new Queue<VisionJob, VisionJobResult>(QUEUES.vision, { connection: redis, prefix: qPrefix, defaultJobOptions: { attempts: 1 } });
-  const visionEvents = new QueueEvents(QUEUES.vision, { connection: blocking(), prefix: qPrefix });
+  const chatQueue = new PartitionedQueue<ChatJob, ChatJobResult>(QUEUES.chat, { namespace, partitions, connection: redis, defaultJobOptions: { attempts: 1 } });
+  const chatEvents = partitionedQueueEvents(QUEUES.chat, { namespace, partitions, connection: blocking() });
+  const visionQueue = new PartitionedQueue<VisionJob, VisionJobResult>(QUEUES.vision, { namespace, partitions, connection: redis, defaultJobOptions: { attempts: 1 } });
+  const visionEvents = partitionedQueueEvents(QUEUES.vision, { namespace, partitions, connection: blocking() });
   const reportQueue = new Queue<ReportJob, CostReport>(QUEUES.reports, { connection: redis, prefix: qPrefix });
   const reportEvents = new QueueEvents(QUEUES.reports, { connection: blocking(), prefix: qPrefix });
   await Promise.all([
-    chatEvents.waitUntilReady(),
-    visionEvents.waitUntilReady(),
+    ...[...chatEvents, ...visionEvents].map((e) => e.waitUntilReady()),
     reportEvents.waitUntilReady(),
     chatWorker.waitUntilReady(),
     visionWorker.waitUntilReady(),
@@ -269,7 +275,7 @@ export async function startFullSystem(label: string, opts: FullSystemOptions = {
     /** Jobs each queue has seen, in any state. */
     async jobCounts(): Promise<Record<keyof typeof queues, number>> {
       const out = {} as Record<keyof typeof queues, number>;
-      for (const [name, q] of Object.entries(queues) as Array<[keyof typeof queues, Queue]>) {
+      for (const [name, q] of Object.entries(queues) as Array<[keyof typeof queues, JobCountSource]>) {
         const counts = await q.getJobCounts('waiting', 'active', 'completed', 'failed', 'delayed', 'prioritized', 'waiting-children');
         out[name] = Object.values(counts).reduce((a, b) => a + b, 0);
       }
@@ -286,7 +292,7 @@ export async function startFullSystem(label: string, opts: FullSystemOptions = {
       await analyticsBus.stop();
       await alerting.stop();
       await alertingRedis.quit().catch(() => undefined);
-      for (const q of [chatEvents, visionEvents, reportEvents]) await q.close();
+      for (const q of [...chatEvents, ...visionEvents, reportEvents]) await q.close();
       for (const q of [chatQueue, visionQueue, reportQueue]) await q.close();
       await stub.close();
       chatBreakers.shutdown();

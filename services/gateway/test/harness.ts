@@ -1,5 +1,4 @@
 import type { AddressInfo } from 'node:net';
-import { Queue, QueueEvents } from 'bullmq';
 import {
   ApiKeyStore,
   type BreakerOptions,
@@ -11,8 +10,10 @@ import {
   ErrorRateTracker,
   EventBus,
   loadPriceTable,
+  PartitionedQueue,
+  partitionedQueueEvents,
   QUEUES,
-  queuePrefix,
+  queuePartitionsFrom,
   type Target,
 } from '@tollgate/shared';
 import { TEST_REDIS_URL, testRedis } from '@tollgate/shared/src/testing';
@@ -37,6 +38,8 @@ export interface SystemOptions {
   maxAttempts?: number;
   deadlineMs?: number;
   rateLimitPerMinute?: number;
+  /** The chat queue's partitions (QUEUE_PARTITIONS); default as the services resolve it (1, 6 on a cluster). */
+  queuePartitions?: number;
 }
 
 /**
@@ -55,6 +58,7 @@ export async function startSystem(label: string, opts: SystemOptions = {}) {
     publish: (type, data) => bus.publish(type, data, { correlation_id: `breaker:${data.breaker}` }),
     options: { volumeThreshold: 3, resetTimeout: 60_000, ...opts.breaker },
   });
+  const partitions = opts.queuePartitions ?? queuePartitionsFrom();
   const workerConnection = createRedis(TEST_REDIS_URL, { blocking: true });
   const worker = createChatWorker(
     {
@@ -69,13 +73,12 @@ export async function startSystem(label: string, opts: SystemOptions = {}) {
       maxAttempts: opts.maxAttempts ?? 3,
       backoff: { baseMs: 5, capMs: 20 },
     },
-    { connection: workerConnection, concurrency: 8 },
+    { connection: workerConnection, concurrency: 8, partitions },
   );
-  const qPrefix = queuePrefix(namespace);
-  const queue = new Queue<ChatJob, ChatJobResult>(QUEUES.chat, { connection: redis, prefix: qPrefix, defaultJobOptions: { attempts: 1 } });
+  const queue = new PartitionedQueue<ChatJob, ChatJobResult>(QUEUES.chat, { namespace, partitions, connection: redis, defaultJobOptions: { attempts: 1 } });
   const eventsConnection = createRedis(TEST_REDIS_URL, { blocking: true });
-  const events = new QueueEvents(QUEUES.chat, { connection: eventsConnection, prefix: qPrefix });
-  await events.waitUntilReady();
+  const events = partitionedQueueEvents(QUEUES.chat, { namespace, partitions, connection: eventsConnection });
+  await Promise.all(events.map((e) => e.waitUntilReady()));
   await worker.waitUntilReady();
 
   const errorRates = new ErrorRateTracker();
@@ -106,6 +109,7 @@ export async function startSystem(label: string, opts: SystemOptions = {}) {
     bus,
     stub,
     queue,
+    worker,
     redis,
     namespace,
     async close() {
@@ -113,7 +117,7 @@ export async function startSystem(label: string, opts: SystemOptions = {}) {
       server.closeAllConnections();
       await live.stop();
       await worker.close();
-      await events.close();
+      await Promise.all(events.map((e) => e.close()));
       await queue.close();
       await stub.close();
       breakers.shutdown();

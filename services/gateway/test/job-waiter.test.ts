@@ -37,7 +37,7 @@ afterAll(async () => {
 });
 
 test('each caller gets its own job result, many at once, and nothing stays registered', async () => {
-  const waiter = new JobWaiter<{ doubled: number }>(events);
+  const waiter = new JobWaiter<{ doubled: number }>([events]);
   const results = await Promise.all(
     Array.from({ length: 100 }, (_, n) => waiter.run((jobId) => queue.add('double', { n }, { jobId }), 10_000)),
   );
@@ -46,20 +46,20 @@ test('each caller gets its own job result, many at once, and nothing stays regis
 });
 
 test('a job that fails rejects its caller with the failure reason', async () => {
-  const waiter = new JobWaiter<{ doubled: number }>(events);
+  const waiter = new JobWaiter<{ doubled: number }>([events]);
   await expect(waiter.run((jobId) => queue.add('double', { n: 7, fail: true }, { jobId }), 10_000)).rejects.toThrow('job 7 broke');
   expect(waiter.size).toBe(0);
 });
 
 test('a job slower than the wait rejects with JobWaitTimeoutError and is forgotten', async () => {
-  const waiter = new JobWaiter<{ doubled: number }>(events);
+  const waiter = new JobWaiter<{ doubled: number }>([events]);
   const err = await waiter.run((jobId) => queue.add('double', { n: 1, hold: true }, { jobId }), 100).catch((e: unknown) => e);
   expect((err as Error).name).toBe(JobWaitTimeoutError.name);
   expect(waiter.size).toBe(0);
 });
 
 test('an add that fails rejects with its own error and registers nothing', async () => {
-  const waiter = new JobWaiter<{ doubled: number }>(events);
+  const waiter = new JobWaiter<{ doubled: number }>([events]);
   await expect(waiter.run(() => Promise.reject(new Error('redis is away')), 10_000)).rejects.toThrow('redis is away');
   expect(waiter.size).toBe(0);
 });

@@ -1,6 +1,6 @@
 import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
-import { Queue, QueueEvents, type Worker } from 'bullmq';
+import type { QueueEvents } from 'bullmq';
 import type Redis from 'ioredis';
 import {
   BreakerRegistry,
@@ -14,9 +14,12 @@ import {
   EventBus,
   LivePriceTable,
   loadPriceTable,
+  PartitionedQueue,
+  partitionedQueueEvents,
+  type PartitionedWorker,
   PriceStore,
   QUEUES,
-  queuePrefix,
+  queuePartitionsFrom,
   type Target,
   type VisionJob,
   type VisionJobResult,
@@ -55,6 +58,8 @@ export interface ReplicaOptions {
   /** Price versions written through the API: lead time before they apply, and how often each service re-reads them. */
   priceLeadMs?: number;
   pricePollMs?: number;
+  /** The chat and vision queues' partitions (QUEUE_PARTITIONS); default as the services resolve it (1, 6 on a cluster). */
+  queuePartitions?: number;
 }
 
 /**
@@ -81,8 +86,8 @@ export async function startReplicas(label: string, o: ReplicaOptions = {}) {
     return live;
   };
   const priceTable = (await pricesFor(redis)).table;
-  const qPrefix = queuePrefix(namespace);
-  const workers: Worker[] = [];
+  const partitions = o.queuePartitions ?? queuePartitionsFrom();
+  const workers: Array<Pick<PartitionedWorker<unknown, unknown>, 'waitUntilReady' | 'close'>> = [];
   const breakers: BreakerRegistry[] = [];
   const buses: EventBus[] = [];
 
@@ -112,7 +117,7 @@ export async function startReplicas(label: string, o: ReplicaOptions = {}) {
           maxAttempts: 2,
           backoff: { baseMs: 5, capMs: 20 },
         },
-        { connection: conn(true), concurrency: 16 },
+        { connection: conn(true), concurrency: 16, partitions },
       ),
     );
   }
@@ -135,7 +140,7 @@ export async function startReplicas(label: string, o: ReplicaOptions = {}) {
           maxAttempts: 2,
           backoff: { baseMs: 5, capMs: 20 },
         },
-        { connection: conn(true), concurrency: 8 },
+        { connection: conn(true), concurrency: 8, partitions },
       ),
     );
   }
@@ -148,15 +153,15 @@ export async function startReplicas(label: string, o: ReplicaOptions = {}) {
 
   const gateways: Array<{ url: string; metrics: GatewayMetrics }> = [];
   const servers: Server[] = [];
-  const queues: Array<Queue | QueueEvents> = [];
+  const queues: Array<{ close(): Promise<void> }> = [];
   for (let i = 0; i < (o.gateways ?? 2); i++) {
     const r = conn();
-    const chatQueue = new Queue<ChatJob, ChatJobResult>(QUEUES.chat, { connection: conn(), prefix: qPrefix, defaultJobOptions: { attempts: 1 } });
-    const chatEvents = new QueueEvents(QUEUES.chat, { connection: conn(true), prefix: qPrefix });
-    const visionQueue = new Queue<VisionJob, VisionJobResult>(QUEUES.vision, { connection: conn(), prefix: qPrefix, defaultJobOptions: { attempts: 1 } });
-    const visionEvents = new QueueEvents(QUEUES.vision, { connection: conn(true), prefix: qPrefix });
-    await Promise.all([chatEvents.waitUntilReady(), visionEvents.waitUntilReady()]);
-    queues.push(chatEvents, visionEvents, chatQueue, visionQueue);
+    const chatQueue = new PartitionedQueue<ChatJob, ChatJobResult>(QUEUES.chat, { namespace, partitions, connection: conn(), defaultJobOptions: { attempts: 1 } });
+    const chatEvents = partitionedQueueEvents(QUEUES.chat, { namespace, partitions, connection: conn(true) });
+    const visionQueue = new PartitionedQueue<VisionJob, VisionJobResult>(QUEUES.vision, { namespace, partitions, connection: conn(), defaultJobOptions: { attempts: 1 } });
+    const visionEvents = partitionedQueueEvents(QUEUES.vision, { namespace, partitions, connection: conn(true) });
+    await Promise.all([...chatEvents, ...visionEvents].map((e: QueueEvents) => e.waitUntilReady()));
+    queues.push(...chatEvents, ...visionEvents, chatQueue, visionQueue);
     const metrics = createMetrics([chatQueue, visionQueue], new ErrorRateTracker());
     const prices = await pricesFor(r);
     const deadlineMs = o.deadlineMs ?? 10_000;

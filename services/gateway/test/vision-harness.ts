@@ -1,5 +1,4 @@
 import type { AddressInfo } from 'node:net';
-import { Queue, QueueEvents } from 'bullmq';
 import {
   ApiKeyStore,
   BreakerRegistry,
@@ -10,8 +9,10 @@ import {
   ErrorRateTracker,
   EventBus,
   loadPriceTable,
+  PartitionedQueue,
+  partitionedQueueEvents,
   QUEUES,
-  queuePrefix,
+  queuePartitionsFrom,
   type VisionJob,
   type VisionJobResult,
   CacheSettingsStore,
@@ -33,6 +34,8 @@ export interface VisionSystemOptions {
   maxImageBytes?: number;
   cacheTtlSeconds?: number;
   deadlineMs?: number;
+  /** The vision (and chat) queues' partitions (QUEUE_PARTITIONS); default as the services resolve it (1, 6 on a cluster). */
+  queuePartitions?: number;
 }
 
 /**
@@ -53,6 +56,7 @@ export async function startVisionSystem(label: string, opts: VisionSystemOptions
     options: { volumeThreshold: 3, resetTimeout: 60_000 },
   });
   const priceTable = loadPriceTable();
+  const partitions = opts.queuePartitions ?? queuePartitionsFrom();
   const workerConnection = createRedis(TEST_REDIS_URL, { blocking: true });
   const worker = createVisionWorker(
     {
@@ -69,17 +73,16 @@ export async function startVisionSystem(label: string, opts: VisionSystemOptions
       maxAttempts: 2,
       backoff: { baseMs: 5, capMs: 20 },
     },
-    { connection: workerConnection, concurrency: 4 },
+    { connection: workerConnection, concurrency: 4, partitions },
   );
-  const qPrefix = queuePrefix(namespace);
-  const queue = new Queue<VisionJob, VisionJobResult>(QUEUES.vision, { connection: redis, prefix: qPrefix, defaultJobOptions: { attempts: 1 } });
+  const queue = new PartitionedQueue<VisionJob, VisionJobResult>(QUEUES.vision, { namespace, partitions, connection: redis, defaultJobOptions: { attempts: 1 } });
   const eventsConnection = createRedis(TEST_REDIS_URL, { blocking: true });
-  const events = new QueueEvents(QUEUES.vision, { connection: eventsConnection, prefix: qPrefix });
+  const events = partitionedQueueEvents(QUEUES.vision, { namespace, partitions, connection: eventsConnection });
   // The app needs a chat dispatcher; nothing here sends chat work to it.
-  const chatQueue = new Queue<ChatJob, ChatJobResult>(QUEUES.chat, { connection: redis, prefix: qPrefix });
+  const chatQueue = new PartitionedQueue<ChatJob, ChatJobResult>(QUEUES.chat, { namespace, partitions, connection: redis });
   const chatEventsConnection = createRedis(TEST_REDIS_URL, { blocking: true });
-  const chatEvents = new QueueEvents(QUEUES.chat, { connection: chatEventsConnection, prefix: qPrefix, autorun: false });
-  await events.waitUntilReady();
+  const chatEvents = partitionedQueueEvents(QUEUES.chat, { namespace, partitions, connection: chatEventsConnection, autorun: false });
+  await Promise.all(events.map((e) => e.waitUntilReady()));
   await worker.waitUntilReady();
 
   const maxImageBytes = opts.maxImageBytes ?? 8 * 1024 * 1024;
@@ -108,6 +111,7 @@ export async function startVisionSystem(label: string, opts: VisionSystemOptions
     bus,
     stub,
     queue,
+    worker,
     redis,
     namespace,
     priceTable,
@@ -120,8 +124,7 @@ export async function startVisionSystem(label: string, opts: VisionSystemOptions
       await new Promise((resolve) => server.close(resolve));
       server.closeAllConnections();
       await worker.close();
-      await events.close();
-      await chatEvents.close();
+      await Promise.all([...events, ...chatEvents].map((e) => e.close()));
       await queue.close();
       await chatQueue.close();
       await stub.close();

@@ -59,10 +59,16 @@ async function main(): Promise<void> {
       logger,
       flags,
     },
-    { connection: createRedis(config.redisUrl, { logger, blocking: true, name: `${SERVICE}-worker` }), concurrency: config.visionWorkerConcurrency },
+    { connection: createRedis(config.redisUrl, { logger, blocking: true, name: `${SERVICE}-worker` }), concurrency: config.visionWorkerConcurrency, partitions: config.queuePartitions },
   );
   worker.on('error', (err) => logger.error('worker error', { error: err.message }));
-  logger.info('vision ready', { concurrency: config.visionWorkerConcurrency, cache_ttl_seconds: config.visionCacheTtlSeconds, instance });
+  logger.info('vision ready', {
+    concurrency: config.visionWorkerConcurrency,
+    queue_partitions: config.queuePartitions,
+    per_partition: worker.concurrency,
+    cache_ttl_seconds: config.visionCacheTtlSeconds,
+    instance,
+  });
   logger.info(describeProviders(config));
 
   // Probes (containers set HEALTH_PORT): /healthz, /readyz (Redis answers), /metrics.

@@ -1,21 +1,24 @@
-import { Worker } from 'bullmq';
 import type Redis from 'ioredis';
-import { INVALID_JOB_ERROR, QUEUES, queuePrefix, WORKER_RECOVERY, type VisionJob, type VisionJobResult, visionJobSchema } from '@tollgate/shared';
+import { INVALID_JOB_ERROR, PartitionedWorker, QUEUES, type VisionJob, type VisionJobResult, visionJobSchema } from '@tollgate/shared';
 import { runVisionWorkflow, VISION_STEPS, type VisionDeps } from './vision-workflow';
 
 export interface VisionWorkerOptions {
   /** A connection with `maxRetriesPerRequest: null`, as BullMQ workers require. */
   connection: Redis;
+  /** Jobs at once in this process, over every partition. */
   concurrency: number;
+  /** QUEUE_PARTITIONS: the vision queue's partitions, every one of which this worker reads; default 1. */
+  partitions?: number;
 }
 
 /**
- * The `vision` queue's worker. Bad job data is answered as an invalid request, not thrown: a
- * throw would make BullMQ retry something that can never succeed. Only infrastructure failures
- * (Redis) throw, and a crashed worker's job is picked up again by BullMQ's stalled-job check.
+ * The `vision` queue's worker, one BullMQ Worker per partition. Bad job data is answered as an
+ * invalid request, not thrown: a throw would make BullMQ retry something that can never succeed.
+ * Only infrastructure failures (Redis) throw, and a crashed worker's job is picked up again by
+ * BullMQ's stalled-job check.
  */
-export function createVisionWorker(deps: VisionDeps, opts: VisionWorkerOptions): Worker<VisionJob, VisionJobResult> {
-  return new Worker<VisionJob, VisionJobResult>(
+export function createVisionWorker(deps: VisionDeps, opts: VisionWorkerOptions): PartitionedWorker<VisionJob, VisionJobResult> {
+  return new PartitionedWorker<VisionJob, VisionJobResult>(
     QUEUES.vision,
     async (job) => {
       const parsed = visionJobSchema.safeParse(job.data);
@@ -26,6 +29,6 @@ export function createVisionWorker(deps: VisionDeps, opts: VisionWorkerOptions):
       const progress = (step: keyof typeof VISION_STEPS) => job.updateProgress({ step, percent: VISION_STEPS[step] }).catch(() => undefined);
       return runVisionWorkflow({ enqueued_at: job.timestamp, ...parsed.data }, job.id ?? parsed.data.request_id, deps, progress);
     },
-    { connection: opts.connection, prefix: queuePrefix(deps.namespace), concurrency: opts.concurrency, autorun: true, ...WORKER_RECOVERY },
+    { connection: opts.connection, namespace: deps.namespace, partitions: opts.partitions ?? 1, concurrency: opts.concurrency },
   );
 }

@@ -14,10 +14,11 @@
  * it like any partition. With one partition the home is the whole bus, so a one-partition bus
  * keeps today's keys, and a bus grown to N partitions keeps its stream, groups and backlog.
  */
-import calculateSlot from 'cluster-key-slot';
 import { keyspace } from '../keys';
+import { spreadOverSlots, stableBucket } from '../slots';
 
-export const CLUSTER_SLOTS = 16_384;
+export { CLUSTER_SLOTS, rangeOfSlot, slotRange } from '../slots';
+
 export const MAX_BUS_PARTITIONS = 256;
 
 export interface BusPartitionKeys {
@@ -29,25 +30,6 @@ export interface BusPartitionKeys {
 /** The bus stream's key under a prefix: the home partition, where a script that appends events itself writes. */
 export function busStreamKey(prefix: string): string {
   return keyspace(prefix)('bus');
-}
-
-/**
- * The i-th of n equal slot ranges, rounded as `redis-cli --cluster create` rounds its masters'
- * ranges, so that with n a multiple of the masters each range lies inside one master's.
- */
-export function slotRange(i: number, n: number): [first: number, last: number] {
-  const per = CLUSTER_SLOTS / n;
-  const first = i === 0 ? 0 : Math.round(i * per - 1) + 1;
-  const last = i === n - 1 ? CLUSTER_SLOTS - 1 : Math.round((i + 1) * per - 1);
-  return [first, last];
-}
-
-/** Which of n equal slot ranges a slot is in. */
-export function rangeOfSlot(slot: number, n: number): number {
-  let i = Math.min(n - 1, Math.floor((slot * n) / CLUSTER_SLOTS));
-  while (i > 0 && slot < slotRange(i, n)[0]) i--;
-  while (i < n - 1 && slot > slotRange(i, n)[1]) i++;
-  return i;
 }
 
 export function checkPartitionCount(n: number): number {
@@ -82,23 +64,12 @@ export function busPartitions(prefix: string, n: number): readonly BusPartitionK
   const known = layouts.get(cacheKey);
   if (known) return known;
   const home = busStreamKey(prefix);
-  const homeIndex = rangeOfSlot(calculateSlot(home), n);
   const { before, content, after } = splitTag(prefix);
-  const out: BusPartitionKeys[] = [];
-  for (let i = 0; i < n; i++) {
-    if (i === homeIndex) {
-      out.push({ stream: home, deadLetters: keyspace(prefix)('bus', 'dead') });
-      continue;
-    }
-    // About n tries on average: one in n slots falls in the range.
-    for (let k = 0; ; k++) {
-      const tag = `${content}:bus:${i}:${k}`;
-      if (rangeOfSlot(calculateSlot(tag), n) !== i) continue;
-      const stream = `${before}{${tag}}${after}:bus`;
-      out.push({ stream, deadLetters: `${stream}:dead` });
-      break;
-    }
-  }
+  const out = spreadOverSlots<BusPartitionKeys>(n, { stream: home, deadLetters: keyspace(prefix)('bus', 'dead') }, home, (i, k) => {
+    const tag = `${content}:bus:${i}:${k}`;
+    const stream = `${before}{${tag}}${after}:bus`;
+    return { key: tag, value: { stream, deadLetters: `${stream}:dead` } };
+  });
   layouts.set(cacheKey, out);
   return out;
 }
@@ -121,13 +92,7 @@ export function busPartitionPattern(prefix: string): string {
  * processes and releases: a change would split a request's events during a rolling deploy.
  */
 export function partitionOf(key: string, n: number): number {
-  if (n === 1) return 0;
-  let h = 0x811c9dc5;
-  for (let i = 0; i < key.length; i++) {
-    h ^= key.charCodeAt(i);
-    h = Math.imul(h, 0x01000193);
-  }
-  return (h >>> 0) % n;
+  return stableBucket(key, n);
 }
 
 /**

@@ -1,7 +1,6 @@
 import { type RequestHandler, Router } from 'express';
-import type { Queue } from 'bullmq';
 import type Redis from 'ioredis';
-import { type ErrorRateTracker, EventTail } from '@tollgate/shared';
+import { type ErrorRateTracker, EventTail, type JobCountSource } from '@tollgate/shared';
 import { z } from 'zod';
 import { stillAuthorized } from '../auth/middleware';
 import type { GatewayMetrics } from '../metrics';
@@ -12,7 +11,8 @@ export interface OpsRouteDeps {
   namespace: string;
   metrics: GatewayMetrics;
   errorRates: ErrorRateTracker;
-  queues: Queue[];
+  /** A partitioned queue reports its partitions summed, under its one name. */
+  queues: readonly JobCountSource[];
   /** The bus's partitions, as the services use them; default 1. */
   busPartitions?: number;
 }

@@ -1,0 +1,3 @@
+export * from './partitions';
+export * from './partitioned-queue';
+export * from './partitioned-worker';
