@@ -14,6 +14,8 @@ interface Outcome {
   status: number;
   kind: 'plain' | 'stream' | 'vision';
   refusal?: { spent_micros: number; held_micros: number; limit_micros: number; request_worst_case_micros: number };
+  /** What the SDK said, when it is not an HTTP status (a stream that broke off). */
+  error?: string;
 }
 
 async function projectSpend(sys: Replicas, project: string): Promise<number> {
@@ -86,7 +88,7 @@ describe('hard budgets under concurrency', () => {
         return { status: 200, kind };
       } catch (err) {
         const e = err as { status?: number; error?: { budget?: Outcome['refusal'] } };
-        return { status: e.status ?? 0, kind, ...(e.error?.budget && { refusal: e.error.budget }) };
+        return { status: e.status ?? 0, kind, ...(e.error?.budget && { refusal: e.error.budget }), ...(e.status === undefined && { error: String(err).slice(0, 300) }) };
       }
     };
 
@@ -99,7 +101,7 @@ describe('hard budgets under concurrency', () => {
 
     const served = outcomes.filter((o) => o.status === 200);
     const refused = outcomes.filter((o) => o.status === 402);
-    expect([served.length + refused.length, outcomes.filter((o) => o.status !== 200 && o.status !== 402).map((o) => `${o.kind} ${o.status}`).slice(0, 5)]).toEqual([outcomes.length, []]);
+    expect([served.length + refused.length, outcomes.filter((o) => o.status !== 200 && o.status !== 402).map((o) => `${o.kind} ${o.status}${o.error ? ` ${o.error}` : ''}`).slice(0, 5)]).toEqual([outcomes.length, []]);
     expect(refused.length).toBeGreaterThan(0);
     expect(served.filter((o) => o.kind === 'stream').length).toBeGreaterThan(0);
     expect(served.filter((o) => o.kind === 'vision').length).toBeGreaterThan(0);
