@@ -1,0 +1,109 @@
+import type { Command } from 'ioredis';
+import { alertingKeys, BudgetStore, type CostAlert, EventBus, periodKeys } from '@tollgate/shared';
+import { keysMatching, testRedis, waitFor } from '@tollgate/shared/src/testing';
+import { alertNotices, costData, groupDrained, publishCost, startTestAlerting, type TestAlerting } from './helpers';
+
+const { redis, prefix: ns, cleanup } = testRedis('alerting-budget-index');
+const keys = alertingKeys(ns);
+const budgets = new BudgetStore(redis, ns);
+const ledger = new EventBus({ redis, prefix: ns, service: 'cost-ledger' });
+let a: TestAlerting;
+let b: TestAlerting;
+/** Every command the two alerting instances sent on their main connections, as strings. */
+const sent: string[][] = [];
+
+/** Records what one instance sends: a scope's id in a command means alerting worked on that scope. */
+function record(instance: TestAlerting): void {
+  const original = instance.redis.sendCommand.bind(instance.redis);
+  instance.redis.sendCommand = ((command: Command, ...rest: unknown[]) => {
+    sent.push([command.name, ...command.args.map((x) => String(x))]);
+    return (original as (c: Command, ...r: unknown[]) => unknown)(command, ...rest);
+  }) as typeof instance.redis.sendCommand;
+}
+const naming = (id: string) => sent.filter((c) => c.some((arg) => arg.includes(id)));
+
+beforeAll(async () => {
+  // No global defaults (the helpers' NO_DEFAULTS): with no budget anywhere nothing is tracked.
+  // The sweeps run when the test says, so only the events can tell an instance of a new budget.
+  [a, b] = await Promise.all([startTestAlerting(ns, { autoSweep: false }), startTestAlerting(ns, { autoSweep: false })]);
+  record(a);
+  record(b);
+});
+afterAll(async () => {
+  await Promise.all([a.close(), b.close()]);
+  await cleanup();
+});
+
+const costNotices = async (scopeId: string) =>
+  (await alertNotices(redis, ns)).filter((n): n is { streamId: string; alert: CostAlert } => n.alert.kind === 'cost' && n.alert.scope_id === scopeId);
+const drained = () => waitFor(() => groupDrained(redis, ledger.stream, 'alerting'));
+
+/** One cost event of the project and user, with the running totals the ledger would report. */
+const spend = (entryId: string, project: string, user: string, spent: number) =>
+  costData({
+    entryId,
+    amount: 1_000,
+    totals: (['day', 'week', 'month'] as const).flatMap((period) => [
+      { scope: 'global' as const, scope_id: 'all', period, spent },
+      { scope: 'user' as const, scope_id: user, period, spent },
+      { scope: 'project' as const, scope_id: project, period, spent },
+    ]),
+  });
+
+test('a project, user and global scope without a budget cost alerting no Redis command and leave no key', async () => {
+  const events = Array.from({ length: 200 }, (_, i) => ({
+    type: 'cost.recorded' as const,
+    data: spend(`q${i}`, 'quiet-proj', 'quiet-user', (i + 1) * 1_000),
+    meta: { correlation_id: `req-q${i}` },
+  }));
+  const handled = new Set<string>();
+  const off = [a, b].map((x) => x.bus.subscribe('cost.recorded', (e) => void handled.add(e.id)));
+  await ledger.publishMany(events);
+  expect(await drained()).toBe(true);
+  off.forEach((u) => u());
+  expect(handled.size).toBe(200);
+
+  // No spend, window or block key (only the defaults the instances published), nor a per-entry
+  // marker, for any of the scopes.
+  expect(await keysMatching(redis, `${ns}:budget:*`)).toEqual([keys.budgetDefaults]);
+  expect(await keysMatching(redis, `${ns}:alert:*`)).toEqual([]);
+  // And not one command named them: each event cost at most a read of the index version.
+  expect(naming('quiet-proj')).toEqual([]);
+  expect(naming('quiet-user')).toEqual([]);
+  expect(naming(':budget:spent:global:')).toEqual([]);
+  expect(await costNotices('quiet-proj')).toEqual([]);
+});
+
+test('a budget set later is tracked from the next event on, by whichever instance gets it; removed, it is no longer tracked', async () => {
+  await budgets.put('project', 'late-proj', { periods: [{ period: 'day', limit_micros: 10_000 }] });
+  // Both instances may still hold the index without it: the version read with the event tells them.
+  await ledger.publishMany(
+    [4_000, 5_000, 6_000, 8_500].map((spent, i) => ({ type: 'cost.recorded' as const, data: spend(`l${i}`, 'late-proj', 'late-user', spent), meta: { correlation_id: `req-l${i}` } })),
+  );
+  expect(await drained()).toBe(true);
+  expect(await waitFor(async () => (await costNotices('late-proj')).length === 2)).toBe(true);
+  const fired = await costNotices('late-proj');
+  expect(fired.map((n) => n.alert.threshold_pct)).toEqual([50, 80]);
+  // The two instances take the events in any order: the figure is the running total that crossed.
+  for (const { alert } of fired) expect([alert.threshold_pct, alert.spent_micros * 100 >= alert.threshold_pct * 10_000, alert.spent_micros <= 8_500]).toEqual([alert.threshold_pct, true, true]);
+  const day = periodKeys(Date.now()).day;
+  expect(await redis.get(keys.spent('project', 'late-proj', 'day', day))).toBe('8500');
+  expect(naming('late-proj').length).toBeGreaterThan(0);
+  // The user of the same events has no budget: still nothing for it.
+  expect(await keysMatching(redis, `${ns}:budget:*:user:late-user:*`)).toEqual([]);
+  expect(naming('late-user')).toEqual([]);
+
+  expect(await budgets.remove('project', 'late-proj')).toBe(true);
+  // A sweep resolves its alerts (budget removed); from then on its events are skipped again.
+  await Promise.all([a.sweeper.tick(), b.sweeper.tick()]);
+  expect((await costNotices('late-proj')).map((n) => [n.alert.state, n.alert.threshold_pct, n.alert.resolve_reason]).slice(2).sort()).toEqual([
+    ['resolved', 50, 'budget_removed'],
+    ['resolved', 80, 'budget_removed'],
+  ]);
+  expect(await redis.scard(keys.budgetDirty)).toBe(0);
+  const before = sent.length;
+  await publishCost(ledger, { entryId: 'l9', amount: 500, totals: [{ scope: 'project', scope_id: 'late-proj', spent: 9_000 }] });
+  expect(await drained()).toBe(true);
+  expect(sent.slice(before).filter((c) => c.some((arg) => arg.includes('late-proj')))).toEqual([]);
+  expect(await redis.get(keys.spent('project', 'late-proj', 'day', day))).toBe('8500');
+});
