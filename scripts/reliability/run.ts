@@ -255,7 +255,6 @@ async function main(): Promise<number> {
     // Large enough that nothing is trimmed during the run; reclaim a killed consumer's events quickly.
     BUS_MAX_LEN: '2000000',
     BUS_CLAIM_IDLE_MS: '5000',
-    ALERT_DEDUPE_TTL_SECONDS: '3600',
     ALERT_WEBHOOK_BACKOFF_MS: '200',
     HEALTH_HOST: '127.0.0.1',
     HEALTH_PORT: '',
