@@ -1,8 +1,12 @@
 import type Redis from 'ioredis';
 import { type AlertingKeys, type BudgetScope, GLOBAL_SCOPE_ID } from '@tollgate/shared';
 
-/** Tries before a reload that keeps reading an older version than an event saw gives up for now. */
-const MAX_RELOADS = 3;
+/**
+ * A sweep reloads the index at least this often even when the version did not move: a budget
+ * written by a build that does not bump it (during a rolling deploy), or a version that went back
+ * (a Redis restored from an older copy), is picked up within this time.
+ */
+export const FULL_RELOAD_MS = 60_000;
 
 /** One reading of the budget index: which scopes had a budget as of `version`. Never changes. */
 export class BudgetView {
@@ -19,9 +23,9 @@ export class BudgetView {
     return this.members.has(`${scope}:${scopeId}`);
   }
 
-  /** True when this reading is as new as `seen` (a version read in Redis) or newer. */
-  covers(seen: string): boolean {
-    return this.version !== null && (this.version === seen || Number(this.version) > Number(seen));
+  /** True when this reading is of version `seen` (read in Redis); any other version, even a lower one, means reload. */
+  isAt(seen: string): boolean {
+    return this.version === seen;
   }
 }
 
@@ -37,11 +41,13 @@ export class BudgetView {
 export class BudgetIndex {
   private current: BudgetView;
   private loading?: Promise<void>;
+  private loadedAt = -Infinity;
 
   constructor(
     private readonly redis: Redis,
     private readonly keys: AlertingKeys,
     private readonly globalDefaults: boolean,
+    private readonly clock: () => number = Date.now,
   ) {
     this.current = new BudgetView(null, new Set(), globalDefaults);
   }
@@ -55,10 +61,19 @@ export class BudgetIndex {
     return (await this.redis.get(this.keys.budgetIndexVersion)) ?? '0';
   }
 
-  /** Reloads until the reading covers `seen`; concurrent callers share one reload. */
+  /** A reading at least as new as the moment `seen` was read; concurrent callers share reloads. */
   async catchUp(seen: string): Promise<BudgetView> {
-    for (let i = 0; i < MAX_RELOADS && !this.current.covers(seen); i++) await this.reload();
+    // A reload already under way may have read the version before `seen` was: wait for it, and
+    // if it did not land on `seen`, load again (that one starts after `seen` was read).
+    await this.loading?.catch(() => undefined);
+    if (!this.current.isAt(seen)) await this.reload();
     return this.current;
+  }
+
+  /** For the sweeper: reloads when the version moved, or when the last load is old (see FULL_RELOAD_MS). */
+  async refresh(): Promise<void> {
+    const seen = await this.readVersion();
+    if (!this.current.isAt(seen) || this.clock() - this.loadedAt >= FULL_RELOAD_MS) await this.reload();
   }
 
   reload(): Promise<void> {
@@ -75,5 +90,6 @@ export class BudgetIndex {
     if (verErr) throw verErr;
     if (setErr) throw setErr;
     this.current = new BudgetView(typeof ver === 'string' ? ver : '0', new Set(members as string[]), this.globalDefaults);
+    this.loadedAt = this.clock();
   }
 }

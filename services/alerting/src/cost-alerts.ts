@@ -146,16 +146,15 @@ export class CostEvaluator {
     const view = this.budgetIndex.view();
     const tracked = all.filter((w) => view.has(w.scope, w.scopeId));
     const version = tracked.length > 0 ? await this.evaluate(tracked, event.correlation_id) : await this.budgetIndex.readVersion();
-    if (view.covers(version)) return;
+    if (view.isAt(version)) return;
     const newer = await this.budgetIndex.catchUp(version);
     const late = all.filter((w) => !view.has(w.scope, w.scopeId) && newer.has(w.scope, w.scopeId));
     if (late.length > 0) await this.evaluate(late, event.correlation_id);
   }
 
   /** Reloads the budget index if a budget appeared or went since it was read (the sweeper calls it). */
-  async refreshBudgetIndex(): Promise<void> {
-    const version = await this.budgetIndex.readVersion();
-    if (!this.budgetIndex.view().covers(version)) await this.budgetIndex.catchUp(version);
+  refreshBudgetIndex(): Promise<void> {
+    return this.budgetIndex.refresh();
   }
 
   /**

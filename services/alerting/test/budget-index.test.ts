@@ -1,6 +1,7 @@
 import type { Command } from 'ioredis';
 import { alertingKeys, BudgetStore, type CostAlert, EventBus, periodKeys } from '@tollgate/shared';
 import { keysMatching, testRedis, waitFor } from '@tollgate/shared/src/testing';
+import { BudgetIndex, FULL_RELOAD_MS } from '../src/budget-index';
 import { alertNotices, costData, groupDrained, publishCost, startTestAlerting, type TestAlerting } from './helpers';
 
 const { redis, prefix: ns, cleanup } = testRedis('alerting-budget-index');
@@ -107,4 +108,27 @@ test('a budget set later is tracked from the next event on, by whichever instanc
   expect(await drained()).toBe(true);
   expect(sent.slice(before).filter((c) => c.some((arg) => arg.includes('late-proj')))).toEqual([]);
   expect(await redis.get(keys.spent('project', 'late-proj', 'day', day))).toBe('8500');
+});
+
+test('the index copy follows the version both ways, and a sweep reloads it anyway once a minute', async () => {
+  const own = alertingKeys(`${ns}:copy`);
+  let now = 1_000_000;
+  const index = new BudgetIndex(redis, own, false, () => now);
+  await redis.set(own.budgetIndexVersion, '7');
+  await index.reload();
+  expect([index.view().version, index.view().has('user', 'olga')]).toEqual(['7', false]);
+  // Written by a build that does not bump the version: unseen until the minute is up.
+  await redis.sadd(own.budgetIndex, 'user:olga');
+  await index.refresh();
+  expect(index.view().has('user', 'olga')).toBe(false);
+  now += FULL_RELOAD_MS;
+  await index.refresh();
+  expect(index.view().has('user', 'olga')).toBe(true);
+  // A version that went back (Redis restored from an older copy) is a change too.
+  await redis.set(own.budgetIndexVersion, '2');
+  await redis.sadd(own.budgetIndex, 'project:pia');
+  const seen = await index.readVersion();
+  expect(index.view().isAt(seen)).toBe(false);
+  expect((await index.catchUp(seen)).has('project', 'pia')).toBe(true);
+  expect(index.view().version).toBe('2');
 });
