@@ -219,8 +219,6 @@ async function main(): Promise<number> {
   for (const w of WORKERS) healthPorts[w] = await freePort();
   const prefix = `reliability-${randomBytes(4).toString('hex')}`;
   const ns = hashTagged(prefix);
-  // BUS_PARTITIONS=4 runs the whole suite on a partitioned bus; the services and the checks agree on it.
-  const busPartitions = busPartitionsFrom(process.env);
   const redisUrl = `redis://127.0.0.1:${ports.redis}`;
   const adminToken = randomBytes(24).toString('base64url');
   const stubUrl = `http://127.0.0.1:${ports.stub}`;
@@ -232,6 +230,9 @@ async function main(): Promise<number> {
   const clusterNodes = await startRedis(CLUSTER ? clusterPorts : [ports.redis]);
   // The runner's own connections (createRedis) and every service's go to the cluster.
   process.env.REDIS_CLUSTER_NODES = clusterNodes;
+  // BUS_PARTITIONS=4 runs the whole suite on a partitioned bus (a cluster's default is 6); the
+  // services and the checks agree on it.
+  const busPartitions = busPartitionsFrom(process.env);
 
   const env: NodeJS.ProcessEnv = {
     NODE_ENV: 'production',
@@ -261,7 +262,6 @@ async function main(): Promise<number> {
     BUS_MAX_LEN: '2000000',
     BUS_CLAIM_IDLE_MS: '5000',
     BUS_PARTITIONS: String(busPartitions),
-    ALERT_DEDUPE_TTL_SECONDS: '3600',
     ALERT_WEBHOOK_BACKOFF_MS: '200',
     HEALTH_HOST: '127.0.0.1',
     HEALTH_PORT: '',

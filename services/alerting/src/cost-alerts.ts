@@ -1,6 +1,5 @@
 import type Redis from 'ioredis';
 import {
-  CONTRIBUTOR_PREFIX,
   type Budget,
   type BudgetPeriod,
   type BudgetScope,
@@ -9,6 +8,8 @@ import {
   type EventOf,
   formatUsd,
   GLOBAL_SCOPE_ID,
+  LedgerReader,
+  ledgerKeys,
   LuaScript,
   parseBudgetDoc,
   PERIODS,
@@ -16,17 +17,29 @@ import {
   type PeriodBudget,
   periodKeys,
   reachedPct,
+  scopeField,
+  TollgateError,
 } from '@tollgate/shared';
 import { type AlertLog, fingerprintOf, newAlertId } from './alert-log';
+import { BudgetIndex } from './budget-index';
 import { decide, scopeLabel } from './budgets';
 import OBSERVE_COST_LUA from './observe-cost-n.lua';
 
 const DAY_MS = 86_400_000;
 const MAX_ROUNDS = 8;
+/** Contributors named per dimension (model, service, user or project). */
+const TOP_N = 3;
 
-// Per ledger entry, in one step: dedupe by entry id, highest running totals, contributor sums, and
-// what the decision reads back (see the script's header).
+// The windows of one event in one step: highest running totals, and what the decision reads back
+// (see the script's header).
 const OBSERVE = new LuaScript(OBSERVE_COST_LUA);
+
+/** A window that kept changing under evaluation: the bus retries the handler, then dead-letters it. */
+export class BudgetEvaluationError extends TollgateError {
+  constructor(pending: number) {
+    super('budget_windows_unsettled', `budget windows kept changing under evaluation (${pending} left)`, { details: { pending } });
+  }
+}
 
 interface Window {
   scope: BudgetScope;
@@ -36,6 +49,8 @@ interface Window {
   /** The running total the event carries (0 when only re-evaluating). */
   spent: number;
   endMs: number;
+  /** Also take the ledger's running total (a re-evaluation: the scope may not have been tracked). */
+  fromLedger: boolean;
 }
 
 interface Observed {
@@ -48,18 +63,13 @@ interface BudgetRead {
   revision: string;
 }
 
-interface EntryInfo {
-  entryId: string;
-  amount: number;
-  fields: string[];
-}
-
 export interface CostEvaluatorDeps {
   redis: Redis;
   log: AlertLog;
+  /** The namespace the ledger writes under (the alerting keys' too). */
+  namespace: string;
   /** The global budgets from config. */
   defaults: PeriodBudget[];
-  dedupeTtlSeconds: number;
   now: () => number;
   logger?: { warn(message: string, meta?: Record<string, unknown>): unknown };
 }
@@ -80,9 +90,15 @@ function memo<V>(compute: (id: string) => V, max = 10_000): (id: string) => V {
   };
 }
 
-/** Budget threshold alerts: `cost.recorded` in, at most one alert per threshold crossing out. */
+/**
+ * Budget threshold alerts: `cost.recorded` in, at most one alert per threshold crossing out. Only
+ * scopes with a budget are evaluated (see BudgetIndex); top contributors come from the ledger.
+ */
 export class CostEvaluator {
   private readonly keys;
+  private readonly ledger;
+  private readonly reader: LedgerReader;
+  readonly budgetIndex: BudgetIndex;
   // Every event carries the same few periods and scopes: their period ends and key names are
   // computed once, not nine times per event.
   private readonly periodEnd = memo((id) => {
@@ -96,11 +112,19 @@ export class CostEvaluator {
 
   constructor(private readonly deps: CostEvaluatorDeps) {
     this.keys = deps.log.keys;
+    this.ledger = ledgerKeys(deps.namespace);
+    this.reader = new LedgerReader(deps.redis, deps.namespace);
+    this.budgetIndex = new BudgetIndex(deps.redis, this.keys, deps.defaults.length > 0);
+  }
+
+  /** Loads the budget index; before it, only the global scope's defaults are known. */
+  async start(): Promise<void> {
+    await this.budgetIndex.reload();
   }
 
   async onCostRecorded(event: EventOf<'cost.recorded'>): Promise<void> {
     const d = event.data;
-    const windows: Window[] = [];
+    const all: Window[] = [];
     const seen = new Set<string>();
     for (const t of d.totals) {
       const scopeId = t.scope === 'global' ? GLOBAL_SCOPE_ID : t.scope_id;
@@ -114,18 +138,30 @@ export class CostEvaluator {
         this.deps.logger?.warn('alerting: ignoring a total with an invalid period key', { entry_id: d.entry_id, period: t.period, period_key: t.period_key });
         continue;
       }
-      windows.push({ scope: t.scope, scopeId, period: t.period, periodKey: t.period_key, spent: t.spent_micros, endMs });
+      all.push({ scope: t.scope, scopeId, period: t.period, periodKey: t.period_key, spent: t.spent_micros, endMs, fromLedger: false });
     }
-    const fields = [`model:${d.provider}/${d.model}`, `service:${d.service}`];
-    const user = d.totals.find((t) => t.scope === 'user')?.scope_id ?? event.user_id;
-    const project = d.totals.find((t) => t.scope === 'project')?.scope_id ?? event.project_id;
-    if (user) fields.push(`user:${user}`);
-    if (project) fields.push(`project:${project}`);
-    for (let i = 0; i < fields.length; i++) fields[i] = CONTRIBUTOR_PREFIX + fields[i];
-    await this.evaluate(windows, { entryId: d.entry_id, amount: d.amount_micros, fields }, event.correlation_id);
+    // A scope without a budget costs nothing here. The index version read with the others (or
+    // alone, when none has a budget) tells whether the reading that decided so was current; the
+    // same reading is compared, since another event or a sweep may reload the index meanwhile.
+    const view = this.budgetIndex.view();
+    const tracked = all.filter((w) => view.has(w.scope, w.scopeId));
+    const version = tracked.length > 0 ? await this.evaluate(tracked, event.correlation_id) : await this.budgetIndex.readVersion();
+    if (view.isAt(version)) return;
+    const newer = await this.budgetIndex.catchUp(version);
+    const late = all.filter((w) => !view.has(w.scope, w.scopeId) && newer.has(w.scope, w.scopeId));
+    if (late.length > 0) await this.evaluate(late, event.correlation_id);
   }
 
-  /** After a budget change: decides again for the scope's current periods from the spend already seen. */
+  /** Reloads the budget index if a budget appeared or went since it was read (the sweeper calls it). */
+  refreshBudgetIndex(): Promise<void> {
+    return this.budgetIndex.refresh();
+  }
+
+  /**
+   * After a budget change: decides again for the scope's current periods. The spend is the higher
+   * of what alerting tracked and the ledger's running total, so a budget set mid-period on a scope
+   * that was not tracked fires what its spend has already crossed.
+   */
   async reevaluateScope(scope: BudgetScope, scopeId: string): Promise<void> {
     const now = this.deps.now();
     const keys = periodKeys(now);
@@ -136,14 +172,16 @@ export class CostEvaluator {
       periodKey: keys[period],
       spent: 0,
       endMs: periodBounds(period, keys[period]).end.getTime(),
+      fromLedger: true,
     }));
-    await this.evaluate(windows, null, undefined);
+    await this.evaluate(windows, undefined);
   }
 
-  private async evaluate(windows: Window[], entry: EntryInfo | null, correlationId: string | undefined): Promise<void> {
-    if (windows.length === 0) return;
+  /** Decides every window; returns the budget index version the first read saw. */
+  private async evaluate(windows: Window[], correlationId: string | undefined): Promise<string> {
     let pending = windows.map((_, i) => i);
-    let state = await this.observe(windows, entry);
+    let state = await this.observe(windows);
+    const version = state.version;
     for (let round = 0; round < MAX_ROUNDS; round++) {
       const conflicts: number[] = [];
       for (const i of pending) {
@@ -151,23 +189,25 @@ export class CostEvaluator {
         const outcome = await this.applyWindow(w, state.windows[i]!, state.budgets.get(scopeKey(w.scope, w.scopeId))!, correlationId);
         if (outcome === 'conflict') conflicts.push(i);
       }
-      if (conflicts.length === 0) return;
+      if (conflicts.length === 0) return version;
       pending = conflicts;
-      state = await this.observe(windows, null);
+      state = await this.observe(windows);
     }
-    // The bus retries the handler, then dead-letters: a window that changes this often is a bug to see.
-    throw new Error(`budget windows kept changing under evaluation (${pending.length} left)`);
+    // A window that changes this often is a bug to see.
+    throw new BudgetEvaluationError(pending.length);
   }
 
-  private async observe(windows: Window[], entry: EntryInfo | null): Promise<{ windows: Observed[]; budgets: Map<string, BudgetRead> }> {
+  private async observe(windows: Window[]): Promise<{ version: string; windows: Observed[]; budgets: Map<string, BudgetRead> }> {
     const k = this.keys;
     const scopes = [...new Map(windows.map((w) => [scopeKey(w.scope, w.scopeId), w])).values()];
-    const keys = [entry ? k.seenEntry(entry.entryId) : k.seenEntry('-')];
-    for (const w of windows) keys.push(...this.windowKeys(`${w.scope}|${w.scopeId}|${w.period}|${w.periodKey}`));
+    const keys = [k.budgetIndexVersion];
+    const args: Array<string | number> = [windows.length, scopes.length];
+    for (const w of windows) {
+      const [spent, win] = this.windowKeys(`${w.scope}|${w.scopeId}|${w.period}|${w.periodKey}`);
+      keys.push(spent, win, w.fromLedger ? this.ledger.totals(w.period, w.periodKey) : win);
+      args.push(w.spent, w.endMs + DAY_MS, w.fromLedger ? scopeField(w.scope, w.scopeId) : '');
+    }
     for (const s of scopes) keys.push(k.budget(s.scope, s.scopeId), k.budgetRevision(s.scope, s.scopeId));
-    const fields = entry?.fields ?? [];
-    const args: Array<string | number> = [entry ? this.deps.dedupeTtlSeconds : 0, entry?.amount ?? 0, windows.length, scopes.length, fields.length, ...fields];
-    for (const w of windows) args.push(w.spent, w.endMs + DAY_MS);
     const out = (await OBSERVE.run(this.deps.redis, keys, args)) as Array<string | number>;
     const observed: Observed[] = windows.map((_, i) => ({ spent: Number(out[1 + i * 2]), hi: String(out[2 + i * 2]) }));
     const budgets = new Map<string, BudgetRead>();
@@ -177,7 +217,7 @@ export class CostEvaluator {
       const revision = String(out[base + j * 2 + 1] ?? '0');
       budgets.set(scopeKey(s.scope, s.scopeId), { doc: parseBudgetDoc(raw || null, revision), revision });
     });
-    return { windows: observed, budgets };
+    return { version: String(out[0] ?? '0'), windows: observed, budgets };
   }
 
   private async applyWindow(w: Window, obs: Observed, read: BudgetRead, correlationId: string | undefined): Promise<'skip' | 'conflict' | 'done'> {
@@ -208,7 +248,7 @@ export class CostEvaluator {
         spent_micros: obs.spent,
         limit_micros: budget.limit_micros,
         hard,
-        top_contributors: await this.topContributors(w),
+        top_contributors: await this.topContributors(w, now),
         inhibited_pct: decision.inhibited,
         summary:
           `${label}: ${decision.fire}% of the ${w.period} budget (${w.periodKey}) reached, ` +
@@ -237,20 +277,24 @@ export class CostEvaluator {
     return res.outcome === 'conflict' ? 'conflict' : 'done';
   }
 
-  /** The biggest contributors to this window's spend by model, service and (where it says more) user or project. */
-  private async topContributors(w: Window): Promise<CostAlert['top_contributors']> {
-    const all = await this.deps.redis.hgetall(this.keys.window(w.scope, w.scopeId, w.period, w.periodKey));
-    const byDimension = new Map<string, Array<{ dimension: string; key: string; micros: number }>>();
-    for (const [f, v] of Object.entries(all)) {
-      if (!f.startsWith(CONTRIBUTOR_PREFIX)) continue;
-      const i = f.indexOf(':', CONTRIBUTOR_PREFIX.length);
-      const dimension = f.slice(CONTRIBUTOR_PREFIX.length, i);
-      if (dimension === w.scope) continue; // a user's spend is all that user's
-      const list = byDimension.get(dimension) ?? [];
-      list.push({ dimension, key: f.slice(i + 1).slice(0, 128), micros: Number(v) });
-      byDimension.set(dimension, list);
-    }
-    return [...byDimension.values()].flatMap((list) => list.sort((a, b) => b.micros - a.micros || a.key.localeCompare(b.key)).slice(0, 3));
+  /**
+   * The biggest contributors to this window's spend by model, service and (where it says more)
+   * user or project, from the ledger's aggregates of the scope's days in the period so far: exact
+   * figures as of the firing, whoever's instance saw which entries.
+   */
+  private async topContributors(w: Window, now: number): Promise<CostAlert['top_contributors']> {
+    const scope = w.scope === 'user' ? { user: w.scopeId } : w.scope === 'project' ? { project: w.scopeId } : undefined;
+    const fields = await this.reader.fields(w.period, w.periodKey, scope, new Date(now));
+    // A user's spend is all that user's, a project's all that project's: those say nothing.
+    const dimensions = ['model', 'service', 'user', 'project'].filter((d) => d !== w.scope);
+    return dimensions.flatMap((dimension) => {
+      const prefix = `${dimension}:`;
+      const list: CostAlert['top_contributors'] = [];
+      for (const [f, micros] of fields) {
+        if (f.startsWith(prefix) && micros > 0 && f.length > prefix.length) list.push({ dimension, key: f.slice(prefix.length, prefix.length + 128), micros });
+      }
+      return list.sort((a, b) => b.micros - a.micros || a.key.localeCompare(b.key)).slice(0, TOP_N);
+    });
   }
 
   /**

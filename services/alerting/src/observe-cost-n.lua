@@ -1,35 +1,41 @@
--- Per ledger entry, in one step: remembers the entry id (so contributor sums count it once, however
--- often it is delivered), keeps the highest running total per window (deliveries arrive out of
--- order across instances), adds the entry to the window's contributor sums, and reads back what
--- the decision needs: spend and highest threshold handled per window, budgets with revisions.
--- KEYS: 1 seen entry, then per window (spent, window hash), then per scope (budget, revision)
--- ARGV: 1 seen ttl s (0: observe only), 2 amount, 3 windows (n), 4 scopes (m), 5 fields (nf),
---       6..5+nf field names, then per window (spent, expire-at ms)
--- Returns: {1 if the entry is new else 0, per window (spent, highest threshold handled),
---          per scope (budget JSON or '', revision)}
-local n, m, nf = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local fresh = 0
-if ARGV[1] ~= '0' and redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then fresh = 1 end
-local amount = tonumber(ARGV[2])
-local out = {fresh}
-local base = 5 + nf
+-- The budget windows of one cost event (or of a re-evaluation), in one step: keeps the highest
+-- running total per window and reads back what the decision needs: spend and the highest threshold
+-- handled per window, budget and revision per scope, and the budget index version (the caller
+-- keeps the index in memory and reloads it when this moved).
+--
+-- Idempotent by itself, with no per-entry marker: the one write is the spend, set only when the new
+-- figure is higher (a maximum: a redelivered, replayed or out-of-order event changes nothing, and
+-- two instances converge on the same value), with an expiry that depends on the period alone.
+-- Thresholds, blocks and notices are written by apply-cost-window-9 behind a compare-and-set on the
+-- budget revision and the window's `hi`, and top contributors are read from the ledger.
+--
+-- Only scopes with a budget are passed. A re-evaluation (a budget written) also names the scope's
+-- field in the ledger's running totals: the spend then starts from the ledger, which counted the
+-- entries alerting skipped while the scope had no budget.
+-- KEYS: 1 budget index version, then per window (spent, window hash, the ledger's running totals
+--       hash of the period, or any key of the slot when its field is ''), then per scope (budget, revision)
+-- ARGV: 1 windows (n), 2 scopes (m), then per window (running total the event carries (0: none),
+--       spent expires at (ms), the scope's ledger field ('': not read))
+-- Returns: {index version, per window (spent, highest threshold handled), per scope (budget JSON or '', revision)}
+local n, m = tonumber(ARGV[1]), tonumber(ARGV[2])
+local out = {redis.call('GET', KEYS[1]) or '0'}
 for i = 0, n - 1 do
-  local kSpent, win = KEYS[2 + i * 2], KEYS[3 + i * 2]
-  local value, expireAt = ARGV[base + 1 + i * 2], ARGV[base + 2 + i * 2]
-  local cur = redis.call('GET', kSpent)
-  if (not cur and tonumber(value) > 0) or (cur and tonumber(value) > tonumber(cur)) then
-    redis.call('SET', kSpent, value, 'PXAT', expireAt)
-    cur = value
+  local kSpent, win, ledger = KEYS[2 + i * 3], KEYS[3 + i * 3], KEYS[4 + i * 3]
+  local value, expireAt, field = tonumber(ARGV[3 + i * 3]), ARGV[4 + i * 3], ARGV[5 + i * 3]
+  if field ~= '' then
+    local counted = tonumber(redis.call('HGET', ledger, field) or '0')
+    if counted > value then value = counted end
   end
-  if fresh == 1 and amount > 0 then
-    for f = 1, nf do redis.call('HINCRBY', win, ARGV[5 + f], ARGV[2]) end
-    redis.call('PEXPIREAT', win, expireAt)
+  local cur = redis.call('GET', kSpent)
+  if value > 0 and (not cur or value > tonumber(cur)) then
+    cur = string.format('%.0f', value)
+    redis.call('SET', kSpent, cur, 'PXAT', expireAt)
   end
   out[#out + 1] = cur or '0'
   out[#out + 1] = redis.call('HGET', win, 'hi') or '0'
 end
 for j = 0, m - 1 do
-  out[#out + 1] = redis.call('GET', KEYS[2 + n * 2 + j * 2]) or ''
-  out[#out + 1] = redis.call('GET', KEYS[3 + n * 2 + j * 2]) or '0'
+  out[#out + 1] = redis.call('GET', KEYS[2 + n * 3 + j * 2]) or ''
+  out[#out + 1] = redis.call('GET', KEYS[3 + n * 3 + j * 2]) or '0'
 end
 return out

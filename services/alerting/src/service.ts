@@ -54,7 +54,7 @@ export async function startAlerting(deps: AlertingDeps) {
   const now = deps.now ?? Date.now;
   const defaults = defaultBudgets(deps.budgets);
   const log = new AlertLog(redis, namespace, { streamMaxLen: settings.streamMaxLen, retentionMs: settings.historyRetentionDays * 86_400_000 });
-  const costs = new CostEvaluator({ redis, log, defaults, dedupeTtlSeconds: settings.dedupeTtlSeconds, now, logger });
+  const costs = new CostEvaluator({ redis, log, namespace, defaults, now, logger });
   const ops = new OpsAlerts({
     redis,
     log,
@@ -99,6 +99,8 @@ export async function startAlerting(deps: AlertingDeps) {
   const sweeper = new Sweeper({ redis, log, costs, ops, intervalMs: settings.sweepIntervalMs, now, logger });
 
   await new BudgetStore(redis, namespace).publishDefaults(defaults);
+  // Before the first event: which scopes have a budget (the rest cost nothing to evaluate).
+  await costs.start();
   await worker.waitUntilReady();
   await dispatcher.start();
   await bus.start();

@@ -11,8 +11,6 @@ export interface AlertingSettings {
   errorWindowMs: number;
   /** Approximate cap of the alerts stream (XADD MAXLEN ~). */
   streamMaxLen: number;
-  /** How long a ledger entry id is remembered for idempotent contributor sums; covers redelivery. */
-  dedupeTtlSeconds: number;
   /** How long resolved alerts stay queryable. */
   historyRetentionDays: number;
   webhook: { attempts: number; backoffMs: number; timeoutMs: number; concurrency: number };
@@ -24,7 +22,6 @@ export const DEFAULT_SETTINGS: AlertingSettings = {
   errorRateThreshold: 30,
   errorWindowMs: 60_000,
   streamMaxLen: 10_000,
-  dedupeTtlSeconds: 900,
   historyRetentionDays: 30,
   webhook: { attempts: 6, backoffMs: 1_000, timeoutMs: 5_000, concurrency: 8 },
 };
@@ -42,7 +39,6 @@ const EnvSchema = z.object({
   ALERT_CIRCUIT_OPEN_SECONDS: int(1),
   ALERT_ERROR_RATE_PER_MINUTE: int(1),
   ALERTS_STREAM_MAX_LEN: int(100),
-  ALERT_DEDUPE_TTL_SECONDS: int(60),
   ALERT_HISTORY_DAYS: int(1, 3650),
   ALERT_WEBHOOK_ATTEMPTS: int(1, 50),
   ALERT_WEBHOOK_BACKOFF_MS: int(1),
@@ -68,7 +64,6 @@ export function loadAlertingSettings(env: NodeJS.ProcessEnv = process.env): Aler
     errorRateThreshold: e.ALERT_ERROR_RATE_PER_MINUTE ?? d.errorRateThreshold,
     errorWindowMs: d.errorWindowMs,
     streamMaxLen: e.ALERTS_STREAM_MAX_LEN ?? d.streamMaxLen,
-    dedupeTtlSeconds: e.ALERT_DEDUPE_TTL_SECONDS ?? d.dedupeTtlSeconds,
     historyRetentionDays: e.ALERT_HISTORY_DAYS ?? d.historyRetentionDays,
     webhook: {
       attempts: e.ALERT_WEBHOOK_ATTEMPTS ?? d.webhook.attempts,

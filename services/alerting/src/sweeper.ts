@@ -46,6 +46,8 @@ export class Sweeper {
 
   private async sweep(): Promise<void> {
     const { redis, log, costs, ops } = this.deps;
+    // An instance with no cost events to read still learns of budgets that appeared or went.
+    await costs.refreshBudgetIndex();
     const dirty = ((await redis.spop(log.keys.budgetDirty, 100)) ?? []) as string[];
     const changed = new Set(dirty);
     const now = this.deps.now();

@@ -172,7 +172,9 @@ export class LedgerWriter {
       const amount = entry.amount_micros;
       const modelKey = `${entry.provider}/${entry.model}`;
       const day = ref(k.day(p.day));
-      for (const key of [day, ref(k.day(p.day, { user: entry.user_id })), ref(k.day(p.day, { project: entry.project_id }))]) {
+      const userDay = ref(k.day(p.day, { user: entry.user_id }));
+      const projectDay = ref(k.day(p.day, { project: entry.project_id }));
+      for (const key of [day, userDay, projectDay]) {
         add(key, 'total', amount);
         add(key, 'count', 1);
         add(key, `service:${entry.service}`, amount);
@@ -185,6 +187,10 @@ export class LedgerWriter {
       }
       add(day, `user:${entry.user_id}`, amount);
       add(day, `project:${entry.project_id}`, amount);
+      // Who spent inside a project, and where a user spent: a budget alert on the one names the
+      // top contributors of the other from these.
+      add(userDay, `project:${entry.project_id}`, amount);
+      add(projectDay, `user:${entry.user_id}`, amount);
       if (entry.operation === 'chat' && !entry.cached && (entry.units.output_tokens ?? 0) < SHORT_OUTPUT_TOKENS) {
         add(day, `short:${modelKey}`, 1);
         add(day, `short_micros:${modelKey}`, amount);

@@ -119,6 +119,21 @@ test('10,000 events plus 2,000 redelivered, two instances at once: 10,000 entrie
   expect((await hash(k.running('week', day.week))).total).toBe(want.total);
   expect((await hash(k.running('month', day.month))).total).toBe(want.total);
   for (let u = 0; u < 7; u++) expect((await hash(k.running('month', day.month)))[`user:user-${u}`]).toBe(want[`user:user-${u}`]);
+  // Each user's and project's day carries the same detail for its own entries, and the other cut:
+  // a user's spend by project, a project's by user (what a budget alert names as top contributors).
+  type Cut = [scope: { user: string } | { project: string }, own: 'user:' | 'project:', subset: Item[]];
+  const scoped: Cut[] = [
+    ...Array.from({ length: 7 }, (_, u): Cut => [{ user: `user-${u}` }, 'user:', items.filter((it) => it.meta.user_id === `user-${u}`)]),
+    ...Array.from({ length: 3 }, (_, p): Cut => [{ project: `proj-${p}` }, 'project:', items.filter((it) => it.meta.project_id === `proj-${p}`)]),
+  ];
+  for (const [scope, own, subset] of scoped) {
+    const mine = await hash(k.day(day.day, scope));
+    const expected = Object.entries(expectedDay(subset)).filter(([field]) => !field.startsWith(own));
+    // 21 user/project pairs, every one of them present in the items.
+    expect(expected.filter(([field]) => field.startsWith(own === 'user:' ? 'project:' : 'user:')).length).toBe(own === 'user:' ? 3 : 7);
+    for (const [field, value] of expected) expect([scope, field, mine[field]]).toEqual([scope, field, value]);
+    expect(Object.keys(mine).filter((field) => field.startsWith(own))).toEqual([]);
+  }
 
   // And the aggregates equal the sum of the stored entries themselves.
   const reader = new LedgerReader(redis, ns);

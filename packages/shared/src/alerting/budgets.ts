@@ -5,7 +5,8 @@ import { PERIODS, periodBounds, periodKeys } from '../time/periods';
 import { holdKeys, scopeField } from '../budget/holds';
 import { alertingKeys, GLOBAL_SCOPE_ID } from './keys';
 import { LuaScript } from '../lua';
-import WRITE_BUDGET_LUA from './write-budget-10.lua';
+import { ledgerKeys } from '../ledger/ledger-keys';
+import WRITE_BUDGET_LUA from './write-budget-14.lua';
 
 export const BUDGET_SCOPES = ['global', 'user', 'project'] as const;
 export const BUDGET_MODES = ['soft', 'hard'] as const;
@@ -170,30 +171,36 @@ export class BudgetStore {
     await this.redis.set(this.keys.budgetDefaults, JSON.stringify(periods));
   }
 
-  /** Spend, limit and block of each period as of `now`. */
+  /**
+   * Spend, limit and block of each period as of `now`. Spend is the higher of alerting's copy and
+   * the ledger's running total: alerting keeps a copy only for scopes with a budget.
+   */
   async status(scope: BudgetScope, scopeId: string, now = Date.now()): Promise<PeriodStatus[]> {
     const keys = periodKeys(now);
     const [budget, defaults] = await Promise.all([this.get(scope, scopeId), scope === 'global' ? this.defaults() : null]);
     const pipe = this.redis.pipeline();
     const held = holdKeys(this.namespace);
+    const ledger = ledgerKeys(this.namespace);
+    const field = scopeField(scope, scopeId);
     for (const p of PERIODS) {
       pipe.get(this.keys.spent(scope, scopeId, p, keys[p]));
       pipe.exists(this.keys.block(scope, scopeId, p));
-      pipe.hget(held.held(p, keys[p]), scopeField(scope, scopeId));
+      pipe.hget(held.held(p, keys[p]), field);
+      pipe.hget(ledger.totals(p, keys[p]), field);
     }
     const res = (await pipe.exec()) ?? [];
     return PERIODS.map((period, i) => {
-      const spent = Number(res[3 * i]?.[1] ?? 0);
+      const spent = Math.max(Number(res[4 * i]?.[1] ?? 0), Number(res[4 * i + 3]?.[1] ?? 0));
       const b = effectivePeriodBudget(scope, budget, defaults, period);
       return {
         period,
         period_key: keys[period],
         spent_micros: spent,
-        reserved_micros: Math.max(0, Number(res[3 * i + 2]?.[1] ?? 0)),
+        reserved_micros: Math.max(0, Number(res[4 * i + 2]?.[1] ?? 0)),
         limit_micros: b?.limit_micros ?? null,
         mode: b?.mode ?? null,
         used_pct: b ? usedPct(spent, b.limit_micros) : null,
-        blocked: Number(res[3 * i + 1]?.[1] ?? 0) === 1,
+        blocked: Number(res[4 * i + 1]?.[1] ?? 0) === 1,
         resets_at: periodBounds(period, keys[period]).end.toISOString(),
       };
     });
@@ -201,7 +208,8 @@ export class BudgetStore {
 
   private async write(scope: BudgetScope, id: string, doc: string, periods: readonly PeriodBudget[], now: number): Promise<[number, number]> {
     const current = periodKeys(now);
-    const args: Array<string | number> = [doc, `${scope}:${id}`];
+    const ledger = ledgerKeys(this.namespace);
+    const args: Array<string | number> = [doc, `${scope}:${id}`, scopeField(scope, id)];
     for (const p of PERIODS) {
       const b = periods.find((x) => x.period === p);
       args.push(b?.limit_micros ?? 0, b?.mode === 'hard' ? 1 : 0, periodBounds(p, current[p]).end.getTime());
@@ -213,8 +221,10 @@ export class BudgetStore {
         this.keys.budgetRevision(scope, id),
         this.keys.budgetIndex,
         this.keys.budgetDirty,
+        this.keys.budgetIndexVersion,
         ...PERIODS.map((p) => this.keys.block(scope, id, p)),
         ...PERIODS.map((p) => this.keys.spent(scope, id, p, current[p])),
+        ...PERIODS.map((p) => ledger.totals(p, current[p])),
       ],
       args,
     )) as [number, number];

@@ -20,23 +20,31 @@ export function alertingKeys(namespace: string) {
     budgetRevision: (scope: BudgetScope, scopeId: string) => k('budget', 'rev', scope, id(scope, scopeId)),
     /** Set of `scope:scope_id` with a stored budget. */
     budgetIndex: k('budgets'),
+    /**
+     * Incremented whenever a scope joins or leaves the budget index: the alerting service keeps the
+     * index in memory and skips scopes without a budget, and reloads it when this moves.
+     */
+    budgetIndexVersion: k('budgets', 'ver'),
     /** The config defaults the alerting service applies to the global scope, for display. */
     budgetDefaults: k('budget', 'defaults'),
     /** Scopes whose budget changed since the alerting service last re-evaluated them. */
     budgetDirty: k('budgets', 'dirty'),
     /** Present while a hard budget is used up; expires at the period's end. */
     block: (scope: BudgetScope, scopeId: string, period: BudgetPeriod) => k('budget', 'block', scope, id(scope, scopeId), period),
-    /** The highest running total seen for a scope's period (from `cost.recorded`), a plain integer. */
+    /**
+     * The highest running total seen for a scope's period, a plain integer: from `cost.recorded`,
+     * and from the ledger when a budget is written or re-evaluated. Only scopes with a budget
+     * (the global one also with configured defaults) have it; the ledger's own running totals
+     * are the authority, this is alerting's copy of the part it judges.
+     */
     spent: (scope: BudgetScope, scopeId: string, period: BudgetPeriod, periodKey: string) =>
       k('budget', 'spent', scope, id(scope, scopeId), period, periodKey),
     /**
-     * One budget window (a scope's period) as a hash: `hi`, the highest threshold already handled
-     * (fired or inhibited), and the contributor sums `c:model:openai/gpt-4o-mini`, `c:service:...`.
+     * One budget window (a scope's period) as a hash with one field, `hi`: the highest threshold
+     * already handled (fired or inhibited). Top contributors come from the ledger's aggregates.
      */
     window: (scope: BudgetScope, scopeId: string, period: BudgetPeriod, periodKey: string) =>
       k('budget', 'win', scope, id(scope, scopeId), period, periodKey),
-    /** Marks a ledger entry as counted into the contributor sums. */
-    seenEntry: (entryId: string) => k('alert', 'seen', entryId),
 
     /** The notification log and delivery stream ops tools read. */
     alertsStream: k('alerts'),
@@ -65,6 +73,3 @@ export function alertingKeys(namespace: string) {
   };
 }
 export type AlertingKeys = ReturnType<typeof alertingKeys>;
-
-/** Contributor fields of a budget window hash start with this; `hi` is the other field. */
-export const CONTRIBUTOR_PREFIX = 'c:';

@@ -118,6 +118,16 @@ export class LedgerReader {
     return sums;
   }
 
+  /**
+   * A scope's aggregate fields for a period (its days up to `until`), summed: `total`, `count`,
+   * `service:..`, `model:..` and the rest, with `user:..` and `project:..` globally, `project:..`
+   * inside a user and `user:..` inside a project. Exact: the ledger's script writes them with the
+   * entries.
+   */
+  fields(period: Period, key: string, scope?: Scope, until?: Date): Promise<Map<string, number>> {
+    return this.aggregate(period, key, scope, until);
+  }
+
   async summary(q: { period: Period; at: Date; groupBy?: GroupDimension; scope?: Scope }): Promise<Summary> {
     const key = periodKey(q.period, q.at);
     const { start, end } = periodBounds(q.period, key);
