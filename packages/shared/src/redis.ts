@@ -72,6 +72,7 @@ function createCluster(nodes: ClusterNode[], url: string, redisOptions: RedisOpt
   const cluster = new Cluster(nodes, {
     redisOptions: {
       ...redisOptions,
+      enableAutoPipelining: false,
       username: u.username ? decodeURIComponent(u.username) : undefined,
       password: u.password ? decodeURIComponent(u.password) : undefined,
       tls: u.protocol === 'rediss:' ? {} : undefined,
@@ -80,7 +81,12 @@ function createCluster(nodes: ClusterNode[], url: string, redisOptions: RedisOpt
     // A cluster connects on its own unless told not to, as one node does; `connect()` then works.
     lazyConnect: redisOptions.lazyConnect ?? false,
     clusterRetryStrategy: (times) => Math.min(times * 100, 2_000),
-    enableAutoPipelining: redisOptions.enableAutoPipelining,
+    // Never on a cluster: ioredis groups an automatic pipeline by the slot of a command's first
+    // argument, which for a script called with its key count first (the ledger's batch) or for
+    // EVALSHA (redis/ioredis#2109) is not a key, so commands for different masters meet in one
+    // pipeline and all fail ("All keys in the pipeline should belong to the same slots allocation
+    // group"): the cluster reliability run lost acks and dead-lettered 154 ledger writes to it.
+    enableAutoPipelining: false,
   });
   return cluster as unknown as Redis;
 }

@@ -73,3 +73,37 @@ test('on a cluster, keys of many slots are written, found by a scan over every m
     dup.disconnect();
   }
 });
+
+test('a service connection asking for automatic pipelining runs scripts and stream commands for every master at once', async () => {
+  // The services ask for enableAutoPipelining; on a cluster ioredis would group EVALSHA by its sha
+  // (redis/ioredis#2109) and fail mixed pipelines, so a cluster connection never pipelines on its own.
+  process.env.REDIS_CLUSTER_NODES = cluster.nodes;
+  let svc: Redis;
+  try {
+    svc = createRedis('redis://127.0.0.1:6379', { name: 'test-cluster-autopipe', enableAutoPipelining: true });
+  } finally {
+    delete process.env.REDIS_CLUSTER_NODES;
+  }
+  try {
+    // As the ledger's batch script is called: the key count first, then the keys.
+    svc.defineCommand('clusterTestIncr', { lua: "return redis.call('INCR', KEYS[1])" });
+    const incrN = (svc as unknown as Record<string, (...args: string[]) => Promise<number>>).clusterTestIncr!.bind(svc);
+    const incr = (key: string) => incrN('1', key);
+    const keys = Array.from({ length: 90 }, (_, i) => `${prefix}:{a${i}}:n`);
+    const out = await Promise.all([...keys.map((k) => incr(k)), ...keys.map((k) => svc.xadd(`${k}:s`, '*', 'f', 'v'))]);
+    expect(out.slice(0, keys.length)).toEqual(keys.map(() => 1));
+    expect(out.slice(keys.length).every((id) => typeof id === 'string')).toBe(true);
+    // Commands whose first argument is not their key (XREAD COUNT .. STREAMS key, EVALSHA sha n key).
+    const sha = String(await mastersOf(svc)[0]!.script('LOAD', "return redis.call('GET', KEYS[1])"));
+    await Promise.all(mastersOf(svc).map((m) => m.script('LOAD', "return redis.call('GET', KEYS[1])")));
+    const mixed = await Promise.all([
+      ...keys.map((k) => svc.xread('COUNT', 1, 'STREAMS', `${k}:s`, '0')),
+      ...keys.map((k) => svc.evalsha(sha, 1, k)),
+      ...keys.map((k) => svc.get(k)),
+    ]);
+    expect(mixed.slice(keys.length).every((v) => v === '1')).toBe(true);
+  } finally {
+    await svc.quit();
+    await deleteByPrefix(redis, prefix);
+  }
+});
