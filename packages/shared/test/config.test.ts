@@ -40,6 +40,7 @@ describe('loadConfig defaults', () => {
       bus: { maxLen: 10_000, maxDeliveries: 5, claimIdleMs: 30_000, partitions: 1 },
       chatWorkerConcurrency: 200,
       visionWorkerConcurrency: 4,
+      queuePartitions: 1,
       rateLimitPerMinute: 600,
       maxBodyBytes: 1_048_576,
       visionMaxBytes: 8_388_608,
