@@ -1,6 +1,7 @@
 import OpenAI from 'openai';
 import { EventBus, type JobCountSource, type PartitionedQueue } from '@tollgate/shared';
 import { png1x1 } from '@tollgate/vision/test/images';
+import { waitFor } from '@tollgate/shared/src/testing';
 import { startFullSystem } from './full-harness';
 import { post, startSystem } from './harness';
 import { startReplicas } from './replicas-harness';
@@ -42,14 +43,17 @@ test('chat, plain and streamed, is answered over every partition, and /metrics s
   );
   for (const text of streamed) expect(text).toMatch(/^Stub reply \(openai\/gpt-4o-mini\)/);
 
-  const per = await completedPerPartition(sys.queue);
+  // A streamed reply ends with its last item; the job is marked completed a moment later.
+  let per: number[] = [];
+  await waitFor(async () => (per = await completedPerPartition(sys.queue)).reduce((a, b) => a + b, 0) >= 42, 10_000, 50);
   // 42 jobs, each partition's share by the hash of a random id: none is left out.
   for (const n of per) expect(n).toBeGreaterThan(0);
   expect(per.reduce((a, b) => a + b, 0)).toBe(42);
   const metrics = await (await fetch(`${sys.url}/metrics`)).text();
   expect(metrics).toContain('tollgate_queue_jobs{queue="chat",state="completed"} 42');
   // One answer per request: one workflow.completed each.
-  const done = await sys.bus.history({ types: 'workflow.completed' });
+  let done = await sys.bus.history({ types: 'workflow.completed' });
+  await waitFor(async () => (done = await sys.bus.history({ types: 'workflow.completed' })).length >= 42, 10_000, 50);
   expect(done).toHaveLength(42);
   expect(new Set(done.map((e) => e.event.correlation_id)).size).toBe(42);
 });
