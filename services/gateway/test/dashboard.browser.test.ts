@@ -43,6 +43,7 @@ afterAll(async () => {
 type DashState = {
   gauges: Record<string, { spent_micros: number; limit_micros: number | null }>;
   costEvents: number;
+  streams: Record<string, boolean>;
   alerts: Array<{ threshold_pct?: number; state?: string }>;
   events: Array<{ type: string }>;
   status: { breakers: unknown[] } | null;
@@ -92,6 +93,12 @@ test('gauges, chart data and alerts appear live as usage flows through the syste
     },
     meta: { correlation_id: `dash-${n}`, user_id: 'alice', project_id: 'web' },
   });
+  // Published only once the live streams are open: one opened after an event never shows it.
+  await page.waitForFunction(
+    () => ['/v1/alerts/stream', '/v1/events/stream?types=cost.recorded'].every((p) => (globalThis as unknown as PageGlobals).__tollgate.streams[p]),
+    undefined,
+    { timeout: 15_000 },
+  );
   await worker.publishMany([usage(1)]);
   await page.waitForFunction(() => (globalThis as unknown as PageGlobals).__tollgate.costEvents >= 1, undefined, { timeout: 15_000 });
   await worker.publishMany([usage(2)]);

@@ -14,6 +14,8 @@
     events: [],
     status: null,
     costEvents: 0,
+    /** SSE paths whose stream is open now (the server fixed its position before answering). */
+    streams: {},
     flags: [],
     flagChanges: [],
     /** The last analytics query answer (series by bucket) and its range, for the panels and the test. */
@@ -60,6 +62,7 @@
         if (lastId) headers['last-event-id'] = lastId;
         const r = await fetch(path, { headers, signal });
         if (!r.ok || !r.body) throw new Error(`HTTP ${r.status}`);
+        state.streams[path] = true;
         const reader = r.body.getReader();
         const decoder = new TextDecoder();
         let buffer = '';
@@ -83,6 +86,8 @@
         }
       } catch {
         if (signal.aborted) return;
+      } finally {
+        delete state.streams[path];
       }
       await sleep(2_000);
     }

@@ -71,12 +71,6 @@ export function opsRoutes(admin: RequestHandler[], deps: OpsRouteDeps): Router {
   /** Live bus events as server-sent events, filtered by type; a view, so nothing is acked. */
   router.get('/v1/events/stream', ...admin, async (req, res) => {
     const { types } = streamQuery.parse(req.query);
-    res.status(200);
-    res.setHeader('content-type', 'text/event-stream; charset=utf-8');
-    res.setHeader('cache-control', 'no-cache, no-transform');
-    res.setHeader('x-accel-buffering', 'no');
-    res.flushHeaders();
-    res.write('retry: 2000\n\n');
     const tail = new EventTail({ redis: deps.redis, prefix: deps.namespace, partitions: deps.busPartitions, types }, async (event, streamId) => {
       // A key revoked while its stream is open gets nothing more: the stream ends.
       if (!(await stillAuthorized(res))) {
@@ -85,12 +79,19 @@ export function opsRoutes(admin: RequestHandler[], deps: OpsRouteDeps): Router {
       }
       res.write(`id: ${streamId}\nevent: ${event.type}\ndata: ${JSON.stringify(event)}\n\n`);
     });
-    const heartbeat = setInterval(() => res.write(': keep-alive\n\n'), HEARTBEAT_MS);
-    res.on('close', () => {
-      clearInterval(heartbeat);
-      void tail.stop();
-    });
+    // The tail's position is fixed before the client sees the stream open, so an event published
+    // once the headers arrived is never missed (the dashboard's first cost event was, under load).
     await tail.start();
+    if (res.destroyed) return void tail.stop();
+    res.on('close', () => void tail.stop());
+    res.status(200);
+    res.setHeader('content-type', 'text/event-stream; charset=utf-8');
+    res.setHeader('cache-control', 'no-cache, no-transform');
+    res.setHeader('x-accel-buffering', 'no');
+    res.flushHeaders();
+    res.write('retry: 2000\n\n');
+    const heartbeat = setInterval(() => res.write(': keep-alive\n\n'), HEARTBEAT_MS);
+    res.on('close', () => clearInterval(heartbeat));
   });
 
   return router;
