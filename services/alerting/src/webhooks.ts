@@ -1,5 +1,5 @@
 import { createHmac } from 'node:crypto';
-import { type Job, UnrecoverableError, Worker } from 'bullmq';
+import { type Job, UnrecoverableError } from 'bullmq';
 import type Redis from 'ioredis';
 import {
   type AlertRecord,
@@ -8,6 +8,7 @@ import {
   formatUsd,
   queuePrefix,
   QUEUES,
+  SupervisedWorker,
   TollgateError,
   type WebhookDeadLetter,
   type WebhookTargets,
@@ -78,10 +79,12 @@ export interface WebhookWorkerDeps {
  * letter. Each attempt is bounded by a timeout and each (alert, target) is its own job, so a
  * target that never answers delays nothing but its own deliveries.
  */
-export function createWebhookWorker(deps: WebhookWorkerDeps): Worker<WebhookJob> {
+export type WebhookResult = { status: number } | { skipped: string };
+
+export function createWebhookWorker(deps: WebhookWorkerDeps): SupervisedWorker<WebhookJob, WebhookResult> {
   const deadLetters = alertingKeys(deps.namespace).webhookDeadLetters;
 
-  async function deliver(job: Job<WebhookJob>): Promise<{ status: number } | { skipped: string }> {
+  async function deliver(job: Job<WebhookJob>): Promise<WebhookResult> {
     const parsed = webhookJobSchema.safeParse(job.data);
     if (!parsed.success) throw new UnrecoverableError('malformed webhook job');
     const { target: name, alert } = parsed.data;
@@ -116,7 +119,7 @@ export function createWebhookWorker(deps: WebhookWorkerDeps): Worker<WebhookJob>
     throw new WebhookDeliveryError(`target ${name} answered HTTP ${res.status}`, res.status);
   }
 
-  const worker = new Worker<WebhookJob>(
+  const worker = new SupervisedWorker<WebhookJob, WebhookResult>(
     WEBHOOK_QUEUE,
     async (job) => {
       try {
@@ -127,7 +130,7 @@ export function createWebhookWorker(deps: WebhookWorkerDeps): Worker<WebhookJob>
         throw err;
       }
     },
-    { connection: deps.connection, prefix: queuePrefix(deps.namespace), concurrency: deps.concurrency, autorun: true },
+    { connection: deps.connection, prefix: queuePrefix(deps.namespace), concurrency: deps.concurrency, onReplaced: (info) => deps.logger?.warn('alerting: webhook worker stopped fetching and was replaced', info) },
   );
 
   async function recordDeadLetter(job: Job<WebhookJob>, err: Error): Promise<void> {

@@ -57,6 +57,7 @@ async function main(): Promise<void> {
     },
     {
       connection: createRedis(config.redisUrl, { logger, blocking: true, name: `${SERVICE}-worker` }),
+      onReplaced: (info) => logger.warn('a queue partition worker stopped fetching and was replaced', info),
       concurrency: config.chatWorkerConcurrency,
       partitions: config.queuePartitions,
       name: instance,

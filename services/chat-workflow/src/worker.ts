@@ -1,5 +1,5 @@
 import type Redis from 'ioredis';
-import { CacheSettingsStore, type ChatJob, type ChatJobResult, chatJobSchema, INVALID_JOB_ERROR, PartitionedWorker, QUEUES, ResponseCache, SEED_PRICE_TABLE } from '@tollgate/shared';
+import { CacheSettingsStore, type ChatJob, type ChatJobResult, chatJobSchema, INVALID_JOB_ERROR, PartitionedWorker, type PartitionedWorkerOptions, QUEUES, ResponseCache, SEED_PRICE_TABLE } from '@tollgate/shared';
 import { type ChatDeps, type ChatRunDeps, runChatWorkflow } from './chat-workflow';
 
 export interface ChatWorkerOptions {
@@ -9,6 +9,8 @@ export interface ChatWorkerOptions {
   concurrency: number;
   /** QUEUE_PARTITIONS: the chat queue's partitions, every one of which this worker reads; default 1. */
   partitions?: number;
+  /** Told when a partition's Worker stopped fetching and was replaced (see SupervisedWorker). */
+  onReplaced?: PartitionedWorkerOptions['onReplaced'];
   /** Stored on each job it runs (BullMQ's `processedBy`): which replica served a request. */
   name?: string;
 }
@@ -35,6 +37,6 @@ export function createChatWorker(chatDeps: ChatDeps, opts: ChatWorkerOptions): P
       }
       return runChatWorkflow({ enqueued_at: job.timestamp, ...parsed.data }, job.id ?? parsed.data.request_id, deps);
     },
-    { connection: opts.connection, namespace: deps.namespace, partitions: opts.partitions ?? 1, concurrency: opts.concurrency, ...(opts.name && { name: opts.name }) },
+    { connection: opts.connection, namespace: deps.namespace, partitions: opts.partitions ?? 1, concurrency: opts.concurrency, ...(opts.name && { name: opts.name }), ...(opts.onReplaced && { onReplaced: opts.onReplaced }) },
   );
 }

@@ -1,4 +1,4 @@
-import { type Job, type Queue, Worker } from 'bullmq';
+import type { Job, Queue } from 'bullmq';
 import type Redis from 'ioredis';
 import {
   AnalyticsReader,
@@ -10,6 +10,7 @@ import {
   periodBounds,
   periodKey,
   previousPeriodKey,
+  SupervisedWorker,
   QUEUES,
   queuePrefix,
   type ReportJob,
@@ -65,8 +66,8 @@ export async function buildReport(job: ReportJob, deps: { reader: LedgerReader; 
 export function createReportWorker(
   deps: { reader: LedgerReader; redis: Redis; bus: EventBus; namespace: string },
   connection: Redis,
-): Worker<ReportJob, CostReport> {
-  return new Worker<ReportJob, CostReport>(
+): SupervisedWorker<ReportJob, CostReport> {
+  return new SupervisedWorker<ReportJob, CostReport>(
     QUEUES.reports,
     (job: Job<ReportJob>) => buildReport(reportJobSchema.parse(job.data), deps),
     { connection, prefix: queuePrefix(deps.namespace), concurrency: 1 },

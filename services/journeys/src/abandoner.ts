@@ -1,6 +1,6 @@
-import { Queue, Worker } from 'bullmq';
+import { Queue } from 'bullmq';
 import type Redis from 'ioredis';
-import { type JourneyStore, queuePrefix } from '@tollgate/shared';
+import { type JourneyStore, queuePrefix, SupervisedWorker } from '@tollgate/shared';
 import { abandonIdle, type TemplateCache } from './state-machine';
 
 export const JOURNEY_QUEUE = 'journeys';
@@ -17,8 +17,8 @@ export async function scheduleAbandonment(connection: Redis, namespace: string, 
   return queue;
 }
 
-export function createAbandonWorker(connection: Redis, namespace: string, store: JourneyStore, templates: TemplateCache, onAbandoned?: (n: number) => void): Worker {
-  return new Worker(
+export function createAbandonWorker(connection: Redis, namespace: string, store: JourneyStore, templates: TemplateCache, onAbandoned?: (n: number) => void): SupervisedWorker<unknown, { abandoned: number }> {
+  return new SupervisedWorker<unknown, { abandoned: number }>(
     JOURNEY_QUEUE,
     async () => {
       const n = await abandonIdle(store, templates);

@@ -59,7 +59,7 @@ async function main(): Promise<void> {
       logger,
       flags,
     },
-    { connection: createRedis(config.redisUrl, { logger, blocking: true, name: `${SERVICE}-worker` }), concurrency: config.visionWorkerConcurrency, partitions: config.queuePartitions },
+    { connection: createRedis(config.redisUrl, { logger, blocking: true, name: `${SERVICE}-worker` }), concurrency: config.visionWorkerConcurrency, partitions: config.queuePartitions, onReplaced: (info) => logger.warn('a queue partition worker stopped fetching and was replaced', info) },
   );
   worker.on('error', (err) => logger.error('worker error', { error: err.message }));
   logger.info('vision ready', {

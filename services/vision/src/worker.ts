@@ -1,5 +1,5 @@
 import type Redis from 'ioredis';
-import { INVALID_JOB_ERROR, PartitionedWorker, QUEUES, type VisionJob, type VisionJobResult, visionJobSchema } from '@tollgate/shared';
+import { INVALID_JOB_ERROR, PartitionedWorker, type PartitionedWorkerOptions, QUEUES, type VisionJob, type VisionJobResult, visionJobSchema } from '@tollgate/shared';
 import { runVisionWorkflow, VISION_STEPS, type VisionDeps } from './vision-workflow';
 
 export interface VisionWorkerOptions {
@@ -9,6 +9,8 @@ export interface VisionWorkerOptions {
   concurrency: number;
   /** QUEUE_PARTITIONS: the vision queue's partitions, every one of which this worker reads; default 1. */
   partitions?: number;
+  /** Told when a partition's Worker stopped fetching and was replaced (see SupervisedWorker). */
+  onReplaced?: PartitionedWorkerOptions['onReplaced'];
 }
 
 /**
@@ -29,6 +31,6 @@ export function createVisionWorker(deps: VisionDeps, opts: VisionWorkerOptions):
       const progress = (step: keyof typeof VISION_STEPS) => job.updateProgress({ step, percent: VISION_STEPS[step] }).catch(() => undefined);
       return runVisionWorkflow({ enqueued_at: job.timestamp, ...parsed.data }, job.id ?? parsed.data.request_id, deps, progress);
     },
-    { connection: opts.connection, namespace: deps.namespace, partitions: opts.partitions ?? 1, concurrency: opts.concurrency },
+    { connection: opts.connection, namespace: deps.namespace, partitions: opts.partitions ?? 1, concurrency: opts.concurrency, ...(opts.onReplaced && { onReplaced: opts.onReplaced }) },
   );
 }

@@ -1,7 +1,8 @@
-import { type Processor, Worker } from 'bullmq';
+import type { Processor, Worker } from 'bullmq';
 import type Redis from 'ioredis';
 import { WORKER_RECOVERY } from '../jobs';
 import { queuePartitionPrefixes, splitConcurrency } from './partitions';
+import { type SupervisedWorkerOptions, SupervisedWorker } from './supervised-worker';
 
 export interface PartitionedWorkerOptions {
   namespace: string;
@@ -12,6 +13,9 @@ export interface PartitionedWorkerOptions {
   concurrency: number;
   /** Stored on each job it runs (BullMQ's `processedBy`): which replica served a request. */
   name?: string;
+  /** See SupervisedWorker: a partition's Worker that stops fetching is replaced. */
+  watchMs?: number;
+  onReplaced?: SupervisedWorkerOptions['onReplaced'];
 }
 
 /**
@@ -21,7 +25,7 @@ export interface PartitionedWorkerOptions {
  * is exactly the one Worker the services ran before partitions.
  */
 export class PartitionedWorker<D, R> {
-  readonly workers: ReadonlyArray<Worker<D, R>>;
+  readonly partitions: ReadonlyArray<SupervisedWorker<D, R>>;
   /** Each partition's share of the concurrency (see `splitConcurrency`). */
   readonly concurrency: readonly number[];
 
@@ -32,31 +36,37 @@ export class PartitionedWorker<D, R> {
     // runs at once is held to the configured total here. A job past the total waits in this process,
     // its lock renewed, until one of the running jobs ends.
     const run = this.concurrency.length > opts.concurrency ? limited(processor, opts.concurrency) : processor;
-    this.workers = prefixes.map(
+    this.partitions = prefixes.map(
       (prefix, i) =>
-        new Worker<D, R>(name, run, {
+        new SupervisedWorker<D, R>(name, run, {
           connection: opts.connection,
           prefix,
           concurrency: this.concurrency[i]!,
-          autorun: true,
           ...(opts.name && { name: opts.name }),
+          ...(opts.watchMs && { watchMs: opts.watchMs }),
+          ...(opts.onReplaced && { onReplaced: opts.onReplaced }),
           ...WORKER_RECOVERY,
         }),
     );
   }
 
+  /** Each partition's current BullMQ Worker. */
+  get workers(): ReadonlyArray<Worker<D, R>> {
+    return this.partitions.map((p) => p.worker);
+  }
+
   on(event: 'error', listener: (err: Error) => void): this {
-    for (const w of this.workers) w.on(event, listener);
+    for (const p of this.partitions) p.on(event, listener);
     return this;
   }
 
   async waitUntilReady(): Promise<void> {
-    await Promise.all(this.workers.map((w) => w.waitUntilReady()));
+    await Promise.all(this.partitions.map((p) => p.waitUntilReady()));
   }
 
   /** Stops fetching on every partition and waits for the running jobs (unless `force`). */
   async close(force = false): Promise<void> {
-    await Promise.all(this.workers.map((w) => w.close(force)));
+    await Promise.all(this.partitions.map((p) => p.close(force)));
   }
 }
 

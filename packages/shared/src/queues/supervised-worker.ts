@@ -1,0 +1,107 @@
+import { type Processor, Worker, type WorkerListener, type WorkerOptions } from 'bullmq';
+import type Redis from 'ioredis';
+
+export interface SupervisedWorkerOptions extends WorkerOptions {
+  connection: Redis;
+  /** How often the fetch is checked; default 5 s. A stall is acted on at the second check that sees it. */
+  watchMs?: number;
+  /** Told when a stalled Worker was replaced (for a warning in the service's log). */
+  onReplaced?: (info: { queue: string; prefix: string; waiting: number; replacements: number }) => void;
+}
+
+type Listeners<D, R> = WorkerListener<D, R, string>;
+
+/**
+ * One BullMQ Worker that is replaced when it stops fetching. After a Redis Cluster master
+ * restarts, a Worker can stay idle for good while its queue fills (in the cluster reliability run
+ * one vision partition kept 25 jobs waiting for 2 minutes, its marker set, nothing active; BullMQ's
+ * maintainers advise closing such a worker and creating a new one). A Worker counts as stalled when
+ * two checks in a row find jobs waiting in its queue, none started by it in between and none
+ * running in it, so replacing it never abandons a job; the new one has the same options and listeners.
+ * Tollgate never pauses its Workers, so a paused one counts as stalled too.
+ */
+export class SupervisedWorker<D, R> {
+  private current: Worker<D, R>;
+  private readonly make: () => Worker<D, R>;
+  private readonly listeners: Array<[keyof Listeners<D, R>, (...args: never[]) => void]> = [];
+  private readonly waitKey: string;
+  private readonly timer: NodeJS.Timeout;
+  private started = 0;
+  private running = 0;
+  private startedAtCheck = 0;
+  private suspect = false;
+  private checking = false;
+  private closed = false;
+  /** Workers replaced so far (for tests and metrics). */
+  replacements = 0;
+
+  constructor(
+    private readonly name: string,
+    processor: Processor<D, R>,
+    private readonly opts: SupervisedWorkerOptions,
+  ) {
+    const { watchMs = 5_000, onReplaced: _, ...workerOpts } = opts;
+    const counted: Processor<D, R> = async (...args) => {
+      this.started++;
+      this.running++;
+      try {
+        return await processor(...args);
+      } finally {
+        this.running--;
+      }
+    };
+    this.make = () => new Worker<D, R>(name, counted, { autorun: true, ...workerOpts });
+    this.current = this.make();
+    this.waitKey = `${opts.prefix ?? 'bull'}:${name}:wait`;
+    this.timer = setInterval(() => void this.check(), watchMs);
+    this.timer.unref();
+  }
+
+  /** The Worker fetching now. */
+  get worker(): Worker<D, R> {
+    return this.current;
+  }
+
+  on<E extends keyof Listeners<D, R>>(event: E, listener: Listeners<D, R>[E]): this {
+    this.listeners.push([event, listener as (...args: never[]) => void]);
+    this.current.on(event, listener);
+    return this;
+  }
+
+  waitUntilReady(): Promise<unknown> {
+    return this.current.waitUntilReady();
+  }
+
+  async close(force = false): Promise<void> {
+    this.closed = true;
+    clearInterval(this.timer);
+    await this.current.close(force);
+  }
+
+  private async check(): Promise<void> {
+    if (this.checking || this.closed) return;
+    this.checking = true;
+    try {
+      const waiting = await this.opts.connection.llen(this.waitKey);
+      const stalled = waiting > 0 && this.started === this.startedAtCheck && this.running === 0;
+      this.startedAtCheck = this.started;
+      if (!stalled || !this.suspect) {
+        this.suspect = stalled;
+        return;
+      }
+      this.suspect = false;
+      if (this.closed) return;
+      const old = this.current;
+      this.current = this.make();
+      for (const [event, listener] of this.listeners) this.current.on(event, listener as never);
+      this.replacements++;
+      // Not awaited: the old Worker may be stuck in the very reconnect that stalled it. Nothing runs in it.
+      void old.close(true).catch(() => undefined);
+      this.opts.onReplaced?.({ queue: this.name, prefix: this.opts.prefix ?? 'bull', waiting, replacements: this.replacements });
+    } catch {
+      // Redis unreachable: the next check looks again.
+    } finally {
+      this.checking = false;
+    }
+  }
+}
