@@ -9,7 +9,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { cpSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -690,6 +690,9 @@ async function main(): Promise<number> {
     }
   }
   process.stdout.write(`\nkills: ${kills.map((k) => `${k.name} ${rel0(k.at)}`).join(', ')}\n`);
+  // A queue worker that stopped fetching (seen after a cluster master restart) is replaced; say so.
+  const replaced = readdirSync(ctx.logDir).flatMap((f) => readFileSync(join(ctx.logDir, f), 'utf8').split('\n').filter((l) => l.includes('stopped fetching and was replaced')).map((l) => `${f}: ${l.slice(0, 300)}`));
+  process.stdout.write(`queue workers replaced after they stopped fetching: ${replaced.length}\n${replaced.map((l) => `  ${l}\n`).join('')}`);
   if (failed > 0) {
     process.stdout.write('\nRecent output of the services:\n');
     for (const p of [...ctx.procs.values()]) for (const line of p.recentOutput().slice(-8)) process.stdout.write(`  ${line}\n`);
