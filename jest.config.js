@@ -10,6 +10,8 @@ module.exports = {
   },
   moduleFileExtensions: ['js', 'mjs', 'cjs', 'jsx', 'ts', 'mts', 'cts', 'tsx', 'json', 'node', 'lua'],
   testTimeout: 30000,
-  maxWorkers: 2,
+  // Three workers on CI's two cores: test files spend much of their time waiting on Redis and
+  // child processes (2 workers kept the cores ~70% busy; 3 took the suite from 239 s to 181 s).
+  maxWorkers: 3,
   reporters: ['default', '<rootDir>/scripts/jest-summary-reporter.js'],
 };
