@@ -41,20 +41,23 @@ export function toCounted(event: AnyEvent, timelineTypes: readonly string[]) {
 }
 
 /**
- * Subscribes the rollups (and funnel timelines) to the bus. Only the types they need are
- * subscribed, so the bus acks every other event undecoded.
+ * Subscribes the rollups (and funnel timelines) to the bus, one batch subscription for every type
+ * they need, so each read is one rollup script and the bus acks every other event undecoded.
  */
-export function consumeForAnalytics(bus: EventBus, writer: RollupWriter, timelineTypes: readonly string[] = DEFAULT_TIMELINE_TYPES): { stats: IngestStats; handle: (e: AnyEvent) => Promise<WriteOutcome> } {
+export function consumeForAnalytics(
+  bus: EventBus,
+  writer: RollupWriter,
+  timelineTypes: readonly string[] = DEFAULT_TIMELINE_TYPES,
+): { stats: IngestStats; handle: (e: AnyEvent) => Promise<WriteOutcome> } {
   const stats: IngestStats = { counted: 0, duplicate: 0, late: 0 };
-  const handle = async (event: AnyEvent): Promise<WriteOutcome> => {
-    const outcome = await writer.write(toCounted(event, timelineTypes));
-    stats[outcome]++;
-    return outcome;
+  const handleMany = async (events: readonly AnyEvent[]): Promise<WriteOutcome[]> => {
+    const outcomes = await writer.writeMany(events.map((e) => toCounted(e, timelineTypes)));
+    for (const o of outcomes) stats[o]++;
+    return outcomes;
   };
-  // One subscription per pattern, none covered by another, so every type has exactly one handler
-  // and the bus matches as few patterns per event as possible.
+  // No pattern covered by another, so the bus matches as few patterns per type as possible.
   const all = [...new Set([...timelineTypes, ...ROLLUP_TYPES])];
   const patterns = all.filter((p) => !all.some((q) => q !== p && q.endsWith('*') && matchesPattern(q, p)));
-  for (const p of patterns) bus.subscribe(p, (event: AnyEvent) => handle(event), { name: `analytics:${p}` });
-  return { stats, handle };
+  bus.subscribeBatch(patterns, (items) => handleMany(items.map((it) => it.event)), { name: 'analytics' });
+  return { stats, handle: async (event) => (await handleMany([event]))[0]! };
 }

@@ -7,9 +7,11 @@
 -- JSON: decoding a few hundred KB of JSON per batch cost Redis more than the increments.
 --
 -- KEYS: every key the batch touches (seen sets, rollup hashes, timelines, timeline subject sets).
--- ARGV: in sections, each led by its count (key arguments are 1-based positions in KEYS):
+-- ARGV: the separator between a field's series and metric, then sections, each led by its count
+-- (key arguments are 1-based positions in KEYS):
 --   C, then C seen set keys to check, the seen set key to add to, N, then N event ids
---   G, then G x (minute key, hour key, day key, F, then F x (field, amount))  -- HINCRBY in all three
+--   G, then G x (minute key, hour key, day key, R, then R x (series, F, then F x (metric, amount)))
+--                                      -- HINCRBY of field series..sep..metric in all three
 --   L, then L x (list key, member)                                               -- RPUSH (timelines)
 --   S, then S x (set key, member)                                                -- SADD (subjects)
 --   X, then X x (key, unix seconds)                                              -- EXPIREAT
@@ -21,6 +23,7 @@ local function take()
 end
 local function key() return KEYS[tonumber(take())] end
 
+local sep = take()
 local checks = {}
 for i = 1, tonumber(take()) do checks[i] = key() end
 local add = key()
@@ -38,10 +41,13 @@ redis.call('SADD', add, unpack(ids))
 for _ = 1, tonumber(take()) do
   local m, h, d = key(), key(), key()
   for _ = 1, tonumber(take()) do
-    local field, n = take(), take()
-    redis.call('HINCRBY', m, field, n)
-    redis.call('HINCRBY', h, field, n)
-    redis.call('HINCRBY', d, field, n)
+    local series = take() .. sep
+    for _ = 1, tonumber(take()) do
+      local field, n = series .. take(), take()
+      redis.call('HINCRBY', m, field, n)
+      redis.call('HINCRBY', h, field, n)
+      redis.call('HINCRBY', d, field, n)
+    end
   end
 end
 for _ = 1, tonumber(take()) do

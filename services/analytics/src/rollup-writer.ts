@@ -39,13 +39,11 @@ const BATCH_MAX = 1_000;
 const sec = (ms: number) => Math.ceil(ms / 1000);
 
 /**
- * Batches the events handled in one tick into one script call (see rollup-n.lua), so ingest costs
- * one round trip per batch and one HINCRBY per distinct field, not per event.
+ * Writes a bus read's events in one script call (see rollup-n.lua), so ingest costs one round
+ * trip per read and one HINCRBY per distinct field, not per event.
  */
 export class RollupWriter {
   private readonly keys;
-  private pending: Array<{ item: Counted; resolve: (o: WriteOutcome) => void; reject: (e: unknown) => void }> = [];
-  private scheduled = false;
 
   constructor(
     private readonly redis: Redis,
@@ -55,26 +53,17 @@ export class RollupWriter {
     this.keys = analyticsKeys(namespace);
   }
 
-  write(item: Counted): Promise<WriteOutcome> {
-    if (item.t < this.now() - LATE_AFTER_MS) return Promise.resolve('late');
-    return new Promise((resolve, reject) => {
-      this.pending.push({ item, resolve, reject });
-      if (this.pending.length >= BATCH_MAX) this.flush();
-      else if (!this.scheduled) {
-        this.scheduled = true;
-        setImmediate(() => this.flush());
-      }
-    });
-  }
-
-  private flush(): void {
-    this.scheduled = false;
-    const batch = this.pending.splice(0);
-    if (batch.length === 0) return;
-    void this.writeBatch(batch.map((b) => b.item)).then(
-      (outcomes) => batch.forEach((b, i) => b.resolve(outcomes[i]!)),
-      (err: unknown) => batch.forEach((b) => b.reject(err)),
-    );
+  /** Writes events at once (a bus batch): one script per BATCH_MAX events, late ones left out. */
+  async writeMany(items: Counted[]): Promise<WriteOutcome[]> {
+    const lateBefore = this.now() - LATE_AFTER_MS;
+    const outcomes: WriteOutcome[] = items.map((it) => (it.t < lateBefore ? 'late' : 'counted'));
+    const live = items.flatMap((it, i) => (outcomes[i] === 'late' ? [] : [i]));
+    for (let from = 0; from < live.length; from += BATCH_MAX) {
+      const part = live.slice(from, from + BATCH_MAX);
+      const written = await this.writeBatch(part.map((i) => items[i]!));
+      part.forEach((i, k) => (outcomes[i] = written[k]!));
+    }
+    return outcomes;
   }
 
   /** Writes a batch; events already counted (or twice in the batch) come back as duplicates. */
@@ -154,19 +143,23 @@ export class RollupWriter {
         const start = bucketStart(minute, g);
         groups.push(at(this.keys.bucket(g, start), start + GRAIN_RETENTION_MS[g] + GRAIN_MS[g]));
       }
-      const count = groups.push(0) - 1;
-      let fields = 0;
+      // Each series once, its metrics after it: the script joins them into field names, so a
+      // series is not sent once per metric (most of the call's bytes were repeated series).
+      groups.push(bySeries.size);
       for (const [series, sums] of bySeries) {
+        groups.push(series);
+        const count = groups.push(0) - 1;
+        let fields = 0;
         for (const [metric, n] of sums) {
           if (n === 0) continue;
-          groups.push(`${series}${METRIC_SEP}${metric}`, n);
+          groups.push(metric, n);
           fields++;
         }
+        groups[count] = fields;
       }
-      groups[count] = fields;
     }
     const args = [
-      checks.length, ...checks, checks[0]!, ids.length, ...ids,
+      METRIC_SEP, checks.length, ...checks, checks[0]!, ids.length, ...ids,
       byMinute.size, ...groups,
       lists.length / 2, ...lists,
       sets.length / 2, ...sets,

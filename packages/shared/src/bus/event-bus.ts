@@ -81,6 +81,17 @@ export interface DeliveryContext {
 }
 
 export type EventHandler<E extends AnyEvent = AnyEvent> = (event: E, ctx: DeliveryContext) => unknown;
+
+/** One event of a batch, with its delivery. */
+export interface BatchItem<E extends AnyEvent = AnyEvent> {
+  event: E;
+  ctx: DeliveryContext;
+}
+/**
+ * Handles every event of one read that the subscription wants, at once. Settling acks them all;
+ * throwing retries the batch, then each event alone, so one bad event is dead-lettered by itself.
+ */
+export type BatchHandler<E extends AnyEvent = AnyEvent> = (items: ReadonlyArray<BatchItem<E>>) => unknown;
 export type EventOf<T extends EventType> = Extract<AnyEvent, { type: T }>;
 
 export interface SubscribeOptions {
@@ -127,10 +138,12 @@ export interface DeadLetter {
 
 interface Subscription {
   name: string;
-  pattern: string;
+  patterns: readonly string[];
   filter?: EventFilter;
   journeysOnly: boolean;
+  /** Per event; for a batch subscription, its batch handler with one event (replay, reclaim, isolating a failure). */
   handler: EventHandler;
+  batch?: BatchHandler;
 }
 
 /** A stream entry's fields: the type and journey beside the event, readable without decoding it. */
@@ -241,6 +254,8 @@ export class EventBus {
       },
       unwanted: (fields) => this.unwanted(fields),
       judge: (id, fields, deliveries, screened, partition) => this.judge(id, fields, deliveries, screened, partition),
+      batching: () => this.subs.some((s) => s.batch !== undefined),
+      judgeMany: (entries, partition) => this.judgeMany(entries, partition),
     };
     this.consumers = layout.map((p, i) => new PartitionConsumer(i, p.stream, p.deadLetters, this.redis, settings, host));
   }
@@ -326,13 +341,35 @@ export class EventBus {
   subscribe<T extends EventType>(type: T, handler: EventHandler<EventOf<T>>, options?: SubscribeOptions): () => void;
   subscribe(pattern: string, handler: EventHandler, options?: SubscribeOptions): () => void;
   subscribe(pattern: string, handler: EventHandler<never>, options: SubscribeOptions = {}): () => void {
-    const sub: Subscription = {
+    return this.add({
       name: options.name ?? `${pattern}#${this.subs.length}`,
-      pattern,
+      patterns: [pattern],
       filter: options.filter,
       journeysOnly: options.journeysOnly ?? false,
       handler: handler as EventHandler,
-    };
+    });
+  }
+
+  /**
+   * Like subscribe, but the handler gets every wanted event of a read in one call: one promise
+   * and one write per read instead of per event, for handlers that batch their writes anyway.
+   * The same delivery guarantees: an entry is acked once the batch settled; a failing batch is
+   * retried, then run event by event, so only the events that fail alone are dead-lettered.
+   */
+  subscribeBatch(patterns: string | readonly string[], handler: BatchHandler, options: SubscribeOptions = {}): () => void {
+    const list = typeof patterns === 'string' ? [patterns] : [...patterns];
+    const batch = handler;
+    return this.add({
+      name: options.name ?? `${list.join(',')}#${this.subs.length}`,
+      patterns: list,
+      filter: options.filter,
+      journeysOnly: options.journeysOnly ?? false,
+      handler: (event, ctx) => batch([{ event, ctx }]),
+      batch,
+    });
+  }
+
+  private add(sub: Subscription): () => void {
     this.subs.push(sub);
     this.subsByType.clear();
     return () => {
@@ -443,8 +480,11 @@ export class EventBus {
     return Math.max(1, Math.min(this.opts.batchSize, Math.floor((this.opts.concurrency - this.inFlight) / this.partitions)));
   }
 
-  /** What to do with an entry: null acks it, a verdict with failures dead-letters it. */
-  private async judge(id: string, fields: string[], deliveries: number, screened: boolean, partition: number): Promise<Verdict> {
+  /**
+   * An entry's event and the subscriptions it goes to; a verdict for an entry that cannot be
+   * delivered (dead-lettered), or null for one nobody here wants (acked).
+   */
+  private decodeFor(fields: string[], screened: boolean): { raw: string; event: AnyEvent; subs: Subscription[] } | Verdict | null {
     const raw = field(fields, 'event');
     // An entry without an event (a foreign or broken producer) is malformed, not empty: dead-letter
     // it with its fields as the evidence rather than dropping it silently.
@@ -460,11 +500,76 @@ export class EventBus {
     } catch (err) {
       return { raw, failures: [{ handler: '(decode)', reason: errorText(err), attempts: 0 }] };
     }
-    const subs = this.subscribedTo(event.type).filter((s) => (!s.journeysOnly || event.journey_id !== undefined) && matchesFilter(s.filter, event));
+    return { raw, event, subs: this.subscribedTo(event.type).filter((s) => (!s.journeysOnly || event.journey_id !== undefined) && matchesFilter(s.filter, event)) };
+  }
+
+  /** What to do with an entry: null acks it, a verdict with failures dead-letters it. */
+  private async judge(id: string, fields: string[], deliveries: number, screened: boolean, partition: number): Promise<Verdict> {
+    const decoded = this.decodeFor(fields, screened);
+    if (decoded === null || 'failures' in decoded) return decoded;
+    const { raw, event, subs } = decoded;
     const failures = (await Promise.all(subs.map((s) => this.runHandler(s, event, id, partition, deliveries)))).filter(
       (f): f is HandlerFailure => f !== null,
     );
     return failures.length > 0 ? { raw, failures } : null;
+  }
+
+  /**
+   * Judges the entries of one read (first deliveries, already found wanted) together: each batch
+   * subscription gets its events in one call, the others one call per event as in judge.
+   */
+  private async judgeMany(entries: ReadonlyArray<readonly [string, string[]]>, partition: number): Promise<Verdict[]> {
+    const verdicts: Verdict[] = new Array<Verdict>(entries.length).fill(null);
+    const raws: string[] = new Array<string>(entries.length);
+    const fail = (i: number, f: HandlerFailure | null) => {
+      if (f === null) return;
+      const v = verdicts[i];
+      if (v) v.failures.push(f);
+      else verdicts[i] = { raw: raws[i]!, failures: [f] };
+    };
+    const batches = new Map<Subscription, { items: BatchItem[]; at: number[] }>();
+    const single: Array<Promise<void>> = [];
+    entries.forEach(([id, fields], i) => {
+      const decoded = this.decodeFor(fields, true);
+      if (decoded === null) return;
+      if ('failures' in decoded) {
+        verdicts[i] = decoded;
+        return;
+      }
+      raws[i] = decoded.raw;
+      for (const s of decoded.subs) {
+        if (s.batch) {
+          let b = batches.get(s);
+          if (!b) batches.set(s, (b = { items: [], at: [] }));
+          b.items.push({ event: decoded.event, ctx: { streamId: id, partition, replayed: false, deliveries: 1, attempt: 1 } });
+          b.at.push(i);
+        } else single.push(this.runHandler(s, decoded.event, id, partition, 1).then((f) => fail(i, f)));
+      }
+    });
+    const batched = [...batches].map(([s, b]) => this.runBatch(s, b.items).then((fs) => fs.forEach((f, k) => fail(b.at[k]!, f))));
+    await Promise.all([...single, ...batched]);
+    return verdicts;
+  }
+
+  /** A batch with its retries; if it still fails, its events one by one (each with its own retries). */
+  private async runBatch(sub: Subscription, items: BatchItem[]): Promise<Array<HandlerFailure | null>> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await sub.batch!(attempt === 1 ? items : items.map((it) => ({ event: it.event, ctx: { ...it.ctx, attempt } })));
+        return items.map(() => null);
+      } catch (err) {
+        const permanent = (err as { retryable?: unknown } | null)?.retryable === false;
+        if (items.length === 1 || permanent || attempt >= this.opts.handlerAttempts) {
+          if (items.length > 1) {
+            this.logger?.warn('bus: batch handler failed, running its events one by one', { handler: sub.name, events: items.length, attempts: attempt, error: errorText(err) });
+            return Promise.all(items.map((it) => this.runHandler(sub, it.event, it.ctx.streamId, it.ctx.partition, it.ctx.deliveries)));
+          }
+          this.logger?.warn('bus: handler failed, dead-lettering', { handler: sub.name, type: items[0]!.event.type, id: items[0]!.event.id, attempts: attempt, error: errorText(err) });
+          return [{ handler: sub.name, reason: errorText(err), attempts: attempt }];
+        }
+        await sleep(this.opts.retryDelayMs * 2 ** (attempt - 1));
+      }
+    }
   }
 
   /**
@@ -480,7 +585,7 @@ export class EventBus {
 
   private subscribedTo(type: string): Subscription[] {
     let subs = this.subsByType.get(type);
-    if (!subs) this.subsByType.set(type, (subs = this.subs.filter((s) => matchesPattern(s.pattern, type))));
+    if (!subs) this.subsByType.set(type, (subs = this.subs.filter((s) => s.patterns.some((p) => matchesPattern(p, type)))));
     return subs;
   }
 

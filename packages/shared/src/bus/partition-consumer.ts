@@ -46,6 +46,10 @@ export interface ConsumerHost {
   /** True for an entry no subscription here wants: acked undecoded, taking no slot. */
   unwanted(fields: string[]): boolean;
   judge(id: string, fields: string[], deliveries: number, screened: boolean, partition: number): Promise<Verdict>;
+  /** True when a subscription takes batches: a read's wanted entries are then judged together. */
+  batching(): boolean;
+  /** Verdicts for first deliveries already found wanted, in their order. */
+  judgeMany(entries: ReadonlyArray<readonly [string, string[]]>, partition: number): Promise<Verdict[]>;
 }
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
@@ -125,14 +129,18 @@ export class PartitionConsumer {
         continue;
       }
       let read = 0;
+      const batching = this.host.batching();
       for (const [, entries] of res ?? []) {
         read += entries.length;
+        const wanted: Array<[string, string[]]> = [];
         for (const [id, fields] of entries) {
           // Most of a service's entries are another's business: ack those here, taking no
           // in-flight slot, so they never shrink the next read.
           if (fields && field(fields, 'event') !== undefined && this.host.unwanted(fields)) this.ack(id);
+          else if (batching && fields) wanted.push([id, fields]);
           else this.dispatch(id, fields, 1, true);
         }
+        if (wanted.length > 0) this.dispatchMany(wanted);
       }
       // Short of what was asked for: the backlog is drained, so let more arrive before reading.
       // (Compared with the read's own COUNT: a read capped by free slots is not a short one.)
@@ -151,6 +159,31 @@ export class PartitionConsumer {
         this.host.release();
       });
     this.inFlight.set(id, work);
+  }
+
+  /** First deliveries of one read, judged together (batch subscriptions); each still acked or dead-lettered by itself. */
+  private dispatchMany(entries: Array<[string, string[]]>): void {
+    const fresh = entries.filter(([id]) => !this.inFlight.has(id));
+    for (let i = 0; i < fresh.length; i++) this.host.occupy();
+    const work = this.host
+      .judgeMany(fresh, this.index)
+      .then(async (verdicts) => {
+        const dead: Array<Promise<void>> = [];
+        verdicts.forEach((v, i) => {
+          const id = fresh[i]![0];
+          if (v) dead.push(this.deadLetter(id, v.raw, v.failures));
+          else this.ack(id);
+        });
+        await Promise.all(dead);
+      })
+      .catch((err) => void this.host.logger?.error('bus: delivery failed; the entries stay pending for reclaim', { stream: this.stream, count: fresh.length, error: errorText(err) }))
+      .finally(() => {
+        for (const [id] of fresh) {
+          this.inFlight.delete(id);
+          this.host.release();
+        }
+      });
+    for (const [id] of fresh) this.inFlight.set(id, work);
   }
 
   private async handleEntry(id: string, fields: string[] | null, deliveries: number, screened: boolean): Promise<void> {
