@@ -37,7 +37,9 @@ async function main(): Promise<void> {
     maxDeliveries: config.bus.maxDeliveries,
     claimIdleMs: config.bus.claimIdleMs,
     partitions: config.bus.partitions,
-    concurrency: 256,
+    // Entries in flight, over every read: room for the next reads while a batch's script and cost
+    // events are out (at 256, one read of 256 waited for its script, and the process idled).
+    concurrency: 2_000,
     batchSize: 500,
     logger,
   });
