@@ -13,6 +13,9 @@ import type { SummaryRow } from './summary';
 
 const REQUESTS = Number(process.env.BENCH_ANALYTICS_REQUESTS ?? 20_000);
 const QUERIES = Number(process.env.BENCH_ANALYTICS_QUERIES ?? 200);
+/** The paced run: requests per second published while one instance reads them live (0: none). */
+const RATE = Number(process.env.BENCH_ANALYTICS_RATE ?? 500);
+const PACED_SECONDS = Number(process.env.BENCH_ANALYTICS_PACED_S ?? 10);
 /** Instance counts to time, one after the other (the service scales out in one consumer group). */
 const INSTANCES = (process.env.BENCH_ANALYTICS_INSTANCES ?? '1,2').split(',').map(Number);
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -146,6 +149,53 @@ async function ingest(redis: ReturnType<typeof createRedis>, prefix: string, ins
   }
 }
 
+/**
+ * One instance reading live: RATE requests' events a second, published in 20 ms ticks for
+ * PACED_SECONDS, as a gateway under steady load would. Its CPU per request is the figure
+ * `pnpm bench gateway` reports for analytics, without the other processes sharing the cores.
+ */
+async function paced(redis: ReturnType<typeof createRedis>, prefix: string): Promise<{ requests: number; childUs: number; redisUs?: number; lagMs: number }> {
+  const ns = hashTagged(prefix);
+  const publisher = new EventBus({ redis, prefix: ns, service: 'bench', maxLen: RATE * PACED_SECONDS * 10, partitions: busPartitionsFrom() });
+  const nodeArgs = process.env.BENCH_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
+  const child = spawn(process.execPath, [...nodeArgs, 'services/analytics/dist/index.js'], {
+    cwd: root,
+    env: { ...process.env, TOLLGATE_PREFIX: prefix, LOG_LEVEL: 'warn', BUS_MAX_LEN: String(RATE * PACED_SECONDS * 10) },
+    stdio: ['ignore', 'inherit', 'inherit'],
+  });
+  try {
+    // Ready once its group exists on every partition.
+    const t0 = Date.now();
+    while (!(await groupDone(redis, publisher.streams).catch(() => false))) {
+      if (Date.now() - t0 > 30_000) throw new Error('analytics did not start within 30 s');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const redisCpu = async () => {
+      const info = await redis.info('cpu');
+      return (Number(/used_cpu_user:([\d.]+)/.exec(info)?.[1]) + Number(/used_cpu_sys:([\d.]+)/.exec(info)?.[1])) * 1000;
+    };
+    const cpu0 = { child: cpuMs(child.pid), redis: await redisCpu() };
+    const total = RATE * PACED_SECONDS;
+    const start = Date.now();
+    let sent = 0;
+    while (sent < total) {
+      const due = Math.min(total, Math.floor(((Date.now() - start) / 1000) * RATE));
+      const batch: Parameters<EventBus['publishMany']>[0][number][] = [];
+      for (; sent < due; sent++) for (const e of requestEvents(sent, Date.now())) batch.push(e as never);
+      if (batch.length > 0) await publisher.publishMany(batch);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const published = Date.now();
+    while (!(await groupDone(redis, publisher.streams).catch(() => false))) await new Promise((r) => setTimeout(r, 10));
+    const lagMs = Date.now() - published;
+    const perRequest = (ms: number) => Math.round((ms * 1000) / total);
+    return { requests: total, childUs: perRequest(cpuMs(child.pid) - cpu0.child), redisUs: perRequest((await redisCpu()) - cpu0.redis), lagMs };
+  } finally {
+    child.kill('SIGTERM');
+    await new Promise((r) => (child.exitCode !== null ? r(null) : child.once('exit', r)));
+  }
+}
+
 export async function run(): Promise<SummaryRow[]> {
   await build({ only: ['analytics'] });
   const redis = createRedis(REDIS_URL, { name: 'bench-analytics' });
@@ -158,7 +208,15 @@ export async function run(): Promise<SummaryRow[]> {
       process.stdout.write(`  ${REQUESTS.toLocaleString()} requests' events, ${instances} analytics instance(s)...\n`);
       runs.push(await ingest(redis, prefix, instances));
     }
-    const ns = hashTagged(prefixes.at(-1)!);
+    let live: Awaited<ReturnType<typeof paced>> | undefined;
+    if (RATE > 0) {
+      const prefix = `bench-an-${randomUUID().slice(0, 8)}`;
+      prefixes.push(prefix);
+      process.stdout.write(`  ${RATE} requests/s for ${PACED_SECONDS} s, read live by 1 analytics instance...\n`);
+      live = await paced(redis, prefix);
+      console.table([{ 'requests/s': RATE, requests: live.requests, 'analytics CPU µs/request': live.childUs, 'redis CPU µs/request': live.redisUs, 'caught up ms after the last publish': live.lagMs }]);
+    }
+    const ns = hashTagged(prefixes.at(-(RATE > 0 ? 2 : 1))!);
     const counted = (4 * REQUESTS) - Math.ceil(REQUESTS / 25) * 2;
     const reader = new AnalyticsReader(redis, ns);
     const overview = await reader.overview('day');
@@ -201,6 +259,9 @@ export async function run(): Promise<SummaryRow[]> {
         target: '<= 100 µs',
         met: r.childUs <= 100,
       })),
+      ...(live
+        ? [{ benchmark: 'analytics', measure: `analytics CPU per request, read live at ${RATE} requests/s, 1 instance`, result: `${live.childUs} µs (Redis ${live.redisUs ?? '?'} µs; caught up ${live.lagMs} ms after the last publish)`, target: '<= 100 µs', met: live.childUs <= 100 }]
+        : []),
       { benchmark: 'analytics', measure: `one-day overview p99 (${QUERIES} queries)`, result: `${p(0.99)} ms (p50 ${p(0.5)})`, target: '< 50 ms', met: p(0.99) < 50 },
       { benchmark: 'analytics', measure: 'overview requests equal those published', result: `${overview.totals.requests} of ${REQUESTS}`, target: 'equal', met: exact },
     ];

@@ -122,7 +122,34 @@ export class CostEvaluator {
     await this.budgetIndex.reload();
   }
 
-  async onCostRecorded(event: EventOf<'cost.recorded'>): Promise<void> {
+  onCostRecorded(event: EventOf<'cost.recorded'>): Promise<void> {
+    return this.onCostRecordedMany([event]);
+  }
+
+  /**
+   * A bus read's cost events. A scope without a budget costs nothing here. The index version read
+   * with the others (or alone, once for every event that touches no budget) tells whether the
+   * reading that decided so was current; the same reading is compared, since another event or a
+   * sweep may reload the index meanwhile.
+   */
+  async onCostRecordedMany(events: ReadonlyArray<EventOf<'cost.recorded'>>): Promise<void> {
+    const view = this.budgetIndex.view();
+    let untracked: Promise<string> | undefined;
+    await Promise.all(
+      events.map(async (event) => {
+        const all = this.windowsOf(event);
+        const tracked = all.filter((w) => view.has(w.scope, w.scopeId));
+        const version = tracked.length > 0 ? await this.evaluate(tracked, event.correlation_id) : await (untracked ??= this.budgetIndex.readVersion());
+        if (view.isAt(version)) return;
+        const newer = await this.budgetIndex.catchUp(version);
+        const late = all.filter((w) => !view.has(w.scope, w.scopeId) && newer.has(w.scope, w.scopeId));
+        if (late.length > 0) await this.evaluate(late, event.correlation_id);
+      }),
+    );
+  }
+
+  /** The windows an event's running totals fall in, each once. */
+  private windowsOf(event: EventOf<'cost.recorded'>): Window[] {
     const d = event.data;
     const all: Window[] = [];
     const seen = new Set<string>();
@@ -140,16 +167,7 @@ export class CostEvaluator {
       }
       all.push({ scope: t.scope, scopeId, period: t.period, periodKey: t.period_key, spent: t.spent_micros, endMs, fromLedger: false });
     }
-    // A scope without a budget costs nothing here. The index version read with the others (or
-    // alone, when none has a budget) tells whether the reading that decided so was current; the
-    // same reading is compared, since another event or a sweep may reload the index meanwhile.
-    const view = this.budgetIndex.view();
-    const tracked = all.filter((w) => view.has(w.scope, w.scopeId));
-    const version = tracked.length > 0 ? await this.evaluate(tracked, event.correlation_id) : await this.budgetIndex.readVersion();
-    if (view.isAt(version)) return;
-    const newer = await this.budgetIndex.catchUp(version);
-    const late = all.filter((w) => !view.has(w.scope, w.scopeId) && newer.has(w.scope, w.scopeId));
-    if (late.length > 0) await this.evaluate(late, event.correlation_id);
+    return all;
   }
 
   /** Reloads the budget index if a budget appeared or went since it was read (the sweeper calls it). */

@@ -64,7 +64,7 @@ export async function startAlerting(deps: AlertingDeps) {
     now,
   });
   const bus = new EventBus({ ...deps.bus, redis, prefix: namespace, service: SERVICE, logger });
-  bus.subscribe('cost.recorded', (e) => costs.onCostRecorded(e), { name: 'budget-thresholds' });
+  bus.subscribeBatch('cost.recorded', (items) => costs.onCostRecordedMany(items.map((it) => it.event)), { name: 'budget-thresholds' });
   bus.subscribe('circuit.opened', (e) => ops.onCircuit(e), { name: 'circuit-opened' });
   bus.subscribe('circuit.closed', (e) => ops.onCircuit(e), { name: 'circuit-closed' });
   bus.subscribe('error.occurred', (e) => ops.onError(e), { name: 'error-rate' });

@@ -1,8 +1,8 @@
-import { type AnyEvent, type EventBus, type PriceTable } from '@tollgate/shared';
+import { type EventBus, type EventOf, type PriceTable } from '@tollgate/shared';
 import type { LedgerWriter, ScopeTotal } from './ledger-writer';
 import { toEntry } from './usage-pricing';
 
-type UsageEvent = Extract<AnyEvent, { type: 'usage.recorded' }>;
+type UsageEvent = EventOf<'usage.recorded'>;
 type Entry = ReturnType<typeof toEntry>;
 
 /** The cost.recorded of an entry; its id derives from the usage event's. */
@@ -46,7 +46,7 @@ export function consumeUsage(bus: EventBus, writer: LedgerWriter, table: PriceTa
   return bus.subscribeBatch(
     'usage.recorded',
     async (items) => {
-      const events = items.map((it) => it.event as UsageEvent);
+      const events = items.map((it) => it.event);
       const entries = events.map((e) => toEntry(e, table));
       const written = await Promise.all(entries.map((entry, i) => writer.write(entry, events[i]!.data.request_fingerprint, events[i]!.data.hold_id)));
       await bus.publishMany(events.map((e, i) => costEvent(e, entries[i]!, written[i]!.totals)));

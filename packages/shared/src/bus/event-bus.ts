@@ -356,9 +356,11 @@ export class EventBus {
    * The same delivery guarantees: an entry is acked once the batch settled; a failing batch is
    * retried, then run event by event, so only the events that fail alone are dead-lettered.
    */
-  subscribeBatch(patterns: string | readonly string[], handler: BatchHandler, options: SubscribeOptions = {}): () => void {
+  subscribeBatch<T extends EventType>(type: T, handler: BatchHandler<EventOf<T>>, options?: SubscribeOptions): () => void;
+  subscribeBatch(patterns: string | readonly string[], handler: BatchHandler, options?: SubscribeOptions): () => void;
+  subscribeBatch(patterns: string | readonly string[], handler: BatchHandler<never>, options: SubscribeOptions = {}): () => void {
     const list = typeof patterns === 'string' ? [patterns] : [...patterns];
-    const batch = handler;
+    const batch = handler as BatchHandler;
     return this.add({
       name: options.name ?? `${list.join(',')}#${this.subs.length}`,
       patterns: list,
