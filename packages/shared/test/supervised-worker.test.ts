@@ -110,3 +110,32 @@ test('PartitionedWorker supervises each partition on its own', async () => {
   expect(fine!.replacements).toBe(0);
   expect(worker.workers[0]).toBe(stuck!.worker);
 });
+
+test('jobs that are due but not in the wait list count: a retry past its delay and a prioritized job; one not yet due does not', async () => {
+  const { name, queue } = openQueue();
+  const ran: string[] = [];
+  const sw = new SupervisedWorker<unknown, void>(name, async (job) => void ran.push(job.id!), {
+    connection: blocking(),
+    prefix: queuePrefix(namespace),
+    concurrency: 2,
+    watchMs: 150,
+  });
+  closers.push(() => sw.close(true));
+  await sw.waitUntilReady();
+
+  // Due in a minute: the idle Worker is healthy, whatever the checks see.
+  await queue.add('later', {}, { jobId: 'later', delay: 60_000 });
+  await new Promise((r) => setTimeout(r, 700));
+  expect(sw.replacements).toBe(0);
+
+  // Stalled with only a delayed job that comes due, then only a prioritized one.
+  await sw.worker.pause();
+  await queue.add('soon', {}, { jobId: 'soon', delay: 100 });
+  expect(await waitFor(() => ran.includes('soon'), 10_000)).toBe(true);
+  expect(sw.replacements).toBe(1);
+  await sw.worker.pause();
+  await queue.add('urgent', {}, { jobId: 'urgent', priority: 1 });
+  expect(await waitFor(() => ran.includes('urgent'), 10_000)).toBe(true);
+  expect(sw.replacements).toBe(2);
+  expect(ran).toEqual(['soon', 'urgent']);
+});

@@ -7,6 +7,8 @@ export interface SupervisedWorkerOptions extends WorkerOptions {
   watchMs?: number;
   /** Told when a stalled Worker was replaced (for a warning in the service's log). */
   onReplaced?: (info: { queue: string; prefix: string; waiting: number; replacements: number }) => void;
+  /** The clock delayed jobs are due by (tests). */
+  now?: () => number;
 }
 
 type Listeners<D, R> = WorkerListener<D, R, string>;
@@ -16,7 +18,8 @@ type Listeners<D, R> = WorkerListener<D, R, string>;
  * restarts, a Worker can stay idle for good while its queue fills (in the cluster reliability run
  * one vision partition kept 25 jobs waiting for 2 minutes, its marker set, nothing active; BullMQ's
  * maintainers advise closing such a worker and creating a new one). A Worker counts as stalled when
- * two checks in a row find jobs waiting in its queue, none started by it in between and none
+ * two checks in a row find jobs ready in its queue (waiting, prioritized, or delayed and due for
+ * longer than a check: a Worker promotes those itself), none started by it in between and none
  * running in it, so replacing it never abandons a job; the new one has the same options and listeners.
  * Tollgate never pauses its Workers, so a paused one counts as stalled too.
  */
@@ -24,7 +27,8 @@ export class SupervisedWorker<D, R> {
   private current: Worker<D, R>;
   private readonly make: () => Worker<D, R>;
   private readonly listeners: Array<[keyof Listeners<D, R>, (...args: never[]) => void]> = [];
-  private readonly waitKey: string;
+  private readonly keys: { wait: string; prioritized: string; delayed: string };
+  private readonly watchMs: number;
   private readonly timer: NodeJS.Timeout;
   private started = 0;
   private running = 0;
@@ -40,7 +44,8 @@ export class SupervisedWorker<D, R> {
     processor: Processor<D, R>,
     private readonly opts: SupervisedWorkerOptions,
   ) {
-    const { watchMs = 5_000, onReplaced: _, ...workerOpts } = opts;
+    const { watchMs = 5_000, onReplaced: _, now: _now, ...workerOpts } = opts;
+    this.watchMs = watchMs;
     const counted: Processor<D, R> = async (...args) => {
       this.started++;
       this.running++;
@@ -52,7 +57,8 @@ export class SupervisedWorker<D, R> {
     };
     this.make = () => new Worker<D, R>(name, counted, { autorun: true, ...workerOpts });
     this.current = this.make();
-    this.waitKey = `${opts.prefix ?? 'bull'}:${name}:wait`;
+    const base = `${opts.prefix ?? 'bull'}:${name}`;
+    this.keys = { wait: `${base}:wait`, prioritized: `${base}:prioritized`, delayed: `${base}:delayed` };
     this.timer = setInterval(() => void this.check(), watchMs);
     this.timer.unref();
   }
@@ -78,11 +84,19 @@ export class SupervisedWorker<D, R> {
     await this.current.close(force);
   }
 
+  /** Jobs the Worker should have taken by now. BullMQ scores a delayed job by its due time x 0x1000. */
+  private async ready(): Promise<number> {
+    const c = this.opts.connection;
+    const dueBy = ((this.opts.now ?? Date.now)() - this.watchMs) * 0x1000;
+    const [wait, prioritized, due] = await Promise.all([c.llen(this.keys.wait), c.zcard(this.keys.prioritized), c.zcount(this.keys.delayed, 0, dueBy)]);
+    return wait + prioritized + due;
+  }
+
   private async check(): Promise<void> {
     if (this.checking || this.closed) return;
     this.checking = true;
     try {
-      const waiting = await this.opts.connection.llen(this.waitKey);
+      const waiting = await this.ready();
       const stalled = waiting > 0 && this.started === this.startedAtCheck && this.running === 0;
       this.startedAtCheck = this.started;
       if (!stalled || !this.suspect) {
