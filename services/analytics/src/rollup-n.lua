@@ -10,7 +10,8 @@
 -- ARGV: the separator between a field's series and metric, then sections, each led by its count
 -- (key arguments are 1-based positions in KEYS):
 --   C, then C seen set keys to check, the seen set key to add to, N, then N event ids
---   G, then G x (minute key, hour key, day key, R, then R x (series, F, then F x (metric, amount)))
+--   G, then G x (minute key, hour key, day key, R, then R x (series, pairs))
+--     pairs: metric \29 amount \29, repeated (\29 is ASCII 0x1d, in no metric name)
 --                                      -- HINCRBY of field series..sep..metric in all three
 --   L, then L x (list key, member)                                               -- RPUSH (timelines)
 --   S, then S x (set key, member)                                                -- SADD (subjects)
@@ -42,8 +43,8 @@ for _ = 1, tonumber(take()) do
   local m, h, d = key(), key(), key()
   for _ = 1, tonumber(take()) do
     local series = take() .. sep
-    for _ = 1, tonumber(take()) do
-      local field, n = series .. take(), take()
+    for metric, n in string.gmatch(take(), '([^\29]+)\29([^\29]+)\29') do
+      local field = series .. metric
       redis.call('HINCRBY', m, field, n)
       redis.call('HINCRBY', h, field, n)
       redis.call('HINCRBY', d, field, n)
