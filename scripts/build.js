@@ -18,7 +18,7 @@
 // does the type-checking (`pnpm typecheck`), esbuild only strips types. `require('./build.js')`
 // gives `build()` to the scripts that start services (scripts/start.ts, bench, reliability suite).
 'use strict';
-const { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync } = require('node:fs');
+const { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } = require('node:fs');
 const { dirname, join, relative, sep } = require('node:path');
 
 const root = join(__dirname, '..');
@@ -63,18 +63,34 @@ function separateDataPlugin(copies) {
   };
 }
 
+/**
+ * Replaces a file in one step (write beside it, then rename): a service started while another
+ * build runs (tests build and start services side by side) reads the old bundle or the new one,
+ * never a half-written one. An empty bundle ran, did nothing and exited 0.
+ */
+function writeAtomic(path, contents) {
+  mkdirSync(dirname(path), { recursive: true });
+  const tmp = `${path}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`;
+  writeFileSync(tmp, contents);
+  renameSync(tmp, path);
+}
+
+/** esbuild with its output written atomically (see writeAtomic). */
+async function buildAtomic(esbuild, options) {
+  const result = await esbuild.build({ ...options, write: false });
+  for (const f of result.outputFiles) writeAtomic(f.path, f.contents);
+  return result;
+}
+
 /** Writes the separate data files a bundle refers to into its dist/ (from the bundle's package). */
 async function buildSeparateData(esbuild, t, outDir, metafile, copies) {
   const wanted = Object.entries(SEPARATE_DATA).filter(([, file]) =>
     Object.values(metafile.outputs).some((o) => o.imports.some((i) => i.path === `./${file}` && i.external)),
   );
-  for (const [file, source] of copies) {
-    mkdirSync(dirname(join(outDir, file)), { recursive: true });
-    copyFileSync(source, join(outDir, file));
-  }
+  for (const [file, source] of copies) writeAtomic(join(outDir, file), readFileSync(source));
   await Promise.all(
     wanted.map(([mod, file]) =>
-      esbuild.build({
+      buildAtomic(esbuild, {
         stdin: { contents: `module.exports = require(${JSON.stringify(mod)});`, resolveDir: join(root, 'packages', 'shared'), loader: 'js' },
         outfile: join(outDir, file),
         bundle: true,
@@ -160,7 +176,7 @@ async function build(options = {}) {
       const outDir = join(t.dir, 'dist');
       const outfile = join(outDir, 'index.js');
       const copies = new Map();
-      const built = await esbuild.build({
+      const built = await buildAtomic(esbuild, {
         entryPoints: [join(t.dir, t.entry)],
         outfile,
         bundle: true,
