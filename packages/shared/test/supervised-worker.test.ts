@@ -1,4 +1,4 @@
-import { Queue } from 'bullmq';
+import { Queue, type Worker } from 'bullmq';
 import type Redis from 'ioredis';
 import { queuePrefix } from '../src/jobs';
 import { PartitionedWorker } from '../src/queues/partitioned-worker';
@@ -8,8 +8,8 @@ import { TEST_REDIS_URL, testRedis, waitFor } from '../src/testing';
 
 /**
  * A Worker that stops fetching while its queue fills is replaced, on real Redis. The stall is made
- * with `pause()` on the inner Worker (which also ends its blocking read): from outside it looks exactly like the one seen after a
- * cluster master restart (jobs waiting, nothing active, nothing fetched).
+ * with `stall` below: from outside it looks exactly like the one seen after a cluster master
+ * restart (jobs waiting, nothing active, nothing fetched).
  */
 
 const { redis, prefix: namespace, cleanup } = testRedis('supervised-worker');
@@ -26,6 +26,17 @@ const blocking = (): Redis => {
   closers.push(() => c.quit().catch(() => undefined));
   return c;
 };
+
+/**
+ * Stops a Worker fetching without touching its connection: plain `pause()` reconnects the blocking
+ * connection, which on a cluster can hang (the very bug the watchdog is for). The marker wakes its
+ * blocking read, so its loop sees the pause and ends before the test adds jobs.
+ */
+async function stall(w: Worker): Promise<void> {
+  await w.pause(true);
+  await redis.zadd(`${w.opts.prefix}:${w.name}:marker`, 0, '0');
+  await (w as unknown as { mainLoopRunning: Promise<void> | null }).mainLoopRunning;
+}
 
 function openQueue() {
   const name = `sup-${++queues}`;
@@ -56,7 +67,7 @@ test('a Worker that stopped fetching is replaced, keeps its listeners, and the w
   expect(sw.replacements).toBe(0);
 
   const first = sw.worker;
-  await first.pause();
+  await stall(first);
   await queue.addBulk(Array.from({ length: 5 }, (_, i) => ({ name: 'j', data: { n: i + 1 }, opts: { jobId: `after-${i}` } })));
   expect(await waitFor(() => completed === 6, 10_000)).toBe(true);
   expect(sw.replacements).toBe(1);
@@ -100,7 +111,7 @@ test('PartitionedWorker supervises each partition on its own', async () => {
   closers.push(() => worker.close(true));
   await worker.waitUntilReady();
   const [stuck, fine] = worker.partitions;
-  await stuck!.worker.pause();
+  await stall(stuck!.worker);
   expect(stuck!.replacements + fine!.replacements).toBe(0);
   const q = new Queue(name, { connection: redis, prefix: stuck!.worker.opts.prefix, defaultJobOptions: { attempts: 1 } });
   closers.push(() => q.close());
@@ -129,11 +140,11 @@ test('jobs that are due but not in the wait list count: a retry past its delay a
   expect(sw.replacements).toBe(0);
 
   // Stalled with only a delayed job that comes due, then only a prioritized one.
-  await sw.worker.pause();
+  await stall(sw.worker);
   await queue.add('soon', {}, { jobId: 'soon', delay: 100 });
   expect(await waitFor(() => ran.includes('soon'), 10_000)).toBe(true);
   expect(sw.replacements).toBe(1);
-  await sw.worker.pause();
+  await stall(sw.worker);
   await queue.add('urgent', {}, { jobId: 'urgent', priority: 1 });
   expect(await waitFor(() => ran.includes('urgent'), 10_000)).toBe(true);
   expect(sw.replacements).toBe(2);
