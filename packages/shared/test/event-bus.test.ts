@@ -494,3 +494,18 @@ test('with a batch subscription, an entry that is not a valid event is still dea
   expect(seen).toEqual([good]);
   expect((await consumer.deadLetters())[0]).toMatchObject({ handler: '(decode)', raw: '{"not":"an event"}' });
 });
+
+test('a batch of one event is retried like any handler: a passing failure is not dead-lettered', async () => {
+  const s = `single${n++}`;
+  const consumer = makeBus(s, 'ledger', { handlerAttempts: 3 });
+  const attempts: number[] = [];
+  consumer.subscribeBatch('usage.recorded', (items) => {
+    attempts.push(items[0]!.ctx.attempt);
+    if (attempts.length === 1) throw new Error('redis blip');
+  });
+  await consumer.start();
+  await publishUsage(makeBus(s, 'gateway'), 1);
+  expect(await waitFor(async () => attempts.length === 2 && (await consumer.pendingCount()) === 0)).toBe(true);
+  expect(attempts).toEqual([1, 2]);
+  expect(await consumer.deadLetters()).toEqual([]);
+});

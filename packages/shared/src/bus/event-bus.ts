@@ -555,23 +555,11 @@ export class EventBus {
 
   /** A batch with its retries; if it still fails, its events one by one (each with its own retries). */
   private async runBatch(sub: Subscription, items: BatchItem[]): Promise<Array<HandlerFailure | null>> {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        await sub.batch!(attempt === 1 ? items : items.map((it) => ({ event: it.event, ctx: { ...it.ctx, attempt } })));
-        return items.map(() => null);
-      } catch (err) {
-        const permanent = (err as { retryable?: unknown } | null)?.retryable === false;
-        if (items.length === 1 || permanent || attempt >= this.opts.handlerAttempts) {
-          if (items.length > 1) {
-            this.logger?.warn('bus: batch handler failed, running its events one by one', { handler: sub.name, events: items.length, attempts: attempt, error: errorText(err) });
-            return Promise.all(items.map((it) => this.runHandler(sub, it.event, it.ctx.streamId, it.ctx.partition, it.ctx.deliveries)));
-          }
-          this.logger?.warn('bus: handler failed, dead-lettering', { handler: sub.name, type: items[0]!.event.type, id: items[0]!.event.id, attempts: attempt, error: errorText(err) });
-          return [{ handler: sub.name, reason: errorText(err), attempts: attempt }];
-        }
-        await sleep(this.opts.retryDelayMs * 2 ** (attempt - 1));
-      }
-    }
+    if (items.length === 1) return [await this.runHandler(sub, items[0]!.event, items[0]!.ctx.streamId, items[0]!.ctx.partition, items[0]!.ctx.deliveries)];
+    const failed = await this.withRetries((attempt) => sub.batch!(attempt === 1 ? items : items.map((it) => ({ event: it.event, ctx: { ...it.ctx, attempt } }))));
+    if (!failed) return items.map(() => null);
+    this.logger?.warn('bus: batch handler failed, running its events one by one', { handler: sub.name, events: items.length, attempts: failed.attempts, error: errorText(failed.err) });
+    return Promise.all(items.map((it) => this.runHandler(sub, it.event, it.ctx.streamId, it.ctx.partition, it.ctx.deliveries)));
   }
 
   /**
@@ -593,16 +581,21 @@ export class EventBus {
 
   /** One handler, isolated: its failure never touches the other handlers of the same event. */
   private async runHandler(sub: Subscription, event: AnyEvent, streamId: string, partition: number, deliveries: number): Promise<HandlerFailure | null> {
+    const failed = await this.withRetries((attempt) => sub.handler(event, { streamId, partition, replayed: false, deliveries, attempt }));
+    if (!failed) return null;
+    this.logger?.warn('bus: handler failed, dead-lettering', { handler: sub.name, type: event.type, id: event.id, attempts: failed.attempts, error: errorText(failed.err) });
+    return { handler: sub.name, reason: errorText(failed.err), attempts: failed.attempts };
+  }
+
+  /** Runs `call` until it settles, up to handlerAttempts with doubling delays; a permanent error ends it at once. */
+  private async withRetries(call: (attempt: number) => unknown): Promise<{ err: unknown; attempts: number } | null> {
     for (let attempt = 1; ; attempt++) {
       try {
-        await sub.handler(event, { streamId, partition, replayed: false, deliveries, attempt });
+        await call(attempt);
         return null;
       } catch (err) {
         const permanent = (err as { retryable?: unknown } | null)?.retryable === false;
-        if (permanent || attempt >= this.opts.handlerAttempts) {
-          this.logger?.warn('bus: handler failed, dead-lettering', { handler: sub.name, type: event.type, id: event.id, attempts: attempt, error: errorText(err) });
-          return { handler: sub.name, reason: errorText(err), attempts: attempt };
-        }
+        if (permanent || attempt >= this.opts.handlerAttempts) return { err, attempts: attempt };
         await sleep(this.opts.retryDelayMs * 2 ** (attempt - 1));
       }
     }
