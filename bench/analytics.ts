@@ -8,7 +8,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { AnalyticsReader, analyticsKeys, bucketStart, busPartitionsFrom, createRedis, EventBus, hashTagged, deleteByPrefix } from '../packages/shared/src';
-import { cpuMs } from './gateway';
+import { benchNodeArgs, cpuMs } from './gateway';
 import type { SummaryRow } from './summary';
 
 const REQUESTS = Number(process.env.BENCH_ANALYTICS_REQUESTS ?? 20_000);
@@ -84,6 +84,21 @@ interface Ingest {
   redisUs?: number;
 }
 
+/** One analytics process on the bench's prefix, as deployed. */
+function spawnAnalytics(prefix: string, busMaxLen: number): ChildProcess {
+  return spawn(process.execPath, [...benchNodeArgs(), 'services/analytics/dist/index.js'], {
+    cwd: root,
+    env: { ...process.env, TOLLGATE_PREFIX: prefix, LOG_LEVEL: 'warn', BUS_MAX_LEN: String(busMaxLen) },
+    stdio: ['ignore', 'inherit', 'inherit'],
+  });
+}
+
+/** Redis's own CPU time so far (user + system, ms), from INFO. */
+async function redisCpuMs(redis: ReturnType<typeof createRedis>): Promise<number> {
+  const info = await redis.info('cpu');
+  return (Number(/used_cpu_user:([\d.]+)/.exec(info)?.[1]) + Number(/used_cpu_sys:([\d.]+)/.exec(info)?.[1])) * 1000;
+}
+
 /**
  * Publishes REQUESTS requests' events into `ns`, then starts `instances` analytics processes in one
  * consumer group on that backlog and times them until the group has read and acked everything.
@@ -108,28 +123,17 @@ async function ingest(redis: ReturnType<typeof createRedis>, prefix: string, ins
   }
   const publishRate = Math.round(events / ((Date.now() - started) / 1000));
 
-  const nodeArgs = process.env.BENCH_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
   const children: ChildProcess[] = [];
   try {
-    for (let i = 0; i < instances; i++) {
-      children.push(spawn(process.execPath, [...nodeArgs, 'services/analytics/dist/index.js'], {
-        cwd: root,
-        env: { ...process.env, TOLLGATE_PREFIX: prefix, LOG_LEVEL: 'warn', BUS_MAX_LEN: String(REQUESTS * 10) },
-        stdio: ['ignore', 'inherit', 'inherit'],
-      }));
-    }
+    for (let i = 0; i < instances; i++) children.push(spawnAnalytics(prefix, REQUESTS * 10));
     const t0 = Date.now();
     // CPU from the first event counted, so the processes' start-up is not charged to the events.
     const redisPid = Number(/process_id:(\d+)/.exec(await redis.info('server'))?.[1] ?? 0);
-    const redisCpu = async () => {
-      const info = await redis.info('cpu');
-      return (Number(/used_cpu_user:([\d.]+)/.exec(info)?.[1]) + Number(/used_cpu_sys:([\d.]+)/.exec(info)?.[1])) * 1000;
-    };
     const childCpu = () => children.reduce((n, c) => n + cpuMs(c.pid), 0);
     let cpu0: { child: number; redis: number } | undefined;
     while (!(await groupDone(redis, publisher.streams).catch(() => false))) {
       if (Date.now() - t0 > 300_000) throw new Error('analytics did not catch up within 5 minutes');
-      if (!cpu0 && (await redis.exists(analyticsKeys(ns).seen(bucketStart(Date.now(), 'day'))).catch(() => 0))) cpu0 = { child: childCpu(), redis: await redisCpu() };
+      if (!cpu0 && (await redis.exists(analyticsKeys(ns).seen(bucketStart(Date.now(), 'day'))).catch(() => 0))) cpu0 = { child: childCpu(), redis: await redisCpuMs(redis) };
       await new Promise((r) => setTimeout(r, 20));
     }
     const seconds = (Date.now() - t0) / 1000;
@@ -141,7 +145,7 @@ async function ingest(redis: ReturnType<typeof createRedis>, prefix: string, ins
       seconds,
       ingestRate: Math.round(events / seconds),
       childUs: perRequest(childCpu() - (cpu0?.child ?? 0)),
-      ...(redisPid && { redisUs: perRequest((await redisCpu()) - (cpu0?.redis ?? 0)) }),
+      ...(redisPid && { redisUs: perRequest((await redisCpuMs(redis)) - (cpu0?.redis ?? 0)) }),
     };
   } finally {
     for (const c of children) c.kill('SIGTERM');
@@ -157,12 +161,7 @@ async function ingest(redis: ReturnType<typeof createRedis>, prefix: string, ins
 async function paced(redis: ReturnType<typeof createRedis>, prefix: string): Promise<{ requests: number; childUs: number; redisUs?: number; lagMs: number }> {
   const ns = hashTagged(prefix);
   const publisher = new EventBus({ redis, prefix: ns, service: 'bench', maxLen: RATE * PACED_SECONDS * 10, partitions: busPartitionsFrom() });
-  const nodeArgs = process.env.BENCH_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
-  const child = spawn(process.execPath, [...nodeArgs, 'services/analytics/dist/index.js'], {
-    cwd: root,
-    env: { ...process.env, TOLLGATE_PREFIX: prefix, LOG_LEVEL: 'warn', BUS_MAX_LEN: String(RATE * PACED_SECONDS * 10) },
-    stdio: ['ignore', 'inherit', 'inherit'],
-  });
+  const child = spawnAnalytics(prefix, RATE * PACED_SECONDS * 10);
   try {
     // Ready once its group exists on every partition.
     const t0 = Date.now();
@@ -170,11 +169,7 @@ async function paced(redis: ReturnType<typeof createRedis>, prefix: string): Pro
       if (Date.now() - t0 > 30_000) throw new Error('analytics did not start within 30 s');
       await new Promise((r) => setTimeout(r, 50));
     }
-    const redisCpu = async () => {
-      const info = await redis.info('cpu');
-      return (Number(/used_cpu_user:([\d.]+)/.exec(info)?.[1]) + Number(/used_cpu_sys:([\d.]+)/.exec(info)?.[1])) * 1000;
-    };
-    const cpu0 = { child: cpuMs(child.pid), redis: await redisCpu() };
+    const cpu0 = { child: cpuMs(child.pid), redis: await redisCpuMs(redis) };
     const total = RATE * PACED_SECONDS;
     const start = Date.now();
     let sent = 0;
@@ -189,7 +184,7 @@ async function paced(redis: ReturnType<typeof createRedis>, prefix: string): Pro
     while (!(await groupDone(redis, publisher.streams).catch(() => false))) await new Promise((r) => setTimeout(r, 10));
     const lagMs = Date.now() - published;
     const perRequest = (ms: number) => Math.round((ms * 1000) / total);
-    return { requests: total, childUs: perRequest(cpuMs(child.pid) - cpu0.child), redisUs: perRequest((await redisCpu()) - cpu0.redis), lagMs };
+    return { requests: total, childUs: perRequest(cpuMs(child.pid) - cpu0.child), redisUs: perRequest((await redisCpuMs(redis)) - cpu0.redis), lagMs };
   } finally {
     child.kill('SIGTERM');
     await new Promise((r) => (child.exitCode !== null ? r(null) : child.once('exit', r)));

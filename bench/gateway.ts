@@ -75,6 +75,11 @@ function procFile(pid: number | undefined, file: string): string | undefined {
   }
 }
 
+/** BENCH_NODE_ARGS, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof": extra node flags for the measured processes. */
+export function benchNodeArgs(): string[] {
+  return process.env.BENCH_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
+}
+
 /** CPU time (user + system, ms) a process has used so far. */
 export function cpuMs(pid: number | undefined): number {
   // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
@@ -159,7 +164,7 @@ export async function run(): Promise<SummaryRow[]> {
     procs.push(start('stub', process.execPath, ['packages/stub-llm/dist/index.js'], env));
     procs.push(start('portkey', process.execPath, ['node_modules/@portkey-ai/gateway/build/start-server.js', `--port=${PORTS.portkey}`, '--headless']));
     for (const service of ['gateway', 'chat-workflow', 'cost-ledger', 'alerting', 'analytics', 'journeys']) {
-      const profile = [...(process.env.BENCH_CPU_PROF ? [`--cpu-prof`, `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : []), ...(process.env.BENCH_NODE_ARGS?.split(' ').filter(Boolean) ?? [])];
+      const profile = [...(process.env.BENCH_CPU_PROF ? [`--cpu-prof`, `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : []), ...benchNodeArgs()];
       procs.push(start(service, process.execPath, [...profile, `services/${service}/dist/index.js`], env));
     }
     const stubUrl = `http://127.0.0.1:${PORTS.stub}`;

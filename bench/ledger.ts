@@ -19,6 +19,7 @@ import {
 const EVENTS = Number(process.env.BENCH_LEDGER_EVENTS ?? 100_000);
 const INSTANCES = Number(process.env.BENCH_LEDGER_INSTANCES ?? 2);
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+import { benchNodeArgs } from './gateway';
 import type { SummaryRow } from './summary';
 
 const root = join(__dirname, '..');
@@ -61,11 +62,9 @@ export async function run(): Promise<SummaryRow[]> {
     const published = Date.now();
     // The ledger starts on a full backlog, so what is timed is the ledger alone, not the publisher
     // sharing its two cores; its consumer group starts at the stream's beginning.
-    // BENCH_NODE_ARGS, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof", profiles the ledger processes.
-    const nodeArgs = process.env.BENCH_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
     for (let i = 0; i < INSTANCES; i++) {
       children.push(
-        spawn(process.execPath, [...nodeArgs, 'services/cost-ledger/dist/index.js'], {
+        spawn(process.execPath, [...benchNodeArgs(), 'services/cost-ledger/dist/index.js'], {
           cwd: root,
           env: { ...process.env, TOLLGATE_PREFIX: prefix, LOG_LEVEL: 'warn', BUS_MAX_LEN: String(EVENTS * 3) },
           stdio: ['ignore', 'inherit', 'inherit'],

@@ -145,10 +145,9 @@ export class RollupWriter {
         const start = bucketStart(minute, g);
         groups.push(at(this.keys.bucket(g, start), start + GRAIN_RETENTION_MS[g] + GRAIN_MS[g]));
       }
-      // Each series once, its metrics after it: the script joins them into field names, so a
-      // series is not sent once per metric (most of the call's bytes were repeated series).
-      // Its metrics and amounts packed into one argument (metric, amount, each followed by
-      // PAIR_SEP): a Redis client's cost is per argument, and metric names are ours.
+      // Each series once, then its metrics and amounts packed into one argument: the script joins
+      // them into field names. Repeated series were most of the call's bytes, and a Redis
+      // client's cost is per argument.
       groups.push(bySeries.size);
       for (const [series, sums] of bySeries) {
         let packed = '';

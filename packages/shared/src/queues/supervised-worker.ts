@@ -7,8 +7,6 @@ export interface SupervisedWorkerOptions extends WorkerOptions {
   watchMs?: number;
   /** Told when a stalled Worker was replaced (for a warning in the service's log). */
   onReplaced?: (info: { queue: string; prefix: string; waiting: number; replacements: number }) => void;
-  /** The clock delayed jobs are due by (tests). */
-  now?: () => number;
 }
 
 type Listeners<D, R> = WorkerListener<D, R, string>;
@@ -44,7 +42,7 @@ export class SupervisedWorker<D, R> {
     processor: Processor<D, R>,
     private readonly opts: SupervisedWorkerOptions,
   ) {
-    const { watchMs = 5_000, onReplaced: _, now: _now, ...workerOpts } = opts;
+    const { watchMs = 5_000, onReplaced: _, ...workerOpts } = opts;
     this.watchMs = watchMs;
     const counted: Processor<D, R> = async (...args) => {
       this.started++;
@@ -87,7 +85,7 @@ export class SupervisedWorker<D, R> {
   /** Jobs the Worker should have taken by now. BullMQ scores a delayed job by its due time x 0x1000. */
   private async ready(): Promise<number> {
     const c = this.opts.connection;
-    const dueBy = ((this.opts.now ?? Date.now)() - this.watchMs) * 0x1000;
+    const dueBy = (Date.now() - this.watchMs) * 0x1000;
     const [wait, prioritized, due] = await Promise.all([c.llen(this.keys.wait), c.zcard(this.keys.prioritized), c.zcount(this.keys.delayed, 0, dueBy)]);
     return wait + prioritized + due;
   }
