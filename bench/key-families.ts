@@ -60,6 +60,8 @@ function monitor(node: Redis, onCommand: (args: string[]) => void): () => void {
  * `per entry` divides by the ledger entries written meanwhile (the ledger script's SET of each
  * entry key): every chat request bills one provider call, so it reads as commands per request.
  */
+const DETAIL = process.env.BENCH_KEY_FAMILY_DETAIL === '1';
+
 export async function keyFamilies(
   redis: Redis,
   ns: string,
@@ -77,7 +79,9 @@ export async function keyFamilies(
       if (args[0]?.toLowerCase() === 'set' && key.startsWith(entryKey)) entries++;
       // `{ns}:ledger:...` -> ledger; `{ns:bus:3:k}:bus` -> bus (a unit's slot: its kind).
       const unit = /^\{[^}]*?:([a-z]+)[^}]*\}/.exec(key.slice(0, key.indexOf('}') + 1).replace(`{${tag}`, '{x'));
-      const family = unit?.[1] ?? key.slice(key.indexOf('}') + 2).split(':')[0] ?? '?';
+      const rest = key.slice(key.indexOf('}') + 2).split(':');
+      // BENCH_KEY_FAMILY_DETAIL=1: the whole key shape, parts holding a digit (ids, dates) as '*'.
+      const family = DETAIL ? `${unit?.[1] ?? '-'}:${rest.map((part) => (/\d/.test(part) ? '*' : part)).join(':')}` : (unit?.[1] ?? rest[0] ?? '?');
       counts.set(family, (counts.get(family) ?? 0) + 1);
     }),
   );

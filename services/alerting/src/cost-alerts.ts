@@ -51,6 +51,8 @@ interface Window {
   endMs: number;
   /** Also take the ledger's running total (a re-evaluation: the scope may not have been tracked). */
   fromLedger: boolean;
+  /** The event that carried `spent`: an alert it fires names its request. */
+  correlationId?: string | undefined;
 }
 
 interface Observed {
@@ -127,47 +129,51 @@ export class CostEvaluator {
   }
 
   /**
-   * A bus read's cost events. A scope without a budget costs nothing here. The index version read
-   * with the others (or alone, once for every event that touches no budget) tells whether the
-   * reading that decided so was current; the same reading is compared, since another event or a
+   * A bus read's cost events. A scope without a budget costs nothing here. Spend is a maximum, so
+   * each window the read touches is decided once, at the highest running total any of its events
+   * carries: a busy scope (the global one above all) costs one step per read, not one per event.
+   * The index version read with the windows (or alone, when none has a budget) tells whether the
+   * reading that decided which are tracked was current; the same reading is compared, since a
    * sweep may reload the index meanwhile.
    */
   async onCostRecordedMany(events: ReadonlyArray<EventOf<'cost.recorded'>>): Promise<void> {
     const view = this.budgetIndex.view();
-    let untracked: Promise<string> | undefined;
-    await Promise.all(
-      events.map(async (event) => {
-        const all = this.windowsOf(event);
-        const tracked = all.filter((w) => view.has(w.scope, w.scopeId));
-        const version = tracked.length > 0 ? await this.evaluate(tracked, event.correlation_id) : await (untracked ??= this.budgetIndex.readVersion());
-        if (view.isAt(version)) return;
-        const newer = await this.budgetIndex.catchUp(version);
-        const late = all.filter((w) => !view.has(w.scope, w.scopeId) && newer.has(w.scope, w.scopeId));
-        if (late.length > 0) await this.evaluate(late, event.correlation_id);
-      }),
-    );
+    const all = this.windowsOf(events);
+    const tracked = all.filter((w) => view.has(w.scope, w.scopeId));
+    const version = tracked.length > 0 ? await this.evaluate(tracked) : await this.budgetIndex.readVersion();
+    if (view.isAt(version)) return;
+    const newer = await this.budgetIndex.catchUp(version);
+    const late = all.filter((w) => !view.has(w.scope, w.scopeId) && newer.has(w.scope, w.scopeId));
+    if (late.length > 0) await this.evaluate(late);
   }
 
-  /** The windows an event's running totals fall in, each once. */
-  private windowsOf(event: EventOf<'cost.recorded'>): Window[] {
-    const d = event.data;
-    const all: Window[] = [];
-    const seen = new Set<string>();
-    for (const t of d.totals) {
-      const scopeId = t.scope === 'global' ? GLOBAL_SCOPE_ID : t.scope_id;
-      const id = `${t.scope}:${scopeId}:${t.period}:${t.period_key}`;
-      if (seen.has(id)) continue;
-      seen.add(id);
-      let endMs: number;
-      try {
-        endMs = this.periodEnd(`${t.period}|${t.period_key}`);
-      } catch {
-        this.deps.logger?.warn('alerting: ignoring a total with an invalid period key', { entry_id: d.entry_id, period: t.period, period_key: t.period_key });
-        continue;
+  /** The windows the events' running totals fall in, each once, at the highest total carried. */
+  private windowsOf(events: ReadonlyArray<EventOf<'cost.recorded'>>): Window[] {
+    const byId = new Map<string, Window>();
+    for (const event of events) {
+      const d = event.data;
+      for (const t of d.totals) {
+        const scopeId = t.scope === 'global' ? GLOBAL_SCOPE_ID : t.scope_id;
+        const id = `${t.scope}:${scopeId}:${t.period}:${t.period_key}`;
+        const seen = byId.get(id);
+        if (seen) {
+          if (t.spent_micros > seen.spent) {
+            seen.spent = t.spent_micros;
+            seen.correlationId = event.correlation_id;
+          }
+          continue;
+        }
+        let endMs: number;
+        try {
+          endMs = this.periodEnd(`${t.period}|${t.period_key}`);
+        } catch {
+          this.deps.logger?.warn('alerting: ignoring a total with an invalid period key', { entry_id: d.entry_id, period: t.period, period_key: t.period_key });
+          continue;
+        }
+        byId.set(id, { scope: t.scope, scopeId, period: t.period, periodKey: t.period_key, spent: t.spent_micros, endMs, fromLedger: false, correlationId: event.correlation_id });
       }
-      all.push({ scope: t.scope, scopeId, period: t.period, periodKey: t.period_key, spent: t.spent_micros, endMs, fromLedger: false });
     }
-    return all;
+    return [...byId.values()];
   }
 
   /** Reloads the budget index if a budget appeared or went since it was read (the sweeper calls it). */
@@ -192,11 +198,11 @@ export class CostEvaluator {
       endMs: periodBounds(period, keys[period]).end.getTime(),
       fromLedger: true,
     }));
-    await this.evaluate(windows, undefined);
+    await this.evaluate(windows);
   }
 
   /** Decides every window; returns the budget index version the first read saw. */
-  private async evaluate(windows: Window[], correlationId: string | undefined): Promise<string> {
+  private async evaluate(windows: Window[]): Promise<string> {
     let pending = windows.map((_, i) => i);
     let state = await this.observe(windows);
     const version = state.version;
@@ -204,7 +210,7 @@ export class CostEvaluator {
       const conflicts: number[] = [];
       for (const i of pending) {
         const w = windows[i]!;
-        const outcome = await this.applyWindow(w, state.windows[i]!, state.budgets.get(scopeKey(w.scope, w.scopeId))!, correlationId);
+        const outcome = await this.applyWindow(w, state.windows[i]!, state.budgets.get(scopeKey(w.scope, w.scopeId))!);
         if (outcome === 'conflict') conflicts.push(i);
       }
       if (conflicts.length === 0) return version;
@@ -238,7 +244,7 @@ export class CostEvaluator {
     return { version: String(out[0] ?? '0'), windows: observed, budgets };
   }
 
-  private async applyWindow(w: Window, obs: Observed, read: BudgetRead, correlationId: string | undefined): Promise<'skip' | 'conflict' | 'done'> {
+  private async applyWindow(w: Window, obs: Observed, read: BudgetRead): Promise<'skip' | 'conflict' | 'done'> {
     const now = this.deps.now();
     const budget = effectivePeriodBudget(w.scope, read.doc, this.deps.defaults, w.period);
     // A late entry for a period that already ended changes nothing: its alerts are being resolved.
@@ -273,7 +279,7 @@ export class CostEvaluator {
           `$${formatUsd(obs.spent)} of $${formatUsd(budget.limit_micros)}` +
           (hard && decision.fire >= 100 ? '. Paid requests are refused until the period ends or the budget is raised.' : '.'),
         fired_at: new Date(now).toISOString(),
-        ...(correlationId && { correlation_id: correlationId }),
+        ...(w.correlationId && { correlation_id: w.correlationId }),
       };
     }
     const res = await this.deps.log.applyCostWindow(

@@ -2,6 +2,7 @@ import {
   alertingKeys,
   BudgetStore,
   type CostAlert,
+  createEvent,
   EventBus,
   type EventData,
   findBudgetBlock,
@@ -140,6 +141,23 @@ test('a jump across several thresholds fires only the highest; the lower ones ar
     [80, [50]],
     [100, []],
   ]);
+});
+
+test('one bus read decides each window once, at its highest total: one alert naming the request that carried it', async () => {
+  await budgets.put('project', 'batchy', { periods: [{ period: 'day', limit_micros: 100_000 }] });
+  // Ten entries from 40% to 94%, delivered in one read out of order: 50% and 80% were both
+  // crossed inside it, so only 80% fires (50% inhibited), at the read's highest spend.
+  const spends = [60_000, 40_000, 94_000, 70_000, 52_000, 88_000, 46_000, 82_000, 76_000, 58_000];
+  const events = spends.map((spent, i) =>
+    createEvent('cost.recorded', costData({ entryId: `bt${i}`, amount: 6_000, totals: [{ scope: 'project', scope_id: 'batchy', spent }] }), { correlation_id: `req-bt${i}` }, 'cost-ledger'),
+  );
+  await a.costs.onCostRecordedMany(events);
+  const notices = await costNotices('batchy');
+  expect(notices.map((n) => [n.alert.threshold_pct, n.alert.inhibited_pct, n.alert.spent_micros, n.alert.correlation_id])).toEqual([[80, [50], 94_000, 'req-bt2']]);
+  expect(await redis.get(keys.spent('project', 'batchy', 'day', periodKeys(Date.now()).day))).toBe('94000');
+  // The same read again (a redelivery) changes nothing.
+  await a.costs.onCostRecordedMany(events);
+  expect((await costNotices('batchy')).length).toBe(1);
 });
 
 test('a hard budget blocks at 100% until the period ends; raising it lifts the block at once and resolves what it no longer reaches', async () => {
