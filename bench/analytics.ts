@@ -7,7 +7,10 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
-import { AnalyticsReader, analyticsKeys, bucketStart, busPartitionsFrom, createRedis, EventBus, hashTagged, deleteByPrefix } from '../packages/shared/src';
+import { AnalyticsReader, analyticsKeys, bucketStart, busPartitionsFrom, createRedis, EventBus, hashTagged, deleteByPrefix, tenantShardNamespaces, tenantShardsFrom } from '../packages/shared/src';
+
+/** The analytics keys of each tenant shard the services write (TENANT_SHARDS as they resolve it). */
+const shardKeys = (ns: string) => tenantShardNamespaces(ns, tenantShardsFrom()).map(analyticsKeys);
 import { benchNodeArgs, cpuMs } from './gateway';
 import type { SummaryRow } from './summary';
 
@@ -133,7 +136,7 @@ async function ingest(redis: ReturnType<typeof createRedis>, prefix: string, ins
     let cpu0: { child: number; redis: number } | undefined;
     while (!(await groupDone(redis, publisher.streams).catch(() => false))) {
       if (Date.now() - t0 > 300_000) throw new Error('analytics did not catch up within 5 minutes');
-      if (!cpu0 && (await redis.exists(analyticsKeys(ns).seen(bucketStart(Date.now(), 'day'))).catch(() => 0))) cpu0 = { child: childCpu(), redis: await redisCpuMs(redis) };
+      if (!cpu0 && (await Promise.all(shardKeys(ns).map((k) => redis.exists(k.seen(bucketStart(Date.now(), 'day'))))).catch(() => [0])).some(Boolean)) cpu0 = { child: childCpu(), redis: await redisCpuMs(redis) };
       await new Promise((r) => setTimeout(r, 20));
     }
     const seconds = (Date.now() - t0) / 1000;
@@ -225,7 +228,8 @@ export async function run(): Promise<SummaryRow[]> {
     }
     times.sort((a, b) => a - b);
     const p = (q: number) => Number(times[Math.floor(q * (times.length - 1))]!.toFixed(2));
-    const fields = await redis.hlen(analyticsKeys(ns).bucket('hour', bucketStart(Date.now(), 'hour')));
+    let fields = 0;
+    for (const k of shardKeys(ns)) fields += await redis.hlen(k.bucket('hour', bucketStart(Date.now(), 'hour')));
     console.table(runs.map((r) => ({
       requests: REQUESTS,
       instances: r.instances,

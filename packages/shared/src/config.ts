@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { TollgateError } from './errors/tollgate-error';
 import { MAX_BUS_PARTITIONS } from './bus/partitions';
+import { MAX_TENANT_SHARDS } from './tenant-shards';
 import { parseClusterNodes } from './redis';
 
 export const PROVIDER_NAMES = ['openai', 'gemini', 'deepseek'] as const;
@@ -54,6 +55,8 @@ export interface Config {
   visionWorkerConcurrency: number;
   /** BullMQ queues the chat and vision queues are each split into; every gateway and worker must use the same number. */
   queuePartitions: number;
+  /** Shards per-tenant data (analytics rollups) is split into; every service and tool must use the same number. */
+  tenantShards: number;
   /** Per API key. */
   rateLimitPerMinute: number;
   maxBodyBytes: number;
@@ -95,6 +98,9 @@ export const MAX_QUEUE_PARTITIONS = 64;
  * queues evenly (one Redis gains nothing from partitions and keeps 1).
  */
 export const DEFAULT_CLUSTER_QUEUE_PARTITIONS = 6;
+
+/** TENANT_SHARDS on a cluster when unset: a multiple of 2 and of 3 masters, as for the bus. */
+export const DEFAULT_CLUSTER_TENANT_SHARDS = 6;
 
 const REAL_BASE_URLS: Record<ProviderName, string> = {
   openai: 'https://api.openai.com/v1',
@@ -270,6 +276,8 @@ const EnvSchema = z.object({
   VISION_WORKER_CONCURRENCY: int(4, 1, 1000),
   // Unset: 1 on one Redis, DEFAULT_CLUSTER_QUEUE_PARTITIONS on a cluster (see loadConfig).
   QUEUE_PARTITIONS: int(0, 1, MAX_QUEUE_PARTITIONS).transform((n) => (n === 0 ? undefined : n)),
+  // Unset: 1 on one Redis, DEFAULT_CLUSTER_TENANT_SHARDS on a cluster (see loadConfig).
+  TENANT_SHARDS: int(0, 1, MAX_TENANT_SHARDS).transform((n) => (n === 0 ? undefined : n)),
   RATE_LIMIT_PER_MINUTE: int(600, 1),
   MAX_BODY_BYTES: int(1_048_576, 1),
   VISION_MAX_BYTES: int(8_388_608, 1),
@@ -363,6 +371,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     chatWorkerConcurrency: e.CHAT_WORKER_CONCURRENCY,
     visionWorkerConcurrency: e.VISION_WORKER_CONCURRENCY,
     queuePartitions: e.QUEUE_PARTITIONS ?? (e.REDIS_CLUSTER_NODES?.trim() ? DEFAULT_CLUSTER_QUEUE_PARTITIONS : 1),
+    tenantShards: e.TENANT_SHARDS ?? (e.REDIS_CLUSTER_NODES?.trim() ? DEFAULT_CLUSTER_TENANT_SHARDS : 1),
     rateLimitPerMinute: e.RATE_LIMIT_PER_MINUTE,
     maxBodyBytes: e.MAX_BODY_BYTES,
     visionMaxBytes: e.VISION_MAX_BYTES,
@@ -399,6 +408,11 @@ export function busPartitionsFrom(env: NodeJS.ProcessEnv = process.env): number 
  */
 export function queuePartitionsFrom(env: NodeJS.ProcessEnv = process.env): number {
   return loadConfig({ QUEUE_PARTITIONS: env.QUEUE_PARTITIONS, REDIS_CLUSTER_NODES: env.REDIS_CLUSTER_NODES }).queuePartitions;
+}
+
+/** TENANT_SHARDS as the services resolve it (REDIS_CLUSTER_NODES sets the default), for readers in tools and tests. */
+export function tenantShardsFrom(env: NodeJS.ProcessEnv = process.env): number {
+  return loadConfig({ TENANT_SHARDS: env.TENANT_SHARDS, REDIS_CLUSTER_NODES: env.REDIS_CLUSTER_NODES }).tenantShards;
 }
 
 // Base URLs can carry credentials (https://user:pass@proxy) or key query params; print origin and path only.

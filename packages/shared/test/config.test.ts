@@ -41,6 +41,7 @@ describe('loadConfig defaults', () => {
       chatWorkerConcurrency: 200,
       visionWorkerConcurrency: 4,
       queuePartitions: 1,
+      tenantShards: 1,
       rateLimitPerMinute: 600,
       maxBodyBytes: 1_048_576,
       visionMaxBytes: 8_388_608,
@@ -108,6 +109,19 @@ describe('BUS_PARTITIONS', () => {
 
   it.each(['0', '257', '-1', '2.5', 'six'])('refuses %p at start-up, naming the range', (raw) => {
     expect(configError({ BUS_PARTITIONS: raw }).message).toBe(`Invalid configuration: BUS_PARTITIONS: expected an integer 1-256, got "${raw}"`);
+  });
+});
+
+describe('TENANT_SHARDS', () => {
+  it('defaults to 1 on one Redis and to 6 on a cluster; a set value wins either way', () => {
+    expect(loadConfig({}).tenantShards).toBe(1);
+    expect(loadConfig({ REDIS_CLUSTER_NODES: '127.0.0.1:7000' }).tenantShards).toBe(6);
+    expect(loadConfig({ TENANT_SHARDS: '1', REDIS_CLUSTER_NODES: '127.0.0.1:7000' }).tenantShards).toBe(1);
+    expect(loadConfig({ TENANT_SHARDS: '64' }).tenantShards).toBe(64);
+  });
+
+  it.each(['0', '65', 'x'])('refuses %p at start-up, naming the range', (raw) => {
+    expect(configError({ TENANT_SHARDS: raw }).message).toBe(`Invalid configuration: TENANT_SHARDS: expected an integer 1-64, got "${raw}"`);
   });
 });
 

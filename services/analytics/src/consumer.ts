@@ -29,6 +29,7 @@ export function toCounted(event: AnyEvent, timelineTypes: readonly string[]) {
   const t = Date.parse(event.occurred_at);
   return {
     id: event.id,
+    project: event.project_id ?? '',
     t,
     contribution,
     ...(onTimeline && {

@@ -27,9 +27,9 @@ async function main(): Promise<void> {
     lingerMs: 100,
     logger,
   });
-  const { stats } = consumeForAnalytics(bus, new RollupWriter(redis, namespace), DEFAULT_TIMELINE_TYPES);
+  const { stats } = consumeForAnalytics(bus, new RollupWriter(redis, namespace, Date.now, config.tenantShards), DEFAULT_TIMELINE_TYPES);
   await bus.start();
-  logger.info('analytics ready', { consumer: bus.consumer, timeline: DEFAULT_TIMELINE_TYPES });
+  logger.info('analytics ready', { consumer: bus.consumer, tenant_shards: config.tenantShards, timeline: DEFAULT_TIMELINE_TYPES });
   const report = setInterval(() => {
     if (stats.late > 0) logger.warn('events older than the minute retention were not counted', { late: stats.late });
     stats.late = 0;

@@ -1,5 +1,6 @@
 import type Redis from 'ioredis';
 import {
+  type AnalyticsKeys,
   analyticsKeys,
   bucketStart,
   encodeSeries,
@@ -8,6 +9,9 @@ import {
   GRAINS,
   LuaScript,
   METRIC_SEP,
+  tenantShardNamespaces,
+  tenantShardOf,
+  tenantShardsFrom,
   TIMELINE_RETENTION_DAYS,
   timelineMember,
   type TimelineEntry,
@@ -20,6 +24,8 @@ const ROLLUP = new LuaScript(ROLLUP_LUA);
 /** One event's share of a batch. */
 export interface Counted {
   id: string;
+  /** The event's project ('' for none): the tenant shard it is counted in. */
+  project: string;
   /** occurred_at, epoch ms: the bucket it lands in. */
   t: number;
   contribution: Contribution | null;
@@ -41,35 +47,48 @@ const PAIR_SEP = '\x1d';
 const sec = (ms: number) => Math.ceil(ms / 1000);
 
 /**
- * Writes a bus read's events in one script call (see rollup-n.lua), so ingest costs one round
- * trip per read and one HINCRBY per distinct field, not per event.
+ * Writes a bus read's events in one script call per tenant shard (see rollup-n.lua and
+ * tenant-shards.ts), so ingest costs a round trip per read and shard and one HINCRBY per distinct
+ * field, not per event.
  */
 export class RollupWriter {
-  private readonly keys;
+  private readonly shards: ReadonlyArray<AnalyticsKeys>;
 
   constructor(
     private readonly redis: Redis,
     namespace: string,
     private readonly now: () => number = Date.now,
+    shards = tenantShardsFrom(),
   ) {
-    this.keys = analyticsKeys(namespace);
+    this.shards = tenantShardNamespaces(namespace, shards).map(analyticsKeys);
   }
 
-  /** Writes events at once (a bus batch): one script per BATCH_MAX events, late ones left out. */
+  /** Writes events at once (a bus batch): per shard, one script per BATCH_MAX events, late ones left out. */
   async writeMany(items: Counted[]): Promise<WriteOutcome[]> {
     const lateBefore = this.now() - LATE_AFTER_MS;
     const outcomes: WriteOutcome[] = items.map((it) => (it.t < lateBefore ? 'late' : 'counted'));
-    const live = items.flatMap((it, i) => (outcomes[i] === 'late' ? [] : [i]));
-    for (let from = 0; from < live.length; from += BATCH_MAX) {
-      const part = live.slice(from, from + BATCH_MAX);
-      const written = await this.writeBatch(part.map((i) => items[i]!));
-      part.forEach((i, k) => (outcomes[i] = written[k]!));
-    }
+    const byShard = new Map<number, number[]>();
+    items.forEach((it, i) => {
+      if (outcomes[i] === 'late') return;
+      const s = tenantShardOf(it.project, this.shards.length);
+      let list = byShard.get(s);
+      if (!list) byShard.set(s, (list = []));
+      list.push(i);
+    });
+    await Promise.all(
+      [...byShard].map(async ([s, live]) => {
+        for (let from = 0; from < live.length; from += BATCH_MAX) {
+          const part = live.slice(from, from + BATCH_MAX);
+          const written = await this.writeBatch(part.map((i) => items[i]!), this.shards[s]!);
+          part.forEach((i, k) => (outcomes[i] = written[k]!));
+        }
+      }),
+    );
     return outcomes;
   }
 
-  /** Writes a batch; events already counted (or twice in the batch) come back as duplicates. */
-  async writeBatch(items: Counted[]): Promise<WriteOutcome[]> {
+  /** Writes a batch of one shard; events already counted (or twice in the batch) come back as duplicates. */
+  private async writeBatch(items: Counted[], keys: AnalyticsKeys): Promise<WriteOutcome[]> {
     const outcomes: WriteOutcome[] = items.map(() => 'counted');
     const firstOf = new Map<string, number>();
     items.forEach((it, i) => {
@@ -78,8 +97,8 @@ export class RollupWriter {
     });
     let live = [...firstOf.values()];
     while (live.length > 0) {
-      const { keys, args } = this.plan(live.map((i) => items[i]!));
-      const res = (await ROLLUP.run(this.redis, keys, args)) as string[];
+      const { keys: touched, args } = this.plan(live.map((i) => items[i]!), keys);
+      const res = (await ROLLUP.run(this.redis, touched, args)) as string[];
       if (res[0] === 'ok') break;
       const dupIds = new Set(res.slice(1));
       const dup = new Set(live.filter((i) => dupIds.has(items[i]!.id)));
@@ -89,7 +108,7 @@ export class RollupWriter {
     return outcomes;
   }
 
-  private plan(items: Counted[]): { keys: string[]; args: Array<string | number> } {
+  private plan(items: Counted[], shard: AnalyticsKeys): { keys: string[]; args: Array<string | number> } {
     const keys: string[] = [];
     const index = new Map<string, number>();
     const expireAt: Array<string | number> = [];
@@ -108,7 +127,7 @@ export class RollupWriter {
     const today = bucketStart(this.now(), 'day');
     const checks = Array.from({ length: SEEN_DAYS }, (_, i) => {
       const day = today - i * GRAIN_MS.day;
-      return at(this.keys.seen(day), day + (SEEN_DAYS + 1) * GRAIN_MS.day);
+      return at(shard.seen(day), day + (SEEN_DAYS + 1) * GRAIN_MS.day);
     });
     const ids: string[] = [];
     const lists: Array<string | number> = [];
@@ -130,9 +149,9 @@ export class RollupWriter {
       if (it.timeline) {
         const day = bucketStart(it.t, 'day');
         const until = day + TIMELINE_RETENTION_DAYS * GRAIN_MS.day;
-        lists.push(at(this.keys.timeline(day, it.timeline.user), until), timelineMember(it.timeline.entry));
+        lists.push(at(shard.timeline(day, it.timeline.user), until), timelineMember(it.timeline.entry));
         const subject = `${it.timeline.user}\x1f${it.timeline.entry.project}`;
-        const k = at(this.keys.subjects(day), until);
+        const k = at(shard.subjects(day), until);
         if (!subjects.has(`${k}|${subject}`)) {
           subjects.add(`${k}|${subject}`);
           sets.push(k, subject);
@@ -143,7 +162,7 @@ export class RollupWriter {
     for (const [minute, bySeries] of byMinute) {
       for (const g of GRAINS) {
         const start = bucketStart(minute, g);
-        groups.push(at(this.keys.bucket(g, start), start + GRAIN_RETENTION_MS[g] + GRAIN_MS[g]));
+        groups.push(at(shard.bucket(g, start), start + GRAIN_RETENTION_MS[g] + GRAIN_MS[g]));
       }
       // Each series once, then its metrics and amounts packed into one argument: the script joins
       // them into field names. Repeated series were most of the call's bytes, and a Redis

@@ -1,16 +1,20 @@
 import {
   AnalyticsReader,
+  analyticsKeys,
   type AnyEvent,
   bucketStart,
   createEvent,
+  decodeSeries,
   EventBus,
   FunnelReader,
   GRAIN_MS,
   METRIC_SEP,
   SKETCH_RELATIVE_ACCURACY,
+  tenantShardNamespaces,
+  tenantShardOf,
 } from '@tollgate/shared';
 import { testRedis, waitFor } from '@tollgate/shared/src/testing';
-import { consumeForAnalytics } from '../src/consumer';
+import { consumeForAnalytics, DEFAULT_TIMELINE_TYPES, toCounted } from '../src/consumer';
 import { RollupWriter } from '../src/rollup-writer';
 
 /**
@@ -213,4 +217,62 @@ test('funnels: step conversion, drop-off and median time between steps over the 
   expect(byUser.subjects).toBe(1);
   expect(byUser.steps[1]!.count).toBe(1);
   expect(byUser.steps[1]!.median_ms_from_previous).toBeGreaterThanOrEqual(0);
+});
+
+test('tenant shards: a project is counted in its own shard, queries read every shard or its alone, funnels span them', async () => {
+  const ns = `${prefix}:sharded`;
+  const SHARDS = 4;
+  const writer = new RollupWriter(redis, ns, Date.now, SHARDS);
+  const sharded = new AnalyticsReader(redis, ns, Date.now, SHARDS);
+  const shardedFunnels = new FunnelReader(redis, ns, Date.now, SHARDS);
+  const hour = bucketStart(base, 'hour');
+  // Project j sends j + 1 requests, all completed.
+  const projects = Array.from({ length: 12 }, (_, j) => `proj-${j}`);
+  const evs: AnyEvent[] = [];
+  projects.forEach((project, j) => {
+    for (let i = 0; i <= j; i++) {
+      const meta = { correlation_id: `sh-${j}-${i}`, user_id: `user-${j % 5}`, project_id: project, occurred_at: at(i) };
+      evs.push(createEvent('workflow.started', { workflow: 'chat', route: '/v1/chat', streamed: false }, { ...meta, id: `sh-st-${j}-${i}` }, 'chat-workflow') as AnyEvent);
+      evs.push(
+        createEvent('workflow.completed', {
+          workflow: 'chat', duration_ms: 30, latency_ms: 30, provider: 'openai', model: 'gpt-4o-mini', route: '/v1/chat', streamed: false,
+          attempts: 1, fallback_used: false, output_tokens: 10, generation_ms: 20,
+        }, { ...meta, id: `sh-co-${j}-${i}` }, 'chat-workflow') as AnyEvent,
+      );
+    }
+  });
+  const counted = evs.map((e) => toCounted(e, DEFAULT_TIMELINE_TYPES));
+  expect(new Set(await writer.writeMany(counted))).toEqual(new Set(['counted']));
+
+  // Each project's series are in its shard and no other; the projects use more than one shard.
+  const placed = new Map<string, Set<number>>();
+  const namespaces = tenantShardNamespaces(ns, SHARDS);
+  for (let s = 0; s < SHARDS; s++) {
+    for (const field of Object.keys(await redis.hgetall(analyticsKeys(namespaces[s]!).bucket('hour', hour)))) {
+      const project = decodeSeries(field.split(METRIC_SEP)[0]!).project!;
+      if (!placed.has(project)) placed.set(project, new Set());
+      placed.get(project)!.add(s);
+    }
+  }
+  expect([...placed.keys()].sort()).toEqual([...projects].sort());
+  for (const [project, shards] of placed) expect([...shards]).toEqual([tenantShardOf(project, SHARDS)]);
+  expect(new Set([...placed.values()].map((s) => [...s][0])).size).toBeGreaterThan(1);
+
+  const range = { from: hour, to: hour + 2 * GRAIN_MS.hour, granularity: 'hour' as const, limit: 100 };
+  const all = await sharded.query({ ...range, metrics: ['requests', 'completed'], group_by: ['project'], filters: {} });
+  expect(Object.fromEntries(all.groups.map((g) => [g.key.project, g.totals.requests]))).toEqual(Object.fromEntries(projects.map((p, j) => [p, j + 1])));
+  const one = await sharded.query({ ...range, metrics: ['requests', 'completed'], group_by: [], filters: { project: ['proj-7'] } });
+  expect(one.groups[0]!.totals).toMatchObject({ requests: 8, completed: 8 });
+  // A reader that saw one shard (TENANT_SHARDS unset beside writers with 4) would miss projects.
+  const unsharded = await new AnalyticsReader(redis, ns, Date.now, 1).query({ ...range, metrics: ['requests'], group_by: [], filters: {} });
+  expect(unsharded.groups[0]?.totals.requests ?? 0).toBeLessThan(78);
+
+  const funnel = await shardedFunnels.run({ steps: [{ event: 'workflow.started' }, { event: 'workflow.completed' }], window_ms: GRAIN_MS.hour, from: hour, to: hour + 2 * GRAIN_MS.hour, by: 'request' });
+  expect(funnel.steps.map((s) => s.count)).toEqual([78, 78]);
+  const ofOne = await shardedFunnels.run({ steps: [{ event: 'workflow.started' }], window_ms: GRAIN_MS.hour, from: hour, to: hour + 2 * GRAIN_MS.hour, by: 'request', projects: ['proj-11'] });
+  expect(ofOne.steps[0]!.count).toBe(12);
+
+  // Delivered again: each event finds itself in its shard's seen set.
+  expect(new Set(await writer.writeMany(counted))).toEqual(new Set(['duplicate']));
+  expect(await sharded.query({ ...range, metrics: ['requests', 'completed'], group_by: ['project'], filters: {} })).toEqual(all);
 });

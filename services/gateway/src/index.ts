@@ -101,7 +101,7 @@ async function main(): Promise<void> {
     events: bus,
     usage: { bus },
     prices,
-    analytics: { reader: new AnalyticsReader(redis, namespace), funnels: new FunnelReader(redis, namespace) },
+    analytics: { reader: new AnalyticsReader(redis, namespace, Date.now, config.tenantShards), funnels: new FunnelReader(redis, namespace, Date.now, config.tenantShards) },
     costs: {
       reader: new LedgerReader(redis, namespace),
       reports: new ReportDispatcher(reportQueue, reportEvents, redis, namespace),

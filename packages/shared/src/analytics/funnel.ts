@@ -1,7 +1,9 @@
 import type Redis from 'ioredis';
 import { matchesPattern } from '../bus/patterns';
-import { queryError } from './reader';
-import { analyticsKeys, bucketStart, GRAIN_MS } from './schema';
+import { tenantShardsFrom } from '../config';
+import { tenantShardNamespaces } from '../tenant-shards';
+import { queryError, shardsFor } from './reader';
+import { type AnalyticsKeys, analyticsKeys, bucketStart, GRAIN_MS } from './schema';
 
 /**
  * Funnels over any ordered event steps. The analytics service keeps, per user and UTC day, a
@@ -157,13 +159,14 @@ export const MAX_FUNNEL_USERS = 20_000;
 const MAX_FUNNEL_DAYS = 32;
 
 export class FunnelReader {
-  private readonly keys;
+  private readonly shards: ReadonlyArray<AnalyticsKeys>;
   constructor(
     private readonly redis: Redis,
     namespace: string,
     private readonly now: () => number = Date.now,
+    shards = tenantShardsFrom(),
   ) {
-    this.keys = analyticsKeys(namespace);
+    this.shards = tenantShardNamespaces(namespace, shards).map(analyticsKeys);
   }
 
   async run(q: FunnelQuery): Promise<FunnelResult> {
@@ -178,26 +181,37 @@ export class FunnelReader {
 
     const users = q.users && new Set(q.users);
     const projects = q.projects && new Set(q.projects);
-    const pipe = this.redis.pipeline();
-    for (const d of days) pipe.smembers(this.keys.subjects(d));
-    const members = ((await pipe.exec()) ?? []).map(([err, v]) => {
-      if (err) throw err;
-      return v as string[];
-    });
+    // A subject's timeline is in its project's shard: each shard's subjects name what to read there.
+    const shards = shardsFor(q.projects, this.shards);
+    // One pipeline per shard: a cluster's pipelines stay in one slot.
+    const members = (
+      await Promise.all(
+        shards.map(async (shard) => {
+          const pipe = this.redis.pipeline();
+          for (const d of days) pipe.smembers(shard.subjects(d));
+          return ((await pipe.exec()) ?? []).map(([err, v]) => {
+            if (err) throw err;
+            return v as string[];
+          });
+        }),
+      )
+    ).flat();
     const wanted = new Set<string>();
-    // Which (day, user) timelines to read: a user's set member names the project it was seen in.
-    const reads: Array<[number, string]> = [];
+    // Which (shard, day, user) timelines to read: a user's set member names the project it was seen in.
+    const reads: Array<[AnalyticsKeys, number, string]> = [];
     const seenRead = new Set<string>();
     members.forEach((list, i) => {
+      const s = Math.floor(i / days.length);
+      const day = days[i % days.length]!;
       for (const m of list) {
         const [user = '', project = ''] = m.split(SEP);
         if (users && !users.has(user)) continue;
         if (projects && !projects.has(project)) continue;
         wanted.add(user);
-        const k = `${days[i]}|${user}`;
+        const k = `${s}|${day}|${user}`;
         if (!seenRead.has(k)) {
           seenRead.add(k);
-          reads.push([days[i]!, user]);
+          reads.push([shards[s]!, day, user]);
         }
       }
     });
@@ -206,24 +220,32 @@ export class FunnelReader {
     }
 
     const bySubject = new Map<string, TimelineEntry[]>();
-    for (let i = 0; i < reads.length; i += 1_000) {
-      const chunk = reads.slice(i, i + 1_000);
-      const p = this.redis.pipeline();
-      for (const [d, u] of chunk) p.lrange(this.keys.timeline(d, u), 0, -1);
-      const res = (await p.exec()) ?? [];
-      res.forEach(([err, v], j) => {
-        if (err) throw err;
-        const user = chunk[j]![1];
-        for (const raw of v as string[]) {
-          const e = parseTimelineMember(raw);
-          if (!e) continue;
-          if (projects && !projects.has(e.project)) continue;
-          const subject = q.by === 'request' ? `${user}${SEP}${e.corr}` : user;
-          let list = bySubject.get(subject);
-          if (!list) bySubject.set(subject, (list = []));
-          list.push(e);
-        }
-      });
+    const byShard = new Map<AnalyticsKeys, Array<[number, string]>>();
+    for (const [shard, d, u] of reads) {
+      let list = byShard.get(shard);
+      if (!list) byShard.set(shard, (list = []));
+      list.push([d, u]);
+    }
+    for (const [shard, wantedHere] of byShard) {
+      for (let i = 0; i < wantedHere.length; i += 1_000) {
+        const chunk = wantedHere.slice(i, i + 1_000);
+        const p = this.redis.pipeline();
+        for (const [d, u] of chunk) p.lrange(shard.timeline(d, u), 0, -1);
+        const res = (await p.exec()) ?? [];
+        res.forEach(([err, v], j) => {
+          if (err) throw err;
+          const user = chunk[j]![1];
+          for (const raw of v as string[]) {
+            const e = parseTimelineMember(raw);
+            if (!e) continue;
+            if (projects && !projects.has(e.project)) continue;
+            const subject = q.by === 'request' ? `${user}${SEP}${e.corr}` : user;
+            let entries = bySubject.get(subject);
+            if (!entries) bySubject.set(subject, (entries = []));
+            entries.push(e);
+          }
+        });
+      }
     }
     const result = computeFunnel(bySubject.values(), q);
     return { from: new Date(q.from).toISOString(), to: new Date(q.to).toISOString(), window_ms: q.window_ms, by: q.by, ...result };

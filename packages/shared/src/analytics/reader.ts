@@ -1,7 +1,10 @@
 import type Redis from 'ioredis';
 import { z } from 'zod';
+import { tenantShardsFrom } from '../config';
+import { tenantShardNamespaces, tenantShardOf } from '../tenant-shards';
 import { Accumulator, type Metric, type MetricValue } from './metrics';
 import {
+  type AnalyticsKeys,
   analyticsKeys,
   bucketStart,
   decodeSeries,
@@ -89,16 +92,18 @@ function labelOf(start: number, shown: Exclude<Granularity, 'auto'>): number {
 
 /**
  * Reads rollups back: the query API and the overview. Every read is bounded: at most MAX_BUCKETS
- * hashes, fetched in one pipeline, each the size of one bucket's series.
+ * buckets, fetched in one pipeline, each the size of one bucket's series, from each tenant shard
+ * the query can touch (only its projects' shards when it filters by project).
  */
 export class AnalyticsReader {
-  private readonly keys;
+  private readonly shards: ReadonlyArray<AnalyticsKeys>;
   constructor(
     private readonly redis: Redis,
     namespace: string,
     private readonly now: () => number = Date.now,
+    shards = tenantShardsFrom(),
   ) {
-    this.keys = analyticsKeys(namespace);
+    this.shards = tenantShardNamespaces(namespace, shards).map(analyticsKeys);
   }
 
   async query(q: AnalyticsQuery): Promise<QueryResult> {
@@ -123,7 +128,7 @@ export class AnalyticsReader {
       throw queryError('from', `The range needs ${n} ${grain} buckets; at most ${MAX_BUCKETS} are read per query. Narrow from/to or use a coarser granularity.`);
     }
     const starts = Array.from({ length: n }, (_, i) => first + i * GRAIN_MS[grain]);
-    return { grain, shown, first, last, starts, hashes: await this.read(grain, starts) };
+    return { grain, shown, first, last, starts, hashes: await this.read(grain, starts, shardsFor(q.filters.project, this.shards)) };
   }
 
   /**
@@ -151,21 +156,36 @@ export class AnalyticsReader {
     };
   }
 
-  /** Raw sums of one bucket (tests and the rollup check): field -> value. */
-  async bucket(grain: Grain, start: number): Promise<Record<string, string>> {
-    return (await this.read(grain, [bucketStart(start, grain)]))[0] ?? {};
+  /** Raw sums of one bucket over every shard (tests and the rollup check): field -> value. */
+  async bucket(grain: Grain, start: number): Promise<Record<string, number>> {
+    const sums: Record<string, number> = {};
+    for (const hash of (await this.read(grain, [bucketStart(start, grain)], this.shards))[0] ?? []) {
+      for (const field in hash) sums[field] = (sums[field] ?? 0) + Number(hash[field]);
+    }
+    return sums;
   }
 
-  private async read(grain: Grain, starts: number[]): Promise<Array<Record<string, string>>> {
+  /** Per start, the bucket's hash in each of the shards given (a pipeline per shard: a cluster's pipelines stay in one slot). */
+  private async read(grain: Grain, starts: number[], shards: ReadonlyArray<AnalyticsKeys>): Promise<Array<Array<Record<string, string>>>> {
     if (starts.length === 0) return [];
-    const pipe = this.redis.pipeline();
-    for (const s of starts) pipe.hgetall(this.keys.bucket(grain, s));
-    const res = (await pipe.exec()) ?? [];
-    return res.map(([err, v]) => {
-      if (err) throw err;
-      return (v ?? {}) as Record<string, string>;
-    });
+    const perShard = await Promise.all(
+      shards.map(async (shard) => {
+        const pipe = this.redis.pipeline();
+        for (const s of starts) pipe.hgetall(shard.bucket(grain, s));
+        return ((await pipe.exec()) ?? []).map(([err, v]) => {
+          if (err) throw err;
+          return (v ?? {}) as Record<string, string>;
+        });
+      }),
+    );
+    return starts.map((_, i) => perShard.map((hashes) => hashes[i]!));
   }
+}
+
+/** The shards a query reads: its projects' when it names them, else all. */
+export function shardsFor<T>(projects: readonly string[] | undefined, shards: readonly T[]): readonly T[] {
+  if (!projects || projects.length === 0 || shards.length === 1) return shards;
+  return [...new Set(projects.map((p) => tenantShardOf(p, shards.length)))].sort((a, b) => a - b).map((i) => shards[i]!);
 }
 
 export const OVERVIEW_PERIODS = ['hour', 'day', 'week', 'month'] as const;
@@ -207,7 +227,8 @@ interface Fetched {
   first: number;
   last: number;
   starts: number[];
-  hashes: Array<Record<string, string>>;
+  /** Per start, its hash in each shard read. */
+  hashes: Array<Array<Record<string, string>>>;
 }
 
 function group({ grain, shown, first, last, starts, hashes }: Fetched, q: AnalyticsQuery): QueryResult {
@@ -226,19 +247,21 @@ function group({ grain, shown, first, last, starts, hashes }: Fetched, q: Analyt
   const labels = [...new Set(starts.map((s) => labelOf(s, shown)))];
   const withSeries = q.series !== false;
   const byGroup = new Map<string, { total: Accumulator; at: Map<number, Accumulator> }>();
-  hashes.forEach((hash, i) => {
+  hashes.forEach((perShard, i) => {
     // Without series every bucket adds into one accumulator per group.
     const label = withSeries ? labelOf(starts[i]!, shown) : 0;
-    for (const field in hash) {
-      const cut = field.indexOf(METRIC_SEP);
-      if (cut < 0) continue;
-      const g = keyOf(field.slice(0, cut));
-      if (g === null) continue;
-      let entry = byGroup.get(g);
-      if (!entry) byGroup.set(g, (entry = { total: new Accumulator(), at: new Map() }));
-      let acc = entry.at.get(label);
-      if (!acc) entry.at.set(label, (acc = new Accumulator()));
-      acc.add(field.slice(cut + 1), Number(hash[field]));
+    for (const hash of perShard) {
+      for (const field in hash) {
+        const cut = field.indexOf(METRIC_SEP);
+        if (cut < 0) continue;
+        const g = keyOf(field.slice(0, cut));
+        if (g === null) continue;
+        let entry = byGroup.get(g);
+        if (!entry) byGroup.set(g, (entry = { total: new Accumulator(), at: new Map() }));
+        let acc = entry.at.get(label);
+        if (!acc) entry.at.set(label, (acc = new Accumulator()));
+        acc.add(field.slice(cut + 1), Number(hash[field]));
+      }
     }
   });
 
