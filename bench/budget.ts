@@ -7,7 +7,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import autocannon from 'autocannon';
-import { ApiKeyStore, BudgetStore, createRedis, hashTagged, ledgerKeys, periodKeys, deleteByPrefix } from '../packages/shared/src';
+import { ApiKeyStore, BudgetStore, createRedis, hashTagged, LedgerReader, ledgerKeys, periodKeys, deleteByPrefix } from '../packages/shared/src';
 import { type Proc, start, waitHttp } from './gateway';
 import type { SummaryRow } from './summary';
 
@@ -78,8 +78,8 @@ export async function run(): Promise<SummaryRow[]> {
       const other = results.reduce((n, r) => n + r.non2xx + r.errors + r.timeouts, 0) - refused;
       // The ledger drains asynchronously: wait until it holds every served request.
       const lk = ledgerKeys(ns);
-      for (let i = 0; i < 100 && (await redis.zcard(lk.index({ project }))) < served; i++) await new Promise((r) => setTimeout(r, 100));
-      const entries = await redis.zcard(lk.index({ project }));
+      for (let i = 0; i < 100 && (await new LedgerReader(redis, ns).count({ project })) < served; i++) await new Promise((r) => setTimeout(r, 100));
+      const entries = await new LedgerReader(redis, ns).count({ project });
       const spent = Number((await redis.hget(lk.day(periodKeys(Date.now()).day), `project:${project}`)) ?? 0);
       const ratio = spent / LIMIT;
       table.push({ max_tokens: maxTokens ?? 'unset', 'limit micros': LIMIT, 'spent micros': spent, 'spent / limit': Number(ratio.toFixed(3)), served, 'refused 402': refused, 'other errors': other, 'ledger entries': entries });

@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import autocannon from 'autocannon';
 import { masterShares, sampleMasters } from './cluster-share';
 import { keyFamilies } from './key-families';
-import { ApiKeyStore, BudgetStore, createRedis, deleteByPrefix, hashTagged, ledgerKeys } from '../packages/shared/src';
+import { ApiKeyStore, BudgetStore, createRedis, deleteByPrefix, hashTagged, LedgerReader } from '../packages/shared/src';
 
 import type { SummaryRow } from './summary';
 
@@ -289,11 +289,10 @@ export async function run(): Promise<SummaryRow[]> {
     // generator, so the ledger may hold up to one per connection more, never fewer.
     const served = [...warmups, ...rows].filter((r) => r.target === 'tollgate').reduce((s, r) => s + r.ok, 0);
     const inFlight = CONCURRENCIES.reduce((s, c) => s + c, 0) + (warmups.length > 0 ? CONCURRENCIES[0]! : 0);
-    const k = ledgerKeys(ns);
     const deadline = Date.now() + 60_000;
     let entries = 0;
     while (Date.now() < deadline) {
-      entries = await redis.zcard(k.index());
+      entries = await new LedgerReader(redis, ns).count();
       if (entries >= served) break;
       await new Promise((r) => setTimeout(r, 250));
     }

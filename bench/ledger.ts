@@ -11,6 +11,7 @@ import {
   createRedis,
   EventBus,
   hashTagged,
+  LedgerReader,
   ledgerKeys,
   loadPriceTable,
   price,
@@ -72,12 +73,13 @@ export async function run(): Promise<SummaryRow[]> {
       );
     }
     const k = ledgerKeys(ns);
-    while ((await redis.zcard(k.index())) === 0) await new Promise((r) => setTimeout(r, 5));
+    const reader = new LedgerReader(redis, ns);
+    while ((await reader.count()) === 0) await new Promise((r) => setTimeout(r, 5));
     const firstEntry = Date.now();
     let last = 0;
     let lastPrint = Date.now();
     for (;;) {
-      const count = await redis.zcard(k.index());
+      const count = await reader.count();
       if (Date.now() - lastPrint >= 2_000) {
         process.stdout.write(`  ${count.toLocaleString()} / ${EVENTS.toLocaleString()} entries\n`);
         lastPrint = Date.now();

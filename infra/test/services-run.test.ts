@@ -73,7 +73,7 @@ afterAll(async () => {
 /**
  * The Redis scripts are .lua files the bundles inline (scripts/build.js): through the built
  * services, a budget write (write-budget-14), admissions (admit-1), a vision job's in-flight lock
- * (claim-lock-1, release-lock-1), ledger batches (append-batch-n) and a budget alert that fires and
+ * (claim-lock-1, release-lock-1), ledger batches (append-entries-n, apply-totals-n) and a budget alert that fires and
  * resolves (observe-cost-n, apply-cost-window-9 and resolve-alert-7, which include notify.lua).
  */
 async function bundlesRunTheirScripts(gatewayPort: number): Promise<void> {

@@ -24,10 +24,13 @@ import {
   type LedgerEntry,
   AnalyticsReader,
   busPartitionsFrom,
+  LedgerReader,
   ledgerKeys,
+  ledgerShards,
   parseAlertEntry,
   queuePartitionPrefixes,
   queuePartitionsFrom,
+  tenantShardsFrom,
   queuePrefix,
   QUEUES,
 } from '../../packages/shared/src';
@@ -436,6 +439,9 @@ async function main(): Promise<number> {
     return open;
   };
   const lk = ledgerKeys(ns);
+  // The ledger's tenant shards, as the services resolve TENANT_SHARDS from this same env.
+  const tenantShards = tenantShardsFrom({ ...process.env, ...env });
+  const ledgerReader = new LedgerReader(redis, ns, tenantShards);
   const ak = alertingKeys(ns);
   const bus = new EventBus({ redis, prefix: ns, service: 'reliability-suite', partitions: busPartitions });
   const settleStart = Date.now();
@@ -453,7 +459,7 @@ async function main(): Promise<number> {
     reasons.push(...busLags.filter((lag): lag is string => lag !== null));
     const alertLag = await groupsCaughtUp(redis, ak.alertsStream, ['alerting']).catch(() => null);
     if (alertLag && !alertLag.includes('no group')) reasons.push(alertLag);
-    const ledger = await redis.zcard(lk.index());
+    const ledger = await ledgerReader.count();
     const billed = (await json<StubStats>(`${stubUrl}/_stub/stats`)).totals.successes;
     if (ledger !== lastLedger || billed !== lastBilled) reasons.push(`ledger ${ledger} entries, stub ${billed} billed calls (still moving)`);
     lastLedger = ledger;
@@ -480,10 +486,12 @@ async function main(): Promise<number> {
   const calls = stubLog.calls;
   const stubStats = await json<StubStats>(`${stubUrl}/_stub/stats`);
   const entries: LedgerEntry[] = [];
-  for await (const page of scanKeys(redis, `${lk.entry('')}*`)) {
-    const pipe = redis.pipeline();
-    for (const key of page) pipe.get(key);
-    for (const [, raw] of (await pipe.exec()) ?? []) if (typeof raw === 'string') entries.push(JSON.parse(raw) as LedgerEntry);
+  for (const shard of ledgerShards(ns, tenantShards)) {
+    for await (const page of scanKeys(redis, `${shard.entry('')}*`)) {
+      const pipe = redis.pipeline();
+      for (const key of page) pipe.get(key);
+      for (const [, raw] of (await pipe.exec()) ?? []) if (typeof raw === 'string') entries.push(JSON.parse(raw) as LedgerEntry);
+    }
   }
   const events: AnyEvent[] = (await bus.history({ limit: 10_000_000 })).map((s) => s.event);
   const { byId, byCorrelation, duplicateIds } = indexEvents(events);
@@ -590,10 +598,19 @@ async function main(): Promise<number> {
       count += Number(agg[1] ?? 0);
     }
     const sum = entries.reduce((n, e) => n + e.amount_micros, 0);
-    const index = await redis.zcard(lk.index());
+    const index = await ledgerReader.count();
     if (total !== sum) problems.push(`daily aggregates total ${total} micros, entries sum to ${sum}`);
     if (count !== entries.length) problems.push(`daily aggregates count ${count} entries, ${entries.length} stored`);
     if (index !== entries.length) problems.push(`index has ${index} members, ${entries.length} entries stored`);
+    // Each project's day detail (in its tenant shard) adds up to the entries too, and no entry was
+    // left between the ledger's two steps.
+    let byProject = 0;
+    for (const project of new Set(entries.map((e) => e.project_id))) {
+      for (const day of days) byProject += (await ledgerReader.fields('day', day, { project })).get('total') ?? 0;
+    }
+    if (byProject !== sum) problems.push(`projects' daily detail totals ${byProject} micros, entries sum to ${sum}`);
+    const pending = (await Promise.all(ledgerShards(ns, tenantShards).map((k) => redis.scard(k.pending)))).reduce((a, b) => a + b, 0);
+    if (pending !== 0) problems.push(`${pending} entries still pending between the ledger's steps`);
     checks.push(result('ledger aggregates and index agree with its entries', problems, `${entries.length} entries over ${days.size} day(s)`));
   }
 

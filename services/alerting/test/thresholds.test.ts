@@ -6,7 +6,7 @@ import {
   EventBus,
   type EventData,
   findBudgetBlock,
-  ledgerKeys,
+  ledgerKeysOf,
   periodBounds,
   periodKeys,
 } from '@tollgate/shared';
@@ -39,7 +39,7 @@ test('two instances, 2,000 cost events through 50/80/100%, some delivered twice:
   const day = periodKeys(Date.now()).day;
   const byUser: Record<string, number> = {};
   for (let i = 1; i <= 2_000; i++) byUser[`user:u${i % 7}`] = (byUser[`user:u${i % 7}`] ?? 0) + 1_000;
-  await redis.hset(ledgerKeys(ns).day(day, { project: 'web' }), {
+  await redis.hset(ledgerKeysOf(ns, 'web').day(day, { project: 'web' }), {
     total: 2_000_000,
     count: 2_000,
     'model:openai/gpt-4o-mini': 2_000_000,

@@ -48,10 +48,10 @@ async function main(): Promise<void> {
     logger.warn('price versions could not be re-read', { error: (err as Error).message }),
   );
   const table = prices.table;
-  consumeUsage(bus, new LedgerWriter(redis, namespace), table);
+  consumeUsage(bus, new LedgerWriter(redis, namespace, 500, config.tenantShards), table);
   await bus.start();
 
-  const reader = new LedgerReader(redis, namespace);
+  const reader = new LedgerReader(redis, namespace, config.tenantShards);
   // BullMQ defines its scripts on the connection it is given, and ioredis copies every defined
   // script into each pipeline it builds: the queue gets its own connection so the bus's
   // auto-pipelined commands stay cheap.

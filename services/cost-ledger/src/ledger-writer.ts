@@ -1,6 +1,21 @@
 import type Redis from 'ioredis';
-import { type BudgetPeriod, type HoldKeys, holdKeys, indexMember, type LedgerEntry, ledgerKeys, type PeriodKeys, periodKeys, SHORT_OUTPUT_TOKENS } from '@tollgate/shared';
-import APPEND_BATCH_LUA from './append-batch-n.lua';
+import {
+  type BudgetPeriod,
+  type HoldKeys,
+  holdKeys,
+  indexMember,
+  type LedgerEntry,
+  type LedgerKeys,
+  ledgerKeys,
+  ledgerShards,
+  type PeriodKeys,
+  periodKeys,
+  SHORT_OUTPUT_TOKENS,
+  tenantShardOf,
+  tenantShardsFrom,
+} from '@tollgate/shared';
+import APPEND_ENTRIES_LUA from './append-entries-n.lua';
+import APPLY_TOTALS_LUA from './apply-totals-n.lua';
 
 export interface ScopeTotal {
   scope: 'global' | 'user' | 'project';
@@ -42,33 +57,46 @@ function periodsOf(occurredAt: string): PeriodKeys {
   return p;
 }
 const SCOPES = ['global', 'user', 'project'] as const;
+/** Applied sets checked: today's and yesterday's, so an id applied in the last 24 h or more is found. */
+const APPLIED_DAYS = 2;
+const DAY_MS = 86_400_000;
+
+/** What step 1 found of an entry: written now, written before with totals maybe not applied, or whole. */
+type Written = 'new' | 'pending' | 'done';
 
 /**
- * The ledger's only write path. Entries written in the same tick go to Redis as one batch
- * (one script call, see append-batch-n.lua); each caller still gets its own entry's outcome and
- * running totals.
+ * The ledger's only write path. Entries written in the same tick go to Redis as one batch, in two
+ * idempotent steps: each tenant shard's entries with their indexes and detail
+ * (append-entries-n.lua), then all of them into the global detail, the running totals and the
+ * budget holds (apply-totals-n.lua), then the shards' pending marks cleared. A crash between the
+ * steps heals on redelivery: step 1 finds the entry pending and step 2 runs for it, once. Each
+ * caller still gets its own entry's outcome and running totals.
  */
 export class LedgerWriter {
-  private readonly keys;
+  private readonly keys: LedgerKeys;
+  private readonly shards: LedgerKeys[];
   private readonly holds: HoldKeys;
-  private readonly command: BatchCommand;
+  private readonly append: BatchCommand;
+  private readonly apply: BatchCommand;
   private queue: Pending[] = [];
   private scheduled = false;
 
-  private readonly redisForReads: Redis;
-
   constructor(
-    redis: Redis,
+    private readonly redis: Redis,
     namespace: string,
     private readonly maxBatch = 500,
+    shards = tenantShardsFrom(),
+    private readonly now: () => number = Date.now,
   ) {
-    this.redisForReads = redis;
     this.keys = ledgerKeys(namespace);
+    this.shards = ledgerShards(namespace, shards);
     this.holds = holdKeys(namespace);
     // defineCommand sends EVALSHA, falling back to EVAL once: the script text is not resent per call.
-    redis.defineCommand('tollgateLedgerAppendBatch', { lua: APPEND_BATCH_LUA });
-    const command = (redis as unknown as Record<string, BatchCommand>).tollgateLedgerAppendBatch!;
-    this.command = command.bind(redis);
+    redis.defineCommand('tollgateLedgerAppendEntries', { lua: APPEND_ENTRIES_LUA });
+    redis.defineCommand('tollgateLedgerApplyTotals', { lua: APPLY_TOTALS_LUA });
+    const commands = redis as unknown as Record<string, BatchCommand>;
+    this.append = commands.tollgateLedgerAppendEntries!.bind(redis);
+    this.apply = commands.tollgateLedgerApplyTotals!.bind(redis);
   }
 
   write(entry: LedgerEntry, fingerprint?: string, holdId?: string): Promise<AppendResult> {
@@ -96,13 +124,11 @@ export class LedgerWriter {
   }
 
   private async run(batch: Pending[]): Promise<void> {
-    let rest = batch;
-    // Entries already in the ledger make the script write nothing; drop them and go again.
     // The same entry twice in one batch (a redelivery landing in the tick of its first delivery)
-    // would be stored once but aggregated twice, so repeats wait for the next round, where the
-    // script finds them written and they are reported as duplicates.
-    for (let round = 0; rest.length > 0; round++) {
-      if (round > batch.length) throw new Error('ledger batch did not converge');
+    // would be stored once but aggregated twice, so repeats wait for the next round, where step 1
+    // finds them written and they are reported as duplicates.
+    let rest = batch;
+    while (rest.length > 0) {
       const seen = new Set<string>();
       const now: Pending[] = [];
       const later: Pending[] = [];
@@ -113,15 +139,132 @@ export class LedgerWriter {
           now.push(p);
         }
       }
-      const outcome = await this.attempt(now);
-      if (outcome.ok) {
-        rest = later;
-        continue;
-      }
-      const dup = new Set(outcome.duplicates);
-      await this.reportDuplicates(now.filter((_, i) => dup.has(i)));
-      rest = [...now.filter((_, i) => !dup.has(i)), ...later];
+      await this.attempt(now);
+      rest = later;
     }
+  }
+
+  private async attempt(batch: Pending[]): Promise<void> {
+    const byShard = new Map<number, number[]>();
+    batch.forEach(({ entry }, i) => {
+      const s = tenantShardOf(entry.project_id, this.shards.length);
+      let list = byShard.get(s);
+      if (!list) byShard.set(s, (list = []));
+      list.push(i);
+    });
+    const written: Written[] = new Array<Written>(batch.length);
+    await Promise.all(
+      [...byShard].map(async ([s, positions]) => {
+        const states = await this.appendEntries(this.shards[s]!, positions.map((i) => batch[i]!));
+        positions.forEach((i, k) => (written[i] = states[k]!));
+      }),
+    );
+    const toApply = batch.flatMap((p, i) => (written[i] === 'done' ? [] : [i]));
+    const applied = await this.applyTotals(toApply.map((i) => batch[i]!));
+    // Totals applied (now, or by the delivery that crashed after step 2): the pending marks go.
+    await Promise.all(
+      [...byShard].map(([s, positions]) => {
+        const ids = positions.filter((i) => written[i] !== 'done').map((i) => batch[i]!.entry.entry_id);
+        return ids.length > 0 ? this.redis.srem(this.shards[s]!.pending, ...ids) : undefined;
+      }),
+    );
+    const totalsOf = new Map<number, ScopeTotal[]>();
+    toApply.forEach((i, k) => {
+      const totals = applied[k];
+      if (totals) totalsOf.set(i, totals);
+    });
+    const dups = batch.flatMap((p, i) => (totalsOf.has(i) ? [] : [p]));
+    batch.forEach((p, i) => {
+      const totals = totalsOf.get(i);
+      if (totals) p.resolve({ created: true, totals });
+    });
+    await this.reportDuplicates(dups);
+  }
+
+  /** Step 1 in one shard: what each entry was (written now, pending, or done before). */
+  private async appendEntries(shard: LedgerKeys, items: Pending[]): Promise<Written[]> {
+    const out: Written[] = items.map(() => 'new');
+    let live = items.map((_, i) => i);
+    for (let round = 0; live.length > 0; round++) {
+      if (round > items.length) throw new Error('ledger batch did not converge');
+      const reply = await this.appendCommand(shard, live.map((i) => items[i]!));
+      if (reply[0] !== 'dup') break;
+      const found = new Set<number>();
+      for (let j = 1; j < reply.length; j += 2) {
+        const i = live[Number(reply[j]) - 1]!;
+        out[i] = reply[j + 1] === '1' ? 'pending' : 'done';
+        found.add(i);
+      }
+      live = live.filter((i) => !found.has(i));
+    }
+    return out;
+  }
+
+  private appendCommand(shard: LedgerKeys, batch: Pending[]): Promise<string[]> {
+    const n = batch.length;
+    const keyList = [...batch.map(({ entry }) => shard.entry(entry.entry_id)), shard.pending];
+    const keyIndex = new Map<string, number>();
+    const ref = (key: string) => {
+      let i = keyIndex.get(key);
+      if (i === undefined) {
+        keyList.push(key);
+        i = keyList.length; // Lua's KEYS is 1-based
+        keyIndex.set(key, i);
+      }
+      return i;
+    };
+    const increments = new Increments();
+    const indexes = new Map<number, number[]>();
+    const fingerprints: Array<[number, string]> = [];
+    batch.forEach(({ entry, fingerprint }, n0) => {
+      const p = periodsOf(entry.occurred_at);
+      const amount = entry.amount_micros;
+      const userDay = ref(shard.day(p.day, { user: entry.user_id }));
+      const projectDay = ref(shard.day(p.day, { project: entry.project_id }));
+      for (const key of [userDay, projectDay]) addDetail(increments, key, entry);
+      // Who spent inside a project, and where a user spent: a budget alert on the one names the
+      // top contributors of the other from these.
+      increments.add(userDay, `project:${entry.project_id}`, amount);
+      increments.add(projectDay, `user:${entry.user_id}`, amount);
+      if (fingerprint) fingerprints.push([ref(shard.fingerprints(p.month)), fingerprint]);
+      const idxKeys = [shard.index(), shard.index({ user: entry.user_id }), shard.index({ project: entry.project_id })];
+      // A journey's cost is read back from its own entries, so it equals the ledger by construction.
+      if (entry.journey_id !== undefined) idxKeys.push(shard.index({ journey: entry.journey_id }));
+      for (const idx of idxKeys) {
+        const key = ref(idx);
+        const list = indexes.get(key) ?? [];
+        list.push(n0 + 1);
+        indexes.set(key, list);
+      }
+    });
+    const plan = { z: [...indexes].map(([key, positions]) => [key, ...positions]), i: increments.list(), p: fingerprints };
+    return this.append(
+      String(keyList.length),
+      ...keyList,
+      String(n),
+      ...batch.map(({ entry }) => JSON.stringify(entry)),
+      ...batch.map(({ entry }) => indexMember(Date.parse(entry.occurred_at), entry.entry_id)),
+      ...batch.map(({ entry }) => entry.entry_id),
+      JSON.stringify(plan),
+    );
+  }
+
+  /** Step 2 for every shard's entries at once: each entry's running totals, or null if it was applied before. */
+  private async applyTotals(items: Pending[]): Promise<Array<ScopeTotal[] | null>> {
+    const out: Array<ScopeTotal[] | null> = items.map(() => null);
+    let live = items.map((_, i) => i);
+    for (let round = 0; live.length > 0; round++) {
+      if (round > items.length) throw new Error('ledger batch did not converge');
+      const now = live.map((i) => items[i]!);
+      const result = await this.applyCommand(now);
+      if (result.ok) {
+        live.forEach((i, k) => (out[i] = result.totals[k]!));
+        break;
+      }
+      const dup = new Set(result.duplicates.map((k) => live[k]!));
+      live = live.filter((i) => !dup.has(i));
+    }
+    return out;
   }
 
   /** Per entry, the running totals it reports: day, week, month x global, user, project. */
@@ -140,82 +283,47 @@ export class LedgerWriter {
     );
   }
 
-  private async attempt(batch: Pending[]): Promise<{ ok: true } | { ok: false; duplicates: number[] }> {
+  private async applyCommand(batch: Pending[]): Promise<{ ok: true; totals: ScopeTotal[][] } | { ok: false; duplicates: number[] }> {
     const k = this.keys;
-    const n = batch.length;
-    const keyList = batch.map(({ entry }) => k.entry(entry.entry_id));
+    const today = this.now() - (this.now() % DAY_MS);
+    const applied = Array.from({ length: APPLIED_DAYS }, (_, d) => k.applied(new Date(today - d * DAY_MS).toISOString().slice(0, 10)));
+    const keyList = [...applied];
     const keyIndex = new Map<string, number>();
     const ref = (key: string) => {
       let i = keyIndex.get(key);
       if (i === undefined) {
         keyList.push(key);
-        i = keyList.length; // Lua's KEYS is 1-based
+        i = keyList.length;
         keyIndex.set(key, i);
       }
       return i;
     };
-    const increments = new Map<number, Map<string, number>>();
-    const add = (key: number, field: string, amount: number) => {
-      let fields = increments.get(key);
-      if (!fields) increments.set(key, (fields = new Map()));
-      fields.set(field, (fields.get(field) ?? 0) + amount);
-    };
-    const indexes = new Map<number, number[]>();
-    const fingerprints: Array<[number, string]> = [];
+    const increments = new Increments();
     const settles: Array<[number, number, string]> = [];
-    const periods = batch.map(({ entry }) => periodsOf(entry.occurred_at));
-    const running = batch.map(({ entry }, i) => this.runningFields(entry, periods[i]!));
-
-    batch.forEach(({ entry, fingerprint, holdId }, n0) => {
+    const running = batch.map(({ entry }) => this.runningFields(entry, periodsOf(entry.occurred_at)));
+    batch.forEach(({ entry, fingerprint, holdId }) => {
       if (holdId) settles.push([ref(this.holds.hold(holdId)), entry.amount_micros, holdId]);
-      const p = periods[n0]!;
+      const p = periodsOf(entry.occurred_at);
       const amount = entry.amount_micros;
       const modelKey = `${entry.provider}/${entry.model}`;
       const day = ref(k.day(p.day));
-      const userDay = ref(k.day(p.day, { user: entry.user_id }));
-      const projectDay = ref(k.day(p.day, { project: entry.project_id }));
-      for (const key of [day, userDay, projectDay]) {
-        add(key, 'total', amount);
-        add(key, 'count', 1);
-        add(key, `service:${entry.service}`, amount);
-        add(key, `operation:${entry.operation}`, amount);
-        add(key, `provider:${entry.provider}`, amount);
-        add(key, `model:${modelKey}`, amount);
-        add(key, `opmodel:${entry.operation}|${modelKey}`, amount);
-        add(key, `calls:${entry.operation}|${modelKey}`, 1);
-        if (entry.avoided_micros > 0) add(key, 'avoided', entry.avoided_micros);
-      }
-      add(day, `user:${entry.user_id}`, amount);
-      add(day, `project:${entry.project_id}`, amount);
-      // Who spent inside a project, and where a user spent: a budget alert on the one names the
-      // top contributors of the other from these.
-      add(userDay, `project:${entry.project_id}`, amount);
-      add(projectDay, `user:${entry.user_id}`, amount);
+      addDetail(increments, day, entry);
+      increments.add(day, `user:${entry.user_id}`, amount);
+      increments.add(day, `project:${entry.project_id}`, amount);
       if (entry.operation === 'chat' && !entry.cached && (entry.units.output_tokens ?? 0) < SHORT_OUTPUT_TOKENS) {
-        add(day, `short:${modelKey}`, 1);
-        add(day, `short_micros:${modelKey}`, amount);
+        increments.add(day, `short:${modelKey}`, 1);
+        increments.add(day, `short_micros:${modelKey}`, amount);
       }
       if (fingerprint) {
-        add(day, 'fingerprinted', 1);
-        add(day, 'fingerprinted_micros', amount);
-        fingerprints.push([ref(k.fingerprints(p.month)), fingerprint]);
+        increments.add(day, 'fingerprinted', 1);
+        increments.add(day, 'fingerprinted_micros', amount);
       }
       for (const key of [ref(k.running('week', p.week)), ref(k.running('month', p.month))]) {
-        add(key, 'total', amount);
-        add(key, `user:${entry.user_id}`, amount);
-        add(key, `project:${entry.project_id}`, amount);
-      }
-      const idxKeys = [k.index(), k.index({ user: entry.user_id }), k.index({ project: entry.project_id })];
-      // A journey's cost is read back from its own entries, so it equals the ledger by construction.
-      if (entry.journey_id !== undefined) idxKeys.push(k.index({ journey: entry.journey_id }));
-      for (const idx of idxKeys) {
-        const key = ref(idx);
-        const list = indexes.get(key) ?? [];
-        list.push(n0 + 1);
-        indexes.set(key, list);
+        increments.add(key, 'total', amount);
+        increments.add(key, `user:${entry.user_id}`, amount);
+        increments.add(key, `project:${entry.project_id}`, amount);
       }
     });
-
     const runningKeys: Array<[number, string]> = [];
     const runningPos = new Map<string, number>();
     for (const fields of running) {
@@ -227,41 +335,34 @@ export class LedgerWriter {
         }
       }
     }
-    const plan = {
-      z: [...indexes].map(([key, positions]) => [key, ...positions]),
-      i: [...increments].flatMap(([key, fields]) => [...fields].map(([field, amount]) => [key, field, amount])),
-      r: runningKeys,
-      p: fingerprints,
-      h: settles,
-      x: settles.length > 0 ? ref(this.holds.expiry) : 0,
-    };
-    const reply = await this.command(
+    const plan = { i: increments.list(), r: runningKeys, h: settles, x: settles.length > 0 ? ref(this.holds.expiry) : 0 };
+    const reply = await this.apply(
       String(keyList.length),
       ...keyList,
-      String(n),
-      ...batch.map(({ entry }) => JSON.stringify(entry)),
-      ...batch.map(({ entry }) => indexMember(Date.parse(entry.occurred_at), entry.entry_id)),
+      String(APPLIED_DAYS),
+      String(Math.ceil((today + (APPLIED_DAYS + 1) * DAY_MS) / 1000)),
+      String(batch.length),
+      ...batch.map(({ entry }) => entry.entry_id),
       JSON.stringify(plan),
     );
     if (reply[0] === 'dup') return { ok: false, duplicates: reply.slice(1).map((v) => Number(v) - 1) };
 
     // Running totals as if the entries had been written one by one, in order.
     const values = reply.slice(1).map(Number);
-    batch.forEach(({ entry, resolve }, i) => {
-      const totals = running[i]!.map((f) => {
+    const totals = batch.map(({ entry }, i) =>
+      running[i]!.map((f) => {
         const pos = runningPos.get(`${f.key}\u0000${f.field}`)!;
         values[pos] = values[pos]! + entry.amount_micros;
         return { ...f.scope, spent_micros: values[pos]! };
-      });
-      resolve({ created: true, totals });
-    });
-    return { ok: true };
+      }),
+    );
+    return { ok: true, totals };
   }
 
   /** A duplicate changes nothing; its caller still gets the current totals to report. */
   private async reportDuplicates(dups: Pending[]): Promise<void> {
     if (dups.length === 0) return;
-    const pipe = this.redisForReads.pipeline();
+    const pipe = this.redis.pipeline();
     const fields = dups.map(({ entry }) => this.runningFields(entry, periodsOf(entry.occurred_at)));
     for (const list of fields) for (const f of list) pipe.hget(f.key, f.field);
     const results = (await pipe.exec()) ?? [];
@@ -270,4 +371,32 @@ export class LedgerWriter {
       resolve({ created: false, totals: fields[i]!.map((f) => ({ ...f.scope, spent_micros: Number(results[at++]?.[1] ?? 0) })) });
     });
   }
+}
+
+/** A batch's increments summed per (key position, field): one HINCRBY per distinct field. */
+class Increments {
+  private readonly byKey = new Map<number, Map<string, number>>();
+  add(key: number, field: string, amount: number): void {
+    let fields = this.byKey.get(key);
+    if (!fields) this.byKey.set(key, (fields = new Map()));
+    fields.set(field, (fields.get(field) ?? 0) + amount);
+  }
+  list(): Array<[number, string, number]> {
+    return [...this.byKey].flatMap(([key, fields]) => [...fields].map(([field, amount]) => [key, field, amount] as [number, string, number]));
+  }
+}
+
+/** The detail every day aggregate keeps of an entry: totals, then by service, operation, provider and model. */
+function addDetail(increments: Increments, key: number, entry: LedgerEntry): void {
+  const amount = entry.amount_micros;
+  const modelKey = `${entry.provider}/${entry.model}`;
+  increments.add(key, 'total', amount);
+  increments.add(key, 'count', 1);
+  increments.add(key, `service:${entry.service}`, amount);
+  increments.add(key, `operation:${entry.operation}`, amount);
+  increments.add(key, `provider:${entry.provider}`, amount);
+  increments.add(key, `model:${modelKey}`, amount);
+  increments.add(key, `opmodel:${entry.operation}|${modelKey}`, amount);
+  increments.add(key, `calls:${entry.operation}|${modelKey}`, 1);
+  if (entry.avoided_micros > 0) increments.add(key, 'avoided', entry.avoided_micros);
 }

@@ -4,6 +4,7 @@ import {
   type EventMeta,
   LedgerReader,
   ledgerKeys,
+  ledgerKeysOf,
   loadPriceTable,
   periodKeys,
   price,
@@ -107,9 +108,10 @@ test('10,000 events plus 2,000 redelivered, two instances at once: 10,000 entrie
   await publishAll(publisher, [...items, ...again]);
 
   const k = ledgerKeys(ns);
+  const reader = new LedgerReader(redis, ns);
   // Done when every delivery, redeliveries included, has produced its cost.recorded.
   expect(await waitFor(async () => (await redis.xlen(publisher.stream)) === 24_000 && (await a.pendingCount()) === 0, 60_000, 100)).toBe(true);
-  expect(await redis.zcard(k.index())).toBe(10_000);
+  expect(await reader.count()).toBe(10_000);
 
   const day = periodKeys('2026-11-20T12:00:00.000Z');
   const want = expectedDay(items);
@@ -127,7 +129,8 @@ test('10,000 events plus 2,000 redelivered, two instances at once: 10,000 entrie
     ...Array.from({ length: 3 }, (_, p): Cut => [{ project: `proj-${p}` }, 'project:', items.filter((it) => it.meta.project_id === `proj-${p}`)]),
   ];
   for (const [scope, own, subset] of scoped) {
-    const mine = await hash(k.day(day.day, scope));
+    // In the project's tenant shard; a user's summed over the shards.
+    const mine = Object.fromEntries(await reader.fields('day', day.day, scope));
     const expected = Object.entries(expectedDay(subset)).filter(([field]) => !field.startsWith(own));
     // 21 user/project pairs, every one of them present in the items.
     expect(expected.filter(([field]) => field.startsWith(own === 'user:' ? 'project:' : 'user:')).length).toBe(own === 'user:' ? 3 : 7);
@@ -136,7 +139,6 @@ test('10,000 events plus 2,000 redelivered, two instances at once: 10,000 entrie
   }
 
   // And the aggregates equal the sum of the stored entries themselves.
-  const reader = new LedgerReader(redis, ns);
   let sum = 0;
   let count = 0;
   let cursor: string | undefined;
@@ -193,7 +195,8 @@ test('a ledger instance that dies mid-stream loses nothing: the survivor reclaim
   const back = ledgerInstance(ns, 'survivor', { claimIdleMs: 300, claimIntervalMs: 100 });
   await back.start();
   const k = ledgerKeys(ns);
-  expect(await waitFor(async () => (await redis.zcard(k.index())) === 600 && (await back.pendingCount()) === 0, 20_000, 50)).toBe(true);
+  const reader = new LedgerReader(redis, ns);
+  expect(await waitFor(async () => (await reader.count()) === 600 && (await back.pendingCount()) === 0, 20_000, 50)).toBe(true);
   expect((await hash(k.day('2026-11-20'))).total).toBe(expectedDay(items).total);
 });
 
@@ -206,7 +209,8 @@ test('period boundaries: the last millisecond of a day, ISO weeks across the yea
   const items = at.map((t, i) => usageItem(i * 5, t)); // all gpt-4o-mini, different sizes
   await publishAll(publisher, items);
   const k = ledgerKeys(ns);
-  expect(await waitFor(async () => (await redis.zcard(k.index())) === 5)).toBe(true);
+  const reader = new LedgerReader(redis, ns);
+  expect(await waitFor(async () => (await reader.count()) === 5)).toBe(true);
   const c = items.map(costOf);
   const total = async (key: string) => (await hash(key)).total ?? 0;
   expect(await total(k.day('2026-12-31'))).toBe(c[0]);
@@ -218,7 +222,6 @@ test('period boundaries: the last millisecond of a day, ISO weeks across the yea
   expect(await total(k.running('month', '2027-01'))).toBe(c[1]! + c[2]!);
   expect(await total(k.running('month', '2026-11'))).toBe(c[3]);
   // The reader sums days for week and month detail and agrees with the running totals.
-  const reader = new LedgerReader(redis, ns);
   const week = await reader.summary({ period: 'week', at: new Date('2026-12-31T10:00:00Z'), groupBy: 'model' });
   expect(week).toMatchObject({ period_key: '2026-W53', entries: 2, total: { micros: c[0]! + c[1]! } });
   expect(week.groups).toEqual([{ key: 'openai/gpt-4o-mini', micros: c[0]! + c[1]!, usd: week.total.usd }]);
@@ -237,7 +240,7 @@ test('an unknown model is dead-lettered with a clear reason and never priced as 
   expect(dead!.group).toBe('cost-ledger');
   expect(dead!.reason).toMatch(/gpt-99-ultra/);
   expect(dead!.attempts).toBe(1); // permanent: not retried
-  expect(await redis.zcard(ledgerKeys(ns).index())).toBe(0);
+  expect(await new LedgerReader(redis, ns).count()).toBe(0);
   expect(await redis.exists(ledgerKeys(ns).day('2026-11-20'))).toBe(0);
 });
 
@@ -250,7 +253,7 @@ test('a cache hit costs zero and records what it saved', async () => {
   hit.data.cached = true;
   await publisher.publishMany([hit]);
   const k = ledgerKeys(ns);
-  expect(await waitFor(async () => (await redis.zcard(k.index())) === 1)).toBe(true);
+  expect(await waitFor(async () => (await new LedgerReader(redis, ns).count()) === 1)).toBe(true);
   expect(await hash(k.day('2026-11-20'))).toMatchObject({ total: 0, count: 1, avoided: 250_000 });
   const [entry] = (await new LedgerReader(redis, ns).entries({})).entries;
   expect(entry).toMatchObject({ amount_micros: 0, avoided_micros: 250_000, cached: true, provider: 'gemini' });
@@ -268,8 +271,47 @@ test('the same entry twice in one batch is stored and aggregated once; the repea
   const k = ledgerKeys(ns);
   const want = expectedDay(items);
   expect(await hash(k.day('2026-11-20'))).toMatchObject({ total: want.total, count: 3 });
-  expect(await redis.zcard(k.index())).toBe(3);
+  expect(await new LedgerReader(redis, ns).count()).toBe(3);
   // The repeats report the totals as they stand, with the first entry counted once.
   const dayTotal = (r: (typeof results)[number]) => r.totals.find((t) => t.scope === 'global' && t.period === 'day')!.spent_micros;
   expect(dayTotal(results[4]!)).toBe(want.total);
+});
+
+test('a write that stops between its two steps heals on redelivery: totals applied once, the pending mark cleared', async () => {
+  const ns = `${prefix}:steps${n++}`;
+  const writer = new LedgerWriter(redis, ns);
+  const reader = new LedgerReader(redis, ns);
+  const [a, b] = [usageItem(0), usageItem(1)].map((it) => toEntry({ ...it.meta, type: it.type, data: it.data, source: 'chat-workflow' } as UsageEvent, table));
+  const k = ledgerKeys(ns);
+  const today = new Date().toISOString().slice(0, 10);
+  const dayTotal = async () => (await hash(k.day('2026-11-20'))).total ?? 0;
+  const pending = (entry: typeof a) => redis.sismember(ledgerKeysOf(ns, entry!.project_id).pending, entry!.entry_id);
+
+  // Step 2 fails (its applied set is not a set): the entry is written in its shard, pending, and
+  // counted nowhere else.
+  await redis.set(k.applied(today), 'not a set');
+  await expect(writer.write(a!)).rejects.toThrow(/WRONGTYPE/);
+  expect(await reader.count()).toBe(1);
+  expect(await pending(a)).toBe(1);
+  expect(await dayTotal()).toBe(0);
+  expect(await redis.hget(k.running('month', '2026-11'), 'total')).toBeNull();
+  await redis.del(k.applied(today));
+
+  // The redelivery finds it pending and applies its totals, once; the next finds it whole.
+  const healed = await writer.write(a!);
+  expect(healed.created).toBe(true);
+  expect(healed.totals.find((t) => t.scope === 'global' && t.period === 'month')!.spent_micros).toBe(a!.amount_micros);
+  expect(await pending(a)).toBe(0);
+  expect((await writer.write(a!)).created).toBe(false);
+  expect(await dayTotal()).toBe(a!.amount_micros);
+
+  // Stopped after step 2, before the pending mark was cleared: the redelivery applies nothing again.
+  await writer.write(b!);
+  await redis.sadd(ledgerKeysOf(ns, b!.project_id).pending, b!.entry_id);
+  const again = await writer.write(b!);
+  expect(again.created).toBe(false);
+  expect(await pending(b)).toBe(0);
+  expect(await dayTotal()).toBe(a!.amount_micros + b!.amount_micros);
+  expect(Number(await redis.hget(k.running('month', '2026-11'), 'total'))).toBe(a!.amount_micros + b!.amount_micros);
+  expect(await reader.count()).toBe(2);
 });

@@ -103,7 +103,7 @@ async function main(): Promise<void> {
     prices,
     analytics: { reader: new AnalyticsReader(redis, namespace, Date.now, config.tenantShards), funnels: new FunnelReader(redis, namespace, Date.now, config.tenantShards) },
     costs: {
-      reader: new LedgerReader(redis, namespace),
+      reader: new LedgerReader(redis, namespace, config.tenantShards),
       reports: new ReportDispatcher(reportQueue, reportEvents, redis, namespace),
       priceTable,
       deadLetters: async (count) => (await bus.deadLetters(count * 5)).filter((d) => d.group === 'cost-ledger').slice(0, count),

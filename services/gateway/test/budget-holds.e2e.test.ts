@@ -1,5 +1,5 @@
 import OpenAI from 'openai';
-import { BudgetStore, heldMicros, ledgerKeys, periodKeys, sweepHolds } from '@tollgate/shared';
+import { BudgetStore, heldMicros, LedgerReader, ledgerKeys, periodKeys, sweepHolds } from '@tollgate/shared';
 import { png1x1 } from '@tollgate/vision/test/images';
 import { type Replicas, startReplicas } from './replicas-harness';
 
@@ -24,7 +24,7 @@ async function projectSpend(sys: Replicas, project: string): Promise<number> {
 }
 
 async function projectEntries(sys: Replicas, project: string): Promise<number> {
-  return sys.redis.zcard(ledgerKeys(sys.namespace).index({ project }));
+  return new LedgerReader(sys.redis, sys.namespace).count({ project });
 }
 
 /** Waits until the ledger has caught up with `count` entries (the bus is asynchronous). */

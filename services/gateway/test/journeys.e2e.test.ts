@@ -1,5 +1,5 @@
 import type { EventBus, JourneyStore, LedgerEntry } from '@tollgate/shared';
-import { EXAMPLE_TEMPLATES, ledgerKeys } from '@tollgate/shared';
+import { EXAMPLE_TEMPLATES, LedgerReader, ledgerShards } from '@tollgate/shared';
 import { waitFor } from '@tollgate/shared/src/testing';
 import { png1x1 } from '@tollgate/vision/test/images';
 import { type FullSystem, startFullSystem } from './full-harness';
@@ -54,10 +54,8 @@ const vision = (key: string, id: string) => call('POST', '/v1/vision', key, { im
 const view = async (id: string) => (await call('GET', `/v1/journeys/${id}`, alice)).json;
 
 async function ledgerEntriesOf(requestIds: string[]): Promise<LedgerEntry[]> {
-  const k = ledgerKeys(sys.namespace);
-  const members = await sys.redis.zrange(k.index({ user: 'alice' }), '0', '-1');
-  const raws = members.length ? await sys.redis.mget(...members.map((m) => k.entry(m.slice(m.indexOf(':') + 1)))) : [];
-  return raws.map((r) => JSON.parse(r!) as LedgerEntry).filter((e) => requestIds.includes(e.request_id));
+  const { entries } = await new LedgerReader(sys.redis, sys.namespace).entries({ scope: { user: 'alice' }, limit: 1_000 });
+  return entries.filter((e) => requestIds.includes(e.request_id));
 }
 
 test('a kitchen-renovation journey through the gateway (chat, vision, chat) moves through its steps in order; progress and per-step cost match the ledger', async () => {
@@ -239,7 +237,8 @@ test("another tenant's journey id is refused with 403 and nothing is recorded ag
   // Nothing queued, published or held; alice's journey untouched.
   expect(await sys.jobCounts()).toEqual(jobsBefore);
   expect(await sys.redis.xlen(sys.busStream)).toBe(busBefore);
-  expect(await sys.redis.zcard(ledgerKeys(sys.namespace).index({ journey: id }))).toBe(0);
+  // The journey's index in every tenant shard: none holds an entry.
+  expect(await Promise.all(ledgerShards(sys.namespace).map((k) => sys.redis.zcard(k.index({ journey: id }))))).toEqual(ledgerShards(sys.namespace).map(() => 0));
   const mine = await view(id);
   expect([mine.state, mine.progress_pct, mine.cost.entries]).toEqual(['active', 0, 0]);
   // Unknown and malformed ids, and a step without a journey.

@@ -26,7 +26,7 @@ describe('withHold', () => {
   const entries = async (project: string) => (await new LedgerReader(sys.redis, sys.namespace).entries({ scope: { project }, limit: 100 })).entries;
   const settled = async (project: string, count: number) => {
     for (let i = 0; i < 300; i++) {
-      if ((await sys.redis.zcard(ledgerKeys(sys.namespace).index({ project }))) >= count && (await held(project)) === 0) return;
+      if ((await new LedgerReader(sys.redis, sys.namespace).count({ project })) >= count && (await held(project)) === 0) return;
       await new Promise((r) => setTimeout(r, 20));
     }
     throw new Error('the ledger did not settle');

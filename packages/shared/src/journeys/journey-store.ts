@@ -5,7 +5,7 @@ import { TollgateError } from '../errors/tollgate-error';
 import { type EventData, type EventType } from '../events/catalog';
 import { createEvent, type EventEnvelope } from '../events/envelope';
 import { type LedgerEntry, ledgerEntrySchema } from '../ledger/ledger-entry';
-import { ledgerKeys } from '../ledger/ledger-keys';
+import { ledgerKeysOf } from '../ledger/ledger-keys';
 import { LuaScript } from '../lua';
 import { money, type Money } from '../ledger/ledger-reader';
 import { sketchBin, sketchFromBins } from '../analytics/schema';
@@ -124,7 +124,6 @@ const newJourneyId = () => `jrn_${randomBytes(12).toString('base64url')}`;
 export class JourneyStore {
   readonly keys: JourneyKeys;
   private readonly stream: string;
-  private readonly ledger;
 
   constructor(
     private readonly redis: Redis,
@@ -134,7 +133,6 @@ export class JourneyStore {
   ) {
     this.keys = journeyKeys(namespace);
     this.stream = busStreamKey(namespace);
-    this.ledger = ledgerKeys(namespace);
   }
 
   // ---- templates ----
@@ -327,13 +325,14 @@ export class JourneyStore {
     await this.redis.zadd(this.keys.active(), 'XX', 'GT', String(idleUntil), id);
   }
 
-  /** The ledger entries of a journey's requests, oldest first. */
-  async entries(id: string): Promise<LedgerEntry[]> {
-    const members = await this.redis.zrange(this.ledger.index({ journey: id }), '0', '-1');
+  /** The ledger entries of a journey's requests, oldest first (in its project's tenant shard). */
+  async entries(doc: Pick<JourneyDoc, 'id' | 'project_id'>): Promise<LedgerEntry[]> {
+    const ledger = ledgerKeysOf(this.namespace, doc.project_id);
+    const members = await this.redis.zrange(ledger.index({ journey: doc.id }), '0', '-1');
     if (members.length === 0) return [];
     const out: LedgerEntry[] = [];
     for (let i = 0; i < members.length; i += 500) {
-      const keys = members.slice(i, i + 500).map((m) => this.ledger.entry(m.slice(m.indexOf(':') + 1)));
+      const keys = members.slice(i, i + 500).map((m) => ledger.entry(m.slice(m.indexOf(':') + 1)));
       for (const raw of await this.redis.mget(...keys)) if (raw) out.push(ledgerEntrySchema.parse(JSON.parse(raw)));
     }
     return out;
@@ -345,7 +344,7 @@ export class JourneyStore {
    * request was tagged with, else the step its request completed, else it is unassigned.
    */
   async view(doc: JourneyDoc): Promise<JourneyView> {
-    const [template, entries] = await Promise.all([this.template(doc.template, doc.template_version), this.entries(doc.id)]);
+    const [template, entries] = await Promise.all([this.template(doc.template, doc.template_version), this.entries(doc)]);
     if (!template) throw new JourneyError('not_found', `The journey's template ${doc.template} v${doc.template_version} is gone.`);
     const byRequest = new Map(doc.steps.filter((s) => s.by_request).map((s) => [s.by_request!, s.key]));
     const known = new Set(template.steps.map((s) => s.key));

@@ -1,20 +1,30 @@
+import { tenantShardsFrom } from '../config';
+import { tenantShardNamespaces, tenantShardOf } from '../tenant-shards';
 import type { Period } from '../time/periods';
 
 /**
- * Where the ledger lives in Redis. Written only by the cost-ledger service (one Lua script per
- * entry); read by the gateway's cost API and admission, by budget writes and by the alerting
- * service (spend of a newly budgeted scope, top contributors). Every key is under the
- * namespace's hash tag, so the scripts' keys share one Redis Cluster slot.
+ * Where the ledger lives in Redis. Written only by the cost-ledger service; read by the gateway's
+ * cost API and admission, by budget writes and by the alerting service.
  *
- * - entry:{id}                      the entry (JSON); its SET NX is the idempotency check
+ * Two places (see tenant-shards.ts). In the project's tenant shard, with the entry's own records:
+ * - entry:{id}                      the entry (JSON); its existence is the idempotency check
  * - idx:all | idx:user:{u} | idx:project:{p} | idx:journey:{j}
- *                                   sorted sets, score 0, member `{ms padded}:{entry id}`: time order and cursors by lex
- * - agg:day:{day}                   global detail for a UTC day: total, count, avoided, `{dimension}:{value}`
+ *                                   sorted sets, score 0, member `{ms padded}:{entry id}`: time
+ *                                   order and cursors by lex (idx:all and idx:user hold the shard's
+ *                                   part; readers merge the shards)
  * - agg:day:{day}:user:{u} / :project:{p}
- *                                   the same detail inside one user's or project's spend, with
- *                                   `project:{p}` in a user's and `user:{u}` in a project's
+ *                                   a user's or project's detail for a UTC day: total, count,
+ *                                   avoided, `{dimension}:{value}`, `project:{p}` in a user's and
+ *                                   `user:{u}` in a project's (a user's is summed over the shards)
+ * - fp:{month}                      HyperLogLog of request fingerprints: repeats a cache would have absorbed
+ * - pending                         entries written whose totals may not be applied yet
+ * Under the namespace's own tag, where admission and budgets read them atomically with holds:
+ * - agg:day:{day}                   global detail for a UTC day, and the day's running totals
+ *                                   (`total`, `user:{u}`, `project:{p}`)
  * - agg:{week|month}:{key}          running totals for budgets: total, user:{u}, project:{p}
+ * - applied:{day}                   entry ids whose totals were applied, by UTC day of applying
  * Week and month detail is the sum of their days, so every figure derives from the entries.
+ * With one shard, both places are the namespace: the keys are what they were before shards.
  */
 export function ledgerKeys(namespace: string) {
   const k = (...parts: string[]) => [namespace, 'ledger', ...parts].join(':');
@@ -43,10 +53,24 @@ export function ledgerKeys(namespace: string) {
     report: (period: Period, key: string) => k('report', period, key),
     /** HyperLogLog of request fingerprints per month: repeats a cache would have absorbed. */
     fingerprints: (monthKey: string) => k('fp', monthKey),
+    /** Set of entry ids written in this shard whose totals may not be applied yet. */
+    pending: k('pending'),
+    /** Set of entry ids whose totals were applied on a UTC day (of applying). */
+    applied: (dayKey: string) => k('applied', dayKey),
     prefix: () => k(''),
   };
 }
 export type LedgerKeys = ReturnType<typeof ledgerKeys>;
+
+/** The ledger keys of each tenant shard (TENANT_SHARDS as the services resolve it by default). */
+export function ledgerShards(namespace: string, n = tenantShardsFrom()): LedgerKeys[] {
+  return tenantShardNamespaces(namespace, n).map(ledgerKeys);
+}
+
+/** The ledger keys of a project's shard: its entries, indexes and day detail. */
+export function ledgerKeysOf(namespace: string, project: string, n = tenantShardsFrom()): LedgerKeys {
+  return ledgerKeys(tenantShardNamespaces(namespace, n)[tenantShardOf(project, n)]!);
+}
 
 export const GROUP_DIMENSIONS = ['service', 'operation', 'provider', 'model', 'user', 'project'] as const;
 export type GroupDimension = (typeof GROUP_DIMENSIONS)[number];

@@ -3,7 +3,9 @@ import { formatUsd } from '../pricing/price';
 import { type PriceTable, resolveModelPrice, selectPriceVersion } from '../pricing/price-table';
 import { type Period, periodBounds, periodKey, periodKeys, previousPeriodKey } from '../time/periods';
 import { type LedgerEntry } from './ledger-entry';
-import { type GroupDimension, GROUP_DIMENSIONS, indexMember, ledgerKeys } from './ledger-keys';
+import { tenantShardsFrom } from '../config';
+import { tenantShardOf } from '../tenant-shards';
+import { type GroupDimension, GROUP_DIMENSIONS, indexMember, type LedgerKeys, ledgerKeys, ledgerShards } from './ledger-keys';
 
 export interface Money {
   micros: number;
@@ -94,28 +96,53 @@ function top(fields: Fields, dimension: GroupDimension, n = Infinity): Array<{ k
 
 /**
  * Read side of the ledger, for the cost API and the report job. Week and month figures are the
- * sum of their days' aggregates, which the ledger's script keeps equal to the entries.
+ * sum of their days' aggregates, which the ledger's scripts keep equal to the entries. Global
+ * figures are under the namespace's own tag; a project's are in its tenant shard, a user's (who
+ * may spend in projects of several shards) and the lists of all entries are merged over the shards.
  */
 export class LedgerReader {
-  private readonly keys;
+  private readonly keys: LedgerKeys;
+  private readonly shards: LedgerKeys[];
 
   constructor(
     private readonly redis: Redis,
     namespace: string,
+    shards = tenantShardsFrom(),
   ) {
     this.keys = ledgerKeys(namespace);
+    this.shards = ledgerShards(namespace, shards);
+  }
+
+  /** The shards holding a scope's entries and detail: a project's own, else all. */
+  private shardsOf(scope?: Scope): LedgerKeys[] {
+    if (scope?.user === undefined && scope?.project !== undefined) return [this.shards[tenantShardOf(scope.project, this.shards.length)]!];
+    return this.shards;
   }
 
   /** Every aggregate field of a period (or of its days up to `until`), summed. */
   private async aggregate(period: Period, key: string, scope?: Scope, until?: Date): Promise<Fields> {
-    const pipe = this.redis.pipeline();
-    for (const day of daysOf(period, key, until)) pipe.hgetall(this.keys.day(day, scope));
+    const days = daysOf(period, key, until);
+    const scoped = scope?.user !== undefined || scope?.project !== undefined;
+    // One pipeline per shard: a cluster's pipelines stay in one slot.
+    const hashes = await Promise.all(
+      (scoped ? this.shardsOf(scope) : [this.keys]).map(async (k) => {
+        const pipe = this.redis.pipeline();
+        for (const day of days) pipe.hgetall(k.day(day, scope));
+        return (await pipe.exec()) ?? [];
+      }),
+    );
     const sums: Fields = new Map();
-    for (const [err, hash] of (await pipe.exec()) ?? []) {
+    for (const [err, hash] of hashes.flat()) {
       if (err) throw err;
       for (const [f, v] of Object.entries(hash as Record<string, string>)) sums.set(f, (sums.get(f) ?? 0) + Number(v));
     }
     return sums;
+  }
+
+  /** How many entries a scope has (all of them without one). */
+  async count(scope?: Scope): Promise<number> {
+    const counts = await Promise.all(this.shardsOf(scope).map((k) => this.redis.zcard(k.index(scope))));
+    return counts.reduce((a, b) => a + b, 0);
   }
 
   /**
@@ -147,18 +174,32 @@ export class LedgerReader {
   /** Entries in time order, filtered, with an opaque cursor for the next page. */
   async entries(q: EntryQuery): Promise<{ entries: LedgerEntry[]; next_cursor: string | null }> {
     const limit = Math.min(Math.max(q.limit ?? 100, 1), 1_000);
-    const index = this.keys.index(q.scope);
+    const shards = this.shardsOf(q.scope);
     let min = q.cursor ? `(${Buffer.from(q.cursor, 'base64url').toString()}` : q.from ? `[${indexMember(q.from.getTime(), '')}` : '-';
     const max = q.to ? `(${indexMember(q.to.getTime(), '')}` : '+';
     const out: LedgerEntry[] = [];
-    let last: string | undefined;
     for (;;) {
-      const members = await this.redis.zrangebylex(index, min, max, 'LIMIT', 0, PAGE);
-      if (members.length === 0) return { entries: out, next_cursor: null };
-      const ids = members.map((m) => this.keys.entry(m.slice(m.indexOf(':') + 1)));
-      const raw = await this.redis.mget(ids);
-      for (const [i, r] of raw.entries()) {
-        last = members[i]!;
+      // A page from each shard's index, merged by member (time, then id). Members past the
+      // smallest last member of a full page may have an earlier one still unread in that shard,
+      // so they wait for the next round.
+      const pages = await Promise.all(shards.map((k) => this.redis.zrangebylex(k.index(q.scope), min, max, 'LIMIT', 0, PAGE)));
+      const full = pages.filter((page) => page.length === PAGE).map((page) => page[page.length - 1]!);
+      const bound = full.length > 0 ? full.reduce((a, b) => (b < a ? b : a)) : undefined;
+      const merged = pages
+        .flatMap((page, s) => page.filter((m) => bound === undefined || m <= bound).map((m) => [m, s] as const))
+        .sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+      if (merged.length === 0) return { entries: out, next_cursor: null };
+      const bodies = new Map<string, string | null>();
+      await Promise.all(
+        shards.map(async (k, s) => {
+          const members = merged.filter(([, at]) => at === s).map(([m]) => m);
+          if (members.length === 0) return;
+          const raw = await this.redis.mget(members.map((m) => k.entry(m.slice(m.indexOf(':') + 1))));
+          members.forEach((m, i) => bodies.set(m, raw[i] ?? null));
+        }),
+      );
+      for (const [m] of merged) {
+        const r = bodies.get(m);
         if (!r) continue;
         const e = JSON.parse(r) as LedgerEntry;
         if (q.provider && e.provider !== q.provider) continue;
@@ -166,10 +207,10 @@ export class LedgerReader {
         if (q.service && e.service !== q.service) continue;
         if (q.operation && e.operation !== q.operation) continue;
         out.push(e);
-        if (out.length === limit) return { entries: out, next_cursor: Buffer.from(last).toString('base64url') };
+        if (out.length === limit) return { entries: out, next_cursor: Buffer.from(m).toString('base64url') };
       }
-      if (members.length < PAGE) return { entries: out, next_cursor: null };
-      min = `(${last}`;
+      if (bound === undefined) return { entries: out, next_cursor: null };
+      min = `(${bound}`;
     }
   }
 
@@ -236,7 +277,8 @@ export class LedgerReader {
 
     const fingerprinted = fields.get('fingerprinted') ?? 0;
     if (fingerprinted > 0) {
-      const distinct = await this.redis.pfcount(this.keys.fingerprints(month));
+      // Per shard: a project's repeats are within its own shard (answer caches are per tenant too).
+      const distinct = (await Promise.all(this.shards.map((k) => this.redis.pfcount(k.fingerprints(month))))).reduce((a, b) => a + b, 0);
       const repeats = Math.max(0, fingerprinted - distinct);
       const average = (fields.get('fingerprinted_micros') ?? 0) / fingerprinted;
       const saving = Math.round(repeats * average * factor);
