@@ -592,14 +592,17 @@ async function main(): Promise<number> {
     const days = new Set(entries.map((e) => e.occurred_at.slice(0, 10)));
     let total = 0;
     let count = 0;
+    let running = 0;
     for (const day of days) {
-      const agg = await redis.hmget(lk.day(day), 'total', 'count');
-      total += Number(agg[0] ?? 0);
-      count += Number(agg[1] ?? 0);
+      const agg = await ledgerReader.fields('day', day);
+      total += agg.get('total') ?? 0;
+      count += agg.get('count') ?? 0;
+      running += Number((await redis.hget(lk.day(day), 'total')) ?? 0);
     }
     const sum = entries.reduce((n, e) => n + e.amount_micros, 0);
     const index = await ledgerReader.count();
     if (total !== sum) problems.push(`daily aggregates total ${total} micros, entries sum to ${sum}`);
+    if (running !== sum) problems.push(`daily running totals (what budgets see) ${running} micros, entries sum to ${sum}`);
     if (count !== entries.length) problems.push(`daily aggregates count ${count} entries, ${entries.length} stored`);
     if (index !== entries.length) problems.push(`index has ${index} members, ${entries.length} entries stored`);
     // Each project's day detail (in its tenant shard) adds up to the entries too, and no entry was

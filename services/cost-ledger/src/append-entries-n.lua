@@ -1,6 +1,6 @@
 -- Step 1 of an append, in the entries' tenant shard: a batch of new entries with their indexes
--- and their users' and projects' day detail, in one atomic step (step 2, apply-totals-n.lua,
--- adds them to the totals under the namespace's own tag).
+-- and every day detail they touch (the shard's, their users' and projects'), in one atomic step
+-- (step 2, apply-totals-n.lua, adds them to the running totals under the namespace's own tag).
 --
 -- Idempotency: if any entry of the batch already exists, the script writes nothing and returns
 -- the positions of those entries, each with whether it is still pending (written, its totals maybe

@@ -1,6 +1,6 @@
 -- Step 2 of an append, under the namespace's own tag: adds a batch of entries (written by step 1
--- in their shards) to the global day detail and the running totals that budgets are judged
--- against, and settles their budget holds, in one atomic step.
+-- in their shards) to the running totals that budgets are judged against (day, week, month x
+-- total, user, project), and settles their budget holds, in one atomic step.
 --
 -- Idempotency: an entry's id goes into the applied set of the day of applying; if any entry of the
 -- batch is in one of the sets checked (today's and yesterday's), nothing is written and their
@@ -10,11 +10,12 @@
 --
 -- KEYS: 1..c applied sets to check (the first is today's, added to), then every other key.
 -- ARGV: 1 c, 2 applied set expiry (unix seconds), 3 n, 4..n+3 entry ids,
---       n+4 JSON { i: [[key, field, amount]], r: [[key, field]], h: [[hold key, amount, hold id]],
---                  x: hold expiry key (0 without holds) }
+--       n+4 JSON { i: [[key, field, amount, 1 to return the field's new value (else absent)]],
+--                  h: [[hold key, amount, hold id]], x: hold expiry key (0 without holds) }
 -- Each h settles a request's budget hold with the entry's cost in the same step that adds the
 -- cost to the totals, so held + spent never counts a call twice or not at all.
--- Returns: {'dup', positions...} and no write, or {'ok', value of each r field before the batch...}.
+-- Returns: {'dup', positions...} and no write, or {'ok', new value of each increment asked for, in order...}
+-- (the running totals: the caller subtracts the batch's own share, so no field is read twice).
 -- @include "../../../packages/shared/src/budget/release-hold.lua"
 local c, n = tonumber(ARGV[1]), tonumber(ARGV[3])
 local ids = {}
@@ -34,7 +35,9 @@ redis.call('SADD', KEYS[1], unpack(ids))
 redis.call('EXPIREAT', KEYS[1], ARGV[2])
 local plan = cjson.decode(ARGV[n + 4])
 local out = { 'ok' }
-for _, r in ipairs(plan.r) do out[#out + 1] = redis.call('HGET', KEYS[r[1]], r[2]) or '0' end
-for _, inc in ipairs(plan.i) do redis.call('HINCRBY', KEYS[inc[1]], inc[2], string.format('%.0f', inc[3])) end
+for _, inc in ipairs(plan.i) do
+  local v = redis.call('HINCRBY', KEYS[inc[1]], inc[2], string.format('%.0f', inc[3]))
+  if inc[4] then out[#out + 1] = v end
+end
 for _, h in ipairs(plan.h) do settle_hold(KEYS[h[1]], KEYS[plan.x], h[3], h[2]) end
 return out

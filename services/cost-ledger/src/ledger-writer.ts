@@ -66,9 +66,9 @@ type Written = 'new' | 'pending' | 'done';
 
 /**
  * The ledger's only write path. Entries written in the same tick go to Redis as one batch, in two
- * idempotent steps: each tenant shard's entries with their indexes and detail
- * (append-entries-n.lua), then all of them into the global detail, the running totals and the
- * budget holds (apply-totals-n.lua), then the shards' pending marks cleared. A crash between the
+ * idempotent steps: each tenant shard's entries with their indexes and day detail
+ * (append-entries-n.lua), then all of them into the running totals and the budget holds
+ * (apply-totals-n.lua), then the shards' pending marks cleared. A crash between the
  * steps heals on redelivery: step 1 finds the entry pending and step 2 runs for it, once. Each
  * caller still gets its own entry's outcome and running totals.
  */
@@ -219,13 +219,25 @@ export class LedgerWriter {
     batch.forEach(({ entry, fingerprint }, n0) => {
       const p = periodsOf(entry.occurred_at);
       const amount = entry.amount_micros;
-      const userDay = ref(shard.day(p.day, { user: entry.user_id }));
-      const projectDay = ref(shard.day(p.day, { project: entry.project_id }));
-      for (const key of [userDay, projectDay]) addDetail(increments, key, entry);
+      const modelKey = `${entry.provider}/${entry.model}`;
+      const day = ref(shard.detail(p.day));
+      const userDay = ref(shard.detail(p.day, { user: entry.user_id }));
+      const projectDay = ref(shard.detail(p.day, { project: entry.project_id }));
+      for (const key of [day, userDay, projectDay]) addDetail(increments, key, entry);
+      increments.add(day, `user:${entry.user_id}`, amount);
+      increments.add(day, `project:${entry.project_id}`, amount);
       // Who spent inside a project, and where a user spent: a budget alert on the one names the
       // top contributors of the other from these.
       increments.add(userDay, `project:${entry.project_id}`, amount);
       increments.add(projectDay, `user:${entry.user_id}`, amount);
+      if (entry.operation === 'chat' && !entry.cached && (entry.units.output_tokens ?? 0) < SHORT_OUTPUT_TOKENS) {
+        increments.add(day, `short:${modelKey}`, 1);
+        increments.add(day, `short_micros:${modelKey}`, amount);
+      }
+      if (fingerprint) {
+        increments.add(day, 'fingerprinted', 1);
+        increments.add(day, 'fingerprinted_micros', amount);
+      }
       if (fingerprint) fingerprints.push([ref(shard.fingerprints(p.month)), fingerprint]);
       const idxKeys = [shard.index(), shard.index({ user: entry.user_id }), shard.index({ project: entry.project_id })];
       // A journey's cost is read back from its own entries, so it equals the ledger by construction.
@@ -301,41 +313,31 @@ export class LedgerWriter {
     const increments = new Increments();
     const settles: Array<[number, number, string]> = [];
     const running = batch.map(({ entry }) => this.runningFields(entry, periodsOf(entry.occurred_at)));
-    batch.forEach(({ entry, fingerprint, holdId }) => {
+    batch.forEach(({ entry, holdId }) => {
       if (holdId) settles.push([ref(this.holds.hold(holdId)), entry.amount_micros, holdId]);
       const p = periodsOf(entry.occurred_at);
-      const amount = entry.amount_micros;
-      const modelKey = `${entry.provider}/${entry.model}`;
-      const day = ref(k.day(p.day));
-      addDetail(increments, day, entry);
-      increments.add(day, `user:${entry.user_id}`, amount);
-      increments.add(day, `project:${entry.project_id}`, amount);
-      if (entry.operation === 'chat' && !entry.cached && (entry.units.output_tokens ?? 0) < SHORT_OUTPUT_TOKENS) {
-        increments.add(day, `short:${modelKey}`, 1);
-        increments.add(day, `short_micros:${modelKey}`, amount);
-      }
-      if (fingerprint) {
-        increments.add(day, 'fingerprinted', 1);
-        increments.add(day, 'fingerprinted_micros', amount);
-      }
-      for (const key of [ref(k.running('week', p.week)), ref(k.running('month', p.month))]) {
-        increments.add(key, 'total', amount);
-        increments.add(key, `user:${entry.user_id}`, amount);
-        increments.add(key, `project:${entry.project_id}`, amount);
+      for (const key of [ref(k.day(p.day)), ref(k.running('week', p.week)), ref(k.running('month', p.month))]) {
+        increments.add(key, 'total', entry.amount_micros);
+        increments.add(key, `user:${entry.user_id}`, entry.amount_micros);
+        increments.add(key, `project:${entry.project_id}`, entry.amount_micros);
       }
     });
-    const runningKeys: Array<[number, string]> = [];
+    // The running fields are all incremented here: the script returns their new values, and the
+    // value before the batch is that less the batch's share.
+    const runningIds: string[] = [];
     const runningPos = new Map<string, number>();
     for (const fields of running) {
       for (const f of fields) {
-        const id = `${f.key}\u0000${f.field}`;
+        const id = `${ref(f.key)}\u0000${f.field}`;
         if (!runningPos.has(id)) {
-          runningPos.set(id, runningKeys.length);
-          runningKeys.push([ref(f.key), f.field]);
+          runningPos.set(id, runningIds.length);
+          runningIds.push(id);
         }
       }
     }
-    const plan = { i: increments.list(), r: runningKeys, h: settles, x: settles.length > 0 ? ref(this.holds.expiry) : 0 };
+    const inc = increments.list().map(([key, field, amount]) => (runningPos.has(`${key}\u0000${field}`) ? [key, field, amount, 1] : [key, field, amount]));
+    const returned = inc.filter((x) => x.length === 4).map(([key, field]) => `${key}\u0000${field}`);
+    const plan = { i: inc, h: settles, x: settles.length > 0 ? ref(this.holds.expiry) : 0 };
     const reply = await this.apply(
       String(keyList.length),
       ...keyList,
@@ -348,10 +350,14 @@ export class LedgerWriter {
     if (reply[0] === 'dup') return { ok: false, duplicates: reply.slice(1).map((v) => Number(v) - 1) };
 
     // Running totals as if the entries had been written one by one, in order.
-    const values = reply.slice(1).map(Number);
+    const values = new Array<number>(runningIds.length);
+    returned.forEach((id, j) => {
+      const pos = runningPos.get(id)!;
+      values[pos] = Number(reply[1 + j]) - increments.get(id);
+    });
     const totals = batch.map(({ entry }, i) =>
       running[i]!.map((f) => {
-        const pos = runningPos.get(`${f.key}\u0000${f.field}`)!;
+        const pos = runningPos.get(`${ref(f.key)}\u0000${f.field}`)!;
         values[pos] = values[pos]! + entry.amount_micros;
         return { ...f.scope, spent_micros: values[pos]! };
       }),
@@ -380,6 +386,11 @@ class Increments {
     let fields = this.byKey.get(key);
     if (!fields) this.byKey.set(key, (fields = new Map()));
     fields.set(field, (fields.get(field) ?? 0) + amount);
+  }
+  /** The summed amount of `${key}\u0000${field}`. */
+  get(id: string): number {
+    const cut = id.indexOf('\u0000');
+    return this.byKey.get(Number(id.slice(0, cut)))?.get(id.slice(cut + 1)) ?? 0;
   }
   list(): Array<[number, string, number]> {
     return [...this.byKey].flatMap(([key, fields]) => [...fields].map(([field, amount]) => [key, field, amount] as [number, string, number]));

@@ -115,8 +115,12 @@ test('10,000 events plus 2,000 redelivered, two instances at once: 10,000 entrie
 
   const day = periodKeys('2026-11-20T12:00:00.000Z');
   const want = expectedDay(items);
-  const got = await hash(k.day(day.day));
+  // The day's detail, summed over the tenant shards, and its running totals under the namespace's tag.
+  const got = Object.fromEntries(await reader.fields('day', day.day));
   for (const [field, value] of Object.entries(want)) expect([field, got[field]]).toEqual([field, value]);
+  const running = await hash(k.day(day.day));
+  expect(running.total).toBe(want.total);
+  for (let p = 0; p < 3; p++) expect(running[`project:proj-${p}`]).toBe(want[`project:proj-${p}`]);
   // Week and month running totals carry the same money.
   expect((await hash(k.running('week', day.week))).total).toBe(want.total);
   expect((await hash(k.running('month', day.month))).total).toBe(want.total);
@@ -254,7 +258,7 @@ test('a cache hit costs zero and records what it saved', async () => {
   await publisher.publishMany([hit]);
   const k = ledgerKeys(ns);
   expect(await waitFor(async () => (await new LedgerReader(redis, ns).count()) === 1)).toBe(true);
-  expect(await hash(k.day('2026-11-20'))).toMatchObject({ total: 0, count: 1, avoided: 250_000 });
+  expect(Object.fromEntries(await new LedgerReader(redis, ns).fields('day', '2026-11-20'))).toMatchObject({ total: 0, count: 1, avoided: 250_000 });
   const [entry] = (await new LedgerReader(redis, ns).entries({})).entries;
   expect(entry).toMatchObject({ amount_micros: 0, avoided_micros: 250_000, cached: true, provider: 'gemini' });
 });
@@ -270,7 +274,7 @@ test('the same entry twice in one batch is stored and aggregated once; the repea
   expect(results.map((r) => r.created)).toEqual([true, true, false, true, false]);
   const k = ledgerKeys(ns);
   const want = expectedDay(items);
-  expect(await hash(k.day('2026-11-20'))).toMatchObject({ total: want.total, count: 3 });
+  expect(Object.fromEntries(await new LedgerReader(redis, ns).fields('day', '2026-11-20'))).toMatchObject({ total: want.total, count: 3 });
   expect(await new LedgerReader(redis, ns).count()).toBe(3);
   // The repeats report the totals as they stand, with the first entry counted once.
   const dayTotal = (r: (typeof results)[number]) => r.totals.find((t) => t.scope === 'global' && t.period === 'day')!.spent_micros;

@@ -12,15 +12,16 @@ import type { Period } from '../time/periods';
  *                                   sorted sets, score 0, member `{ms padded}:{entry id}`: time
  *                                   order and cursors by lex (idx:all and idx:user hold the shard's
  *                                   part; readers merge the shards)
- * - agg:day:{day}:user:{u} / :project:{p}
- *                                   a user's or project's detail for a UTC day: total, count,
- *                                   avoided, `{dimension}:{value}`, `project:{p}` in a user's and
- *                                   `user:{u}` in a project's (a user's is summed over the shards)
+ * - agg:day:{day}:all | agg:day:{day}:user:{u} | agg:day:{day}:project:{p}
+ *                                   the detail of a UTC day, of all the shard's entries or of one
+ *                                   user's or project's: total, count, avoided, `{dimension}:{value}`
+ *                                   (`user:..` and `project:..` in the shard's, `project:{p}` in a
+ *                                   user's, `user:{u}` in a project's); a user's and the global one
+ *                                   are summed over the shards
  * - fp:{month}                      HyperLogLog of request fingerprints: repeats a cache would have absorbed
  * - pending                         entries written whose totals may not be applied yet
  * Under the namespace's own tag, where admission and budgets read them atomically with holds:
- * - agg:day:{day}                   global detail for a UTC day, and the day's running totals
- *                                   (`total`, `user:{u}`, `project:{p}`)
+ * - agg:day:{day}                   the day's running totals: total, user:{u}, project:{p}
  * - agg:{week|month}:{key}          running totals for budgets: total, user:{u}, project:{p}
  * - applied:{day}                   entry ids whose totals were applied, by UTC day of applying
  * Week and month detail is the sum of their days, so every figure derives from the entries.
@@ -28,6 +29,12 @@ import type { Period } from '../time/periods';
  */
 export function ledgerKeys(namespace: string) {
   const k = (...parts: string[]) => [namespace, 'ledger', ...parts].join(':');
+  const detail = (dayKey: string, scope?: { user?: string; project?: string }) =>
+    scope?.user !== undefined
+      ? k('agg', 'day', dayKey, 'user', scope.user)
+      : scope?.project !== undefined
+        ? k('agg', 'day', dayKey, 'project', scope.project)
+        : k('agg', 'day', dayKey, 'all');
   return {
     entry: (entryId: string) => k('entry', entryId),
     index: (scope?: { user?: string; project?: string; journey?: string }) =>
@@ -38,12 +45,14 @@ export function ledgerKeys(namespace: string) {
           : scope?.journey !== undefined
             ? k('idx', 'journey', scope.journey)
             : k('idx', 'all'),
+    /** A user's or project's day detail, or without a scope the day's running totals. */
     day: (dayKey: string, scope?: { user?: string; project?: string }) =>
-      scope?.user !== undefined
-        ? k('agg', 'day', dayKey, 'user', scope.user)
-        : scope?.project !== undefined
-          ? k('agg', 'day', dayKey, 'project', scope.project)
-          : k('agg', 'day', dayKey),
+      scope?.user !== undefined || scope?.project !== undefined ? detail(dayKey, scope) : k('agg', 'day', dayKey),
+    /**
+     * Day detail: a user's or project's, or without a scope the shard's part of the global detail
+     * (`agg:day:{day}:all`, summed over the shards).
+     */
+    detail,
     running: (period: Exclude<Period, 'day'>, key: string) => k('agg', period, key),
     /**
      * The hash with a period's running totals (`total`, `user:{u}`, `project:{p}`): the day's

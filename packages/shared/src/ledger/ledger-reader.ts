@@ -96,9 +96,9 @@ function top(fields: Fields, dimension: GroupDimension, n = Infinity): Array<{ k
 
 /**
  * Read side of the ledger, for the cost API and the report job. Week and month figures are the
- * sum of their days' aggregates, which the ledger's scripts keep equal to the entries. Global
- * figures are under the namespace's own tag; a project's are in its tenant shard, a user's (who
- * may spend in projects of several shards) and the lists of all entries are merged over the shards.
+ * sum of their days' detail, which the ledger's scripts keep equal to the entries. A project's
+ * figures are in its tenant shard; a user's (who may spend in projects of several shards), the
+ * global ones and the lists of all entries are merged over the shards.
  */
 export class LedgerReader {
   private readonly keys: LedgerKeys;
@@ -122,12 +122,11 @@ export class LedgerReader {
   /** Every aggregate field of a period (or of its days up to `until`), summed. */
   private async aggregate(period: Period, key: string, scope?: Scope, until?: Date): Promise<Fields> {
     const days = daysOf(period, key, until);
-    const scoped = scope?.user !== undefined || scope?.project !== undefined;
     // One pipeline per shard: a cluster's pipelines stay in one slot.
     const hashes = await Promise.all(
-      (scoped ? this.shardsOf(scope) : [this.keys]).map(async (k) => {
+      this.shardsOf(scope).map(async (k) => {
         const pipe = this.redis.pipeline();
-        for (const day of days) pipe.hgetall(k.day(day, scope));
+        for (const day of days) pipe.hgetall(k.detail(day, scope));
         return (await pipe.exec()) ?? [];
       }),
     );
