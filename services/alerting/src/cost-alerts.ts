@@ -101,6 +101,10 @@ export class CostEvaluator {
   private readonly ledger;
   private readonly reader: LedgerReader;
   readonly budgetIndex: BudgetIndex;
+  /** Cost events waiting for the decision in flight, the decision queued for them, and the one in flight. */
+  private waiting: Array<EventOf<'cost.recorded'>> = [];
+  private next: Promise<void> | undefined;
+  private deciding: Promise<void> = Promise.resolve();
   // Every event carries the same few periods and scopes: their period ends and key names are
   // computed once, not nine times per event.
   private readonly periodEnd = memo((id) => {
@@ -136,7 +140,23 @@ export class CostEvaluator {
    * reading that decided which are tracked was current; the same reading is compared, since a
    * sweep may reload the index meanwhile.
    */
-  async onCostRecordedMany(events: ReadonlyArray<EventOf<'cost.recorded'>>): Promise<void> {
+  onCostRecordedMany(events: ReadonlyArray<EventOf<'cost.recorded'>>): Promise<void> {
+    // Reads that arrive while a decision is out (the bus reads each partition on its own) wait
+    // for it and are decided together after it: under load the busy windows cost one step per
+    // round, not one per read; idle, nothing waits.
+    this.waiting.push(...events);
+    this.next ??= this.deciding.then(() => {
+      const batch = this.waiting;
+      this.waiting = [];
+      this.next = undefined;
+      return this.decideMany(batch);
+    });
+    const mine = this.next;
+    this.deciding = mine.catch(() => undefined);
+    return mine;
+  }
+
+  private async decideMany(events: ReadonlyArray<EventOf<'cost.recorded'>>): Promise<void> {
     const view = this.budgetIndex.view();
     const all = this.windowsOf(events);
     const tracked = all.filter((w) => view.has(w.scope, w.scopeId));

@@ -3,13 +3,15 @@
 -- total, user, project), and settles their budget holds, in one atomic step.
 --
 -- Idempotency: an entry's id goes into the applied set of the day of applying; if any entry of the
--- batch is in one of the sets checked (today's and yesterday's), nothing is written and their
--- positions come back; the writer drops them and runs the rest again. Step 2 runs only for entries
--- step 1 wrote now or still marks pending, and the writer clears the pending mark after it, so the
--- applied sets need only outlive a crash between the steps and the redelivery that heals it.
+-- batch is in one of the sets checked, nothing is written and their positions come back; the
+-- writer drops them and runs the rest again. Step 2 runs only for entries step 1 wrote now or still
+-- marks pending, and the writer clears the pending mark after it, so the applied sets need only
+-- outlive a crash between the steps and the redelivery that heals it. The writer checks today's
+-- set, and yesterday's too when an entry was pending or the day has just begun (an entry step 1
+-- wrote now can only have been applied by another instance in the same seconds).
 --
 -- KEYS: 1..c applied sets to check (the first is today's, added to), then every other key.
--- ARGV: 1 c, 2 applied set expiry (unix seconds), 3 n, 4..n+3 entry ids,
+-- ARGV: 1 c, 2 today's set's expiry (unix seconds; '' when already set), 3 n, 4..n+3 entry ids,
 --       n+4 JSON { i: [[key, field, amount, 1 to return the field's new value (else absent)]],
 --                  h: [[hold key, amount, hold id]], x: hold expiry key (0 without holds) }
 -- Each h settles a request's budget hold with the entry's cost in the same step that adds the
@@ -32,7 +34,7 @@ if #dups > 0 then
   return dups
 end
 redis.call('SADD', KEYS[1], unpack(ids))
-redis.call('EXPIREAT', KEYS[1], ARGV[2])
+if ARGV[2] ~= '' then redis.call('EXPIREAT', KEYS[1], ARGV[2]) end
 local plan = cjson.decode(ARGV[n + 4])
 local out = { 'ok' }
 for _, inc in ipairs(plan.i) do

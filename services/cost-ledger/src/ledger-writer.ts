@@ -57,9 +57,11 @@ function periodsOf(occurredAt: string): PeriodKeys {
   return p;
 }
 const SCOPES = ['global', 'user', 'project'] as const;
-/** Applied sets checked: today's and yesterday's, so an id applied in the last 24 h or more is found. */
-const APPLIED_DAYS = 2;
+/** Yesterday's applied set is checked for new entries this long into a UTC day (see apply-totals-n.lua). */
+const NEW_DAY_MARGIN_MS = 10 * 60_000;
 const DAY_MS = 86_400_000;
+/** Batches written at once by one writer (see flush). */
+const MAX_BATCHES_IN_FLIGHT = 2;
 
 /** What step 1 found of an entry: written now, written before with totals maybe not applied, or whole. */
 type Written = 'new' | 'pending' | 'done';
@@ -80,6 +82,9 @@ export class LedgerWriter {
   private readonly apply: BatchCommand;
   private queue: Pending[] = [];
   private scheduled = false;
+  private inFlight = 0;
+  /** The UTC day (ms) whose applied set this writer has given its expiry. */
+  private expirySetFor = -1;
 
   constructor(
     private readonly redis: Redis,
@@ -103,24 +108,35 @@ export class LedgerWriter {
     return new Promise((resolve, reject) => {
       this.queue.push({ entry, fingerprint, holdId, resolve, reject });
       if (this.queue.length >= this.maxBatch) this.flush();
-      else if (!this.scheduled) {
-        this.scheduled = true;
-        setImmediate(() => this.flush());
-      }
+      else this.schedule();
     });
   }
 
   private flush(): void {
     this.scheduled = false;
+    // At most this many batches out: entries that arrive meanwhile wait for one to end and go
+    // together, so a busy ledger writes larger batches (fewer commands per entry on the totals'
+    // slot) and an idle one waits for nothing.
+    if (this.inFlight >= MAX_BATCHES_IN_FLIGHT) return;
     const batch = this.queue.splice(0, this.maxBatch);
+    this.schedule();
+    if (batch.length === 0) return;
+    this.inFlight++;
+    this.run(batch)
+      .catch((err) => {
+        for (const p of batch) p.reject(err);
+      })
+      .finally(() => {
+        this.inFlight--;
+        this.schedule();
+      });
+  }
+
+  private schedule(): void {
     if (this.queue.length > 0 && !this.scheduled) {
       this.scheduled = true;
       setImmediate(() => this.flush());
     }
-    if (batch.length === 0) return;
-    this.run(batch).catch((err) => {
-      for (const p of batch) p.reject(err);
-    });
   }
 
   private async run(batch: Pending[]): Promise<void> {
@@ -160,7 +176,10 @@ export class LedgerWriter {
       }),
     );
     const toApply = batch.flatMap((p, i) => (written[i] === 'done' ? [] : [i]));
-    const applied = await this.applyTotals(toApply.map((i) => batch[i]!));
+    const applied = await this.applyTotals(
+      toApply.map((i) => batch[i]!),
+      toApply.some((i) => written[i] === 'pending'),
+    );
     // Totals applied (now, or by the delivery that crashed after step 2): the pending marks go.
     await Promise.all(
       [...byShard].map(([s, positions]) => {
@@ -262,13 +281,13 @@ export class LedgerWriter {
   }
 
   /** Step 2 for every shard's entries at once: each entry's running totals, or null if it was applied before. */
-  private async applyTotals(items: Pending[]): Promise<Array<ScopeTotal[] | null>> {
+  private async applyTotals(items: Pending[], healing: boolean): Promise<Array<ScopeTotal[] | null>> {
     const out: Array<ScopeTotal[] | null> = items.map(() => null);
     let live = items.map((_, i) => i);
     for (let round = 0; live.length > 0; round++) {
       if (round > items.length) throw new Error('ledger batch did not converge');
       const now = live.map((i) => items[i]!);
-      const result = await this.applyCommand(now);
+      const result = await this.applyCommand(now, healing);
       if (result.ok) {
         live.forEach((i, k) => (out[i] = result.totals[k]!));
         break;
@@ -295,11 +314,15 @@ export class LedgerWriter {
     );
   }
 
-  private async applyCommand(batch: Pending[]): Promise<{ ok: true; totals: ScopeTotal[][] } | { ok: false; duplicates: number[] }> {
+  private async applyCommand(batch: Pending[], healing: boolean): Promise<{ ok: true; totals: ScopeTotal[][] } | { ok: false; duplicates: number[] }> {
     const k = this.keys;
-    const today = this.now() - (this.now() % DAY_MS);
-    const applied = Array.from({ length: APPLIED_DAYS }, (_, d) => k.applied(new Date(today - d * DAY_MS).toISOString().slice(0, 10)));
-    const keyList = [...applied];
+    const now = this.now();
+    const today = now - (now % DAY_MS);
+    const dayKey = (t: number) => new Date(t).toISOString().slice(0, 10);
+    const keyList = healing || now - today < NEW_DAY_MARGIN_MS ? [k.applied(dayKey(today)), k.applied(dayKey(today - DAY_MS))] : [k.applied(dayKey(today))];
+    const checked = keyList.length;
+    // Today's set gets its expiry once per day and process.
+    const expireAt = this.expirySetFor === today ? '' : String(Math.ceil((today + 3 * DAY_MS) / 1000));
     const keyIndex = new Map<string, number>();
     const ref = (key: string) => {
       let i = keyIndex.get(key);
@@ -341,13 +364,14 @@ export class LedgerWriter {
     const reply = await this.apply(
       String(keyList.length),
       ...keyList,
-      String(APPLIED_DAYS),
-      String(Math.ceil((today + (APPLIED_DAYS + 1) * DAY_MS) / 1000)),
+      String(checked),
+      expireAt,
       String(batch.length),
       ...batch.map(({ entry }) => entry.entry_id),
       JSON.stringify(plan),
     );
     if (reply[0] === 'dup') return { ok: false, duplicates: reply.slice(1).map((v) => Number(v) - 1) };
+    this.expirySetFor = today;
 
     // Running totals as if the entries had been written one by one, in order.
     const values = new Array<number>(runningIds.length);

@@ -318,4 +318,13 @@ test('a write that stops between its two steps heals on redelivery: totals appli
   expect(await dayTotal()).toBe(a!.amount_micros + b!.amount_micros);
   expect(Number(await redis.hget(k.running('month', '2026-11'), 'total'))).toBe(a!.amount_micros + b!.amount_micros);
   expect(await reader.count()).toBe(2);
+
+  // The same, healed the next UTC day: yesterday's applied set still knows it.
+  const c = toEntry({ ...usageItem(2).meta, type: usageItem(2).type, data: usageItem(2).data, source: 'chat-workflow' } as UsageEvent, table);
+  await writer.write(c);
+  await redis.sadd(ledgerKeysOf(ns, c.project_id).pending, c.entry_id);
+  const tomorrow = new LedgerWriter(redis, ns, 500, undefined, () => Date.now() + 86_400_000);
+  expect((await tomorrow.write(c)).created).toBe(false);
+  expect(await pending(c)).toBe(0);
+  expect(await dayTotal()).toBe(a!.amount_micros + b!.amount_micros + c.amount_micros);
 });
