@@ -78,7 +78,7 @@ export async function run(): Promise<SummaryRow[]> {
       const other = results.reduce((n, r) => n + r.non2xx + r.errors + r.timeouts, 0) - refused;
       // The ledger drains asynchronously: wait until it holds every served request.
       const lk = ledgerKeys(ns);
-      for (let i = 0; i < 100 && (await new LedgerReader(redis, ns).count({ project })) < served; i++) await new Promise((r) => setTimeout(r, 100));
+      for (let i = 0; i < 100 && (await new LedgerReader(redis, ns).appliedCount({ project })) < served; i++) await new Promise((r) => setTimeout(r, 100));
       const entries = await new LedgerReader(redis, ns).count({ project });
       const spent = Number((await redis.hget(lk.day(periodKeys(Date.now()).day), `project:${project}`)) ?? 0);
       const ratio = spent / LIMIT;

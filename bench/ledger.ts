@@ -84,7 +84,8 @@ export async function run(): Promise<SummaryRow[]> {
         process.stdout.write(`  ${count.toLocaleString()} / ${EVENTS.toLocaleString()} entries\n`);
         lastPrint = Date.now();
       }
-      if (count >= EVENTS) break;
+      // Done when every entry is written and added to the running totals (none pending between steps).
+      if (count >= EVENTS && (await reader.pendingCount()) === 0) break;
       if (count === last && Date.now() - firstEntry > 300_000) throw new Error(`stalled at ${count} entries`);
       last = count;
       await new Promise((r) => setTimeout(r, 20));

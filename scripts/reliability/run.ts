@@ -612,7 +612,7 @@ async function main(): Promise<number> {
       for (const day of days) byProject += (await ledgerReader.fields('day', day, { project })).get('total') ?? 0;
     }
     if (byProject !== sum) problems.push(`projects' daily detail totals ${byProject} micros, entries sum to ${sum}`);
-    const pending = (await Promise.all(ledgerShards(ns, tenantShards).map((k) => redis.scard(k.pending)))).reduce((a, b) => a + b, 0);
+    const pending = await ledgerReader.pendingCount();
     if (pending !== 0) problems.push(`${pending} entries still pending between the ledger's steps`);
     checks.push(result('ledger aggregates and index agree with its entries', problems, `${entries.length} entries over ${days.size} day(s)`));
   }

@@ -214,7 +214,7 @@ test('period boundaries: the last millisecond of a day, ISO weeks across the yea
   await publishAll(publisher, items);
   const k = ledgerKeys(ns);
   const reader = new LedgerReader(redis, ns);
-  expect(await waitFor(async () => (await reader.count()) === 5)).toBe(true);
+  expect(await waitFor(async () => (await reader.appliedCount()) === 5)).toBe(true);
   const c = items.map(costOf);
   const total = async (key: string) => (await hash(key)).total ?? 0;
   expect(await total(k.day('2026-12-31'))).toBe(c[0]);

@@ -24,7 +24,8 @@ async function projectSpend(sys: Replicas, project: string): Promise<number> {
 }
 
 async function projectEntries(sys: Replicas, project: string): Promise<number> {
-  return new LedgerReader(sys.redis, sys.namespace).count({ project });
+  // Entries in the running totals too (the ledger writes an entry, then adds it to the totals).
+  return new LedgerReader(sys.redis, sys.namespace).appliedCount({ project });
 }
 
 /** Waits until the ledger has caught up with `count` entries (the bus is asynchronous). */

@@ -36,7 +36,9 @@ describe('settling external calls', () => {
   const spent = async (project: string) => Number((await sys.redis.hget(ledgerKeys(sys.namespace).day(periodKeys(Date.now()).day), `project:${project}`)) ?? 0);
   const held = async (project: string) => (await heldMicros(sys.redis, sys.namespace, 'project', project, periodKeys(Date.now()))).day;
   const settledEntries = async (project: string, count: number) => {
-    for (let i = 0; i < 250 && (await entries(project)).length < count; i++) await sleep(20);
+    // Until that many are in the running totals too (the ledger writes an entry, then adds it to the totals).
+    const reader = new LedgerReader(sys.redis, sys.namespace);
+    for (let i = 0; i < 250 && (await reader.appliedCount({ project })) < count; i++) await sleep(20);
     return entries(project);
   };
 

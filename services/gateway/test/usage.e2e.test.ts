@@ -27,7 +27,8 @@ function client(sys: Replicas, key: string, gw = 0) {
 
 const day = () => periodKeys(Date.now()).day;
 const spentOf = async (sys: Replicas, project: string) => Number((await sys.redis.hget(ledgerKeys(sys.namespace).day(day()), `project:${project}`)) ?? 0);
-const entriesOf = (sys: Replicas, project: string) => new LedgerReader(sys.redis, sys.namespace).count({ project });
+// Entries in the running totals too (the ledger writes an entry, then adds it to the totals).
+const entriesOf = (sys: Replicas, project: string) => new LedgerReader(sys.redis, sys.namespace).appliedCount({ project });
 const heldOf = async (sys: Replicas, project: string) => (await heldMicros(sys.redis, sys.namespace, 'project', project, periodKeys(Date.now()))).day;
 
 async function until(check: () => Promise<boolean>, what: string): Promise<void> {

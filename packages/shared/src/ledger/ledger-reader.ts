@@ -138,6 +138,22 @@ export class LedgerReader {
     return sums;
   }
 
+  /** Entries written whose running totals may not be applied yet (0 once the ledger is still). */
+  async pendingCount(): Promise<number> {
+    const counts = await Promise.all(this.shards.map((k) => this.redis.scard(k.pending)));
+    return counts.reduce((a, b) => a + b, 0);
+  }
+
+  /**
+   * At least how many of a scope's entries are in the running totals too: its entries less what
+   * its shards hold pending between the ledger's steps. What to wait on before reading totals.
+   */
+  async appliedCount(scope?: Scope): Promise<number> {
+    const n = await this.count(scope);
+    const pending = await Promise.all(this.shardsOf(scope).map((k) => this.redis.scard(k.pending)));
+    return n - pending.reduce((a, b) => a + b, 0);
+  }
+
   /** How many entries a scope has (all of them without one). */
   async count(scope?: Scope): Promise<number> {
     const counts = await Promise.all(this.shardsOf(scope).map((k) => this.redis.zcard(k.index(scope))));
