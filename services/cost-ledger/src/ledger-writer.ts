@@ -239,12 +239,18 @@ export class LedgerWriter {
       const p = periodsOf(entry.occurred_at);
       const amount = entry.amount_micros;
       const modelKey = `${entry.provider}/${entry.model}`;
-      const day = ref(shard.detail(p.day));
+      // One shard: the global detail shares the day's running totals hash (as before shards), whose
+      // total, user and project fields step 2 writes.
+      const shared = this.shards.length === 1;
+      const day = ref(shared ? shard.day(p.day) : shard.detail(p.day));
       const userDay = ref(shard.detail(p.day, { user: entry.user_id }));
       const projectDay = ref(shard.detail(p.day, { project: entry.project_id }));
-      for (const key of [day, userDay, projectDay]) addDetail(increments, key, entry);
-      increments.add(day, `user:${entry.user_id}`, amount);
-      increments.add(day, `project:${entry.project_id}`, amount);
+      addDetail(increments, day, entry, !shared);
+      for (const key of [userDay, projectDay]) addDetail(increments, key, entry);
+      if (!shared) {
+        increments.add(day, `user:${entry.user_id}`, amount);
+        increments.add(day, `project:${entry.project_id}`, amount);
+      }
       // Who spent inside a project, and where a user spent: a budget alert on the one names the
       // top contributors of the other from these.
       increments.add(userDay, `project:${entry.project_id}`, amount);
@@ -422,10 +428,10 @@ class Increments {
 }
 
 /** The detail every day aggregate keeps of an entry: totals, then by service, operation, provider and model. */
-function addDetail(increments: Increments, key: number, entry: LedgerEntry): void {
+function addDetail(increments: Increments, key: number, entry: LedgerEntry, withTotal = true): void {
   const amount = entry.amount_micros;
   const modelKey = `${entry.provider}/${entry.model}`;
-  increments.add(key, 'total', amount);
+  if (withTotal) increments.add(key, 'total', amount);
   increments.add(key, 'count', 1);
   increments.add(key, `service:${entry.service}`, amount);
   increments.add(key, `operation:${entry.operation}`, amount);

@@ -25,7 +25,8 @@ import type { Period } from '../time/periods';
  * - agg:{week|month}:{key}          running totals for budgets: total, user:{u}, project:{p}
  * - applied:{day}                   entry ids whose totals were applied, by UTC day of applying
  * Week and month detail is the sum of their days, so every figure derives from the entries.
- * With one shard, both places are the namespace: the keys are what they were before shards.
+ * With one shard, both places are the namespace and the global detail is `agg:day:{day}` itself
+ * (beside the running totals, as before shards): every key is what it was before shards.
  */
 export function ledgerKeys(namespace: string) {
   const k = (...parts: string[]) => [namespace, 'ledger', ...parts].join(':');

@@ -122,11 +122,13 @@ export class LedgerReader {
   /** Every aggregate field of a period (or of its days up to `until`), summed. */
   private async aggregate(period: Period, key: string, scope?: Scope, until?: Date): Promise<Fields> {
     const days = daysOf(period, key, until);
+    const scoped = scope?.user !== undefined || scope?.project !== undefined;
     // One pipeline per shard: a cluster's pipelines stay in one slot.
     const hashes = await Promise.all(
       this.shardsOf(scope).map(async (k) => {
         const pipe = this.redis.pipeline();
-        for (const day of days) pipe.hgetall(k.detail(day, scope));
+        // With one shard the global detail is the day's running totals hash (see ledger-keys.ts).
+        for (const day of days) pipe.hgetall(this.shards.length === 1 && !scoped ? k.day(day) : k.detail(day, scope));
         return (await pipe.exec()) ?? [];
       }),
     );
