@@ -19,8 +19,11 @@ import {
 
 const EVENTS = Number(process.env.BENCH_LEDGER_EVENTS ?? 100_000);
 const INSTANCES = Number(process.env.BENCH_LEDGER_INSTANCES ?? 2);
+// Projects the events are spread over (users: ten times as many); a cluster's shares need many.
+const TENANTS = Number(process.env.BENCH_TENANTS ?? 5);
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 import { benchNodeArgs } from './gateway';
+import { masterShares, sampleMasters } from './cluster-share';
 import type { SummaryRow } from './summary';
 
 const root = join(__dirname, '..');
@@ -56,11 +59,12 @@ export async function run(): Promise<SummaryRow[]> {
           usage_source: 'provider' as const, request_id: `r${j}`, cached: false,
         };
         expected += price({ provider, model, units: data.units }, { table }).amount_micros;
-        items.push({ type: 'usage.recorded' as const, data, meta: { correlation_id: `c${j}`, user_id: `u${j % 50}`, project_id: `p${j % 5}` } });
+        items.push({ type: 'usage.recorded' as const, data, meta: { correlation_id: `c${j}`, user_id: `u${j % (TENANTS * 10)}`, project_id: `p${j % TENANTS}` } });
       }
       await publisher.publishMany(items);
     }
     const published = Date.now();
+    const sharesBefore = await sampleMasters(redis, ns);
     // The ledger starts on a full backlog, so what is timed is the ledger alone, not the publisher
     // sharing its two cores; its consumer group starts at the stream's beginning.
     for (let i = 0; i < INSTANCES; i++) {
@@ -106,6 +110,10 @@ export async function run(): Promise<SummaryRow[]> {
         exact: total === expected,
       },
     ]);
+    if (sharesBefore.length > 0) {
+      console.log(`per cluster master: share of the commands sent while the ledger drained, and of the keys (${TENANTS} projects; target: none above 45% with 100):`);
+      console.table(masterShares(sharesBefore, await sampleMasters(redis, ns)));
+    }
     if (total !== expected) process.exitCode = 1;
     const rate = Math.round(EVENTS / seconds);
     return [
