@@ -6,6 +6,7 @@
  * their count. A reshard moves slots, not keys: the spread holds for an evenly split cluster.
  */
 import calculateSlot from 'cluster-key-slot';
+import { unitNamespace } from './keys';
 
 export const CLUSTER_SLOTS = 16_384;
 
@@ -63,4 +64,30 @@ export function stableBucket(text: string, n: number): number {
     h = Math.imul(h, 0x01000193);
   }
   return (h >>> 0) % n;
+}
+
+/** A count of units (partitions, shards): an integer 1 to max, else a RangeError naming `what`. */
+export function checkUnitCount(what: string, n: number, max: number): number {
+  if (!Number.isInteger(n) || n < 1 || n > max) throw new RangeError(`${what} must be an integer 1-${max}, got ${n}`);
+  return n;
+}
+
+const layouts = new Map<string, readonly string[]>();
+
+/**
+ * The namespaces of a namespace's n units of one kind, each under a tag of its own
+ * (`unitNamespace(namespace, '<kind>:<i>:<k>')`) in the i-th slot range; the unit whose range holds
+ * the namespace's own slot is the namespace itself, so one unit is the namespace.
+ */
+export function unitNamespaces(namespace: string, kind: string, n: number): readonly string[] {
+  if (n === 1) return [namespace];
+  const cacheKey = `${n}\0${kind}\0${namespace}`;
+  const known = layouts.get(cacheKey);
+  if (known) return known;
+  const out = spreadOverSlots(n, namespace, namespace, (i, k) => {
+    const ns = unitNamespace(namespace, `${kind}:${i}:${k}`);
+    return { key: ns, value: ns };
+  });
+  layouts.set(cacheKey, out);
+  return out;
 }

@@ -15,7 +15,7 @@
  * keeps today's keys, and a bus grown to N partitions keeps its stream, groups and backlog.
  */
 import { keyspace } from '../keys';
-import { spreadOverSlots, stableBucket } from '../slots';
+import { checkUnitCount, spreadOverSlots, stableBucket } from '../slots';
 
 export { CLUSTER_SLOTS, rangeOfSlot, slotRange } from '../slots';
 
@@ -33,10 +33,7 @@ export function busStreamKey(prefix: string): string {
 }
 
 export function checkPartitionCount(n: number): number {
-  if (!Number.isInteger(n) || n < 1 || n > MAX_BUS_PARTITIONS) {
-    throw new RangeError(`bus partitions must be an integer 1-${MAX_BUS_PARTITIONS}, got ${n}`);
-  }
-  return n;
+  return checkUnitCount('bus partitions', n, MAX_BUS_PARTITIONS);
 }
 
 /**

@@ -18,34 +18,17 @@
  */
 import { MAX_QUEUE_PARTITIONS } from '../config';
 import { queuePrefix } from '../jobs';
-import { unitNamespace } from '../keys';
-import { spreadOverSlots, stableBucket } from '../slots';
+import { checkUnitCount, stableBucket, unitNamespaces } from '../slots';
 
 export { rangeOfSlot, slotRange } from '../slots';
 
 export function checkQueuePartitions(n: number): number {
-  if (!Number.isInteger(n) || n < 1 || n > MAX_QUEUE_PARTITIONS) {
-    throw new RangeError(`queue partitions must be an integer 1-${MAX_QUEUE_PARTITIONS}, got ${n}`);
-  }
-  return n;
+  return checkUnitCount('queue partitions', n, MAX_QUEUE_PARTITIONS);
 }
-
-const layouts = new Map<string, readonly string[]>();
 
 /** The BullMQ prefix of each of a namespace's n queue partitions; one partition: `queuePrefix(namespace)`. */
 export function queuePartitionPrefixes(namespace: string, n: number): readonly string[] {
-  checkQueuePartitions(n);
-  if (n === 1) return [queuePrefix(namespace)];
-  const cacheKey = `${n}\0${namespace}`;
-  const known = layouts.get(cacheKey);
-  if (known) return known;
-  const home = queuePrefix(namespace);
-  const out = spreadOverSlots(n, home, home, (i, k) => {
-    const prefix = queuePrefix(unitNamespace(namespace, `q:${i}:${k}`));
-    return { key: prefix, value: prefix };
-  });
-  layouts.set(cacheKey, out);
-  return out;
+  return unitNamespaces(namespace, 'q', checkQueuePartitions(n)).map(queuePrefix);
 }
 
 /**
