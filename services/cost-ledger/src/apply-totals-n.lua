@@ -12,12 +12,13 @@
 --
 -- KEYS: 1..c applied sets to check (the first is today's, added to), then every other key.
 -- ARGV: 1 c, 2 today's set's expiry (unix seconds; '' when already set), 3 n, 4..n+3 entry ids,
---       n+4 JSON { i: [[key, field, amount, 1 to return the field's new value (else absent)]],
---                  h: [[hold key, amount, hold id]], x: hold expiry key (0 without holds) }
+--       n+4 JSON { i: [[key, field, amount]], h: [[hold key, amount, hold id]],
+--                  x: hold expiry key (0 without holds) }
 -- Each h settles a request's budget hold with the entry's cost in the same step that adds the
 -- cost to the totals, so held + spent never counts a call twice or not at all.
--- Returns: {'dup', positions...} and no write, or {'ok', new value of each increment asked for, in order...}
--- (the running totals: the caller subtracts the batch's own share, so no field is read twice).
+-- Returns: {'dup', positions...} and no write, or {'ok', new value of each increment, in order...}
+-- (every field here is a running total: the caller subtracts the batch's own share, so no field
+-- is read as well as written).
 -- @include "../../../packages/shared/src/budget/release-hold.lua"
 local c, n = tonumber(ARGV[1]), tonumber(ARGV[3])
 local ids = {}
@@ -38,8 +39,7 @@ if ARGV[2] ~= '' then redis.call('EXPIREAT', KEYS[1], ARGV[2]) end
 local plan = cjson.decode(ARGV[n + 4])
 local out = { 'ok' }
 for _, inc in ipairs(plan.i) do
-  local v = redis.call('HINCRBY', KEYS[inc[1]], inc[2], string.format('%.0f', inc[3]))
-  if inc[4] then out[#out + 1] = v end
+  out[#out + 1] = redis.call('HINCRBY', KEYS[inc[1]], inc[2], string.format('%.0f', inc[3]))
 end
 for _, h in ipairs(plan.h) do settle_hold(KEYS[h[1]], KEYS[plan.x], h[3], h[2]) end
 return out

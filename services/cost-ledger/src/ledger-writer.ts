@@ -221,17 +221,7 @@ export class LedgerWriter {
 
   private appendCommand(shard: LedgerKeys, batch: Pending[]): Promise<string[]> {
     const n = batch.length;
-    const keyList = [...batch.map(({ entry }) => shard.entry(entry.entry_id)), shard.pending];
-    const keyIndex = new Map<string, number>();
-    const ref = (key: string) => {
-      let i = keyIndex.get(key);
-      if (i === undefined) {
-        keyList.push(key);
-        i = keyList.length; // Lua's KEYS is 1-based
-        keyIndex.set(key, i);
-      }
-      return i;
-    };
+    const { keys: keyList, ref } = keyRefs([...batch.map(({ entry }) => shard.entry(entry.entry_id)), shard.pending]);
     const increments = new Increments();
     const indexes = new Map<number, number[]>();
     const fingerprints: Array<[number, string]> = [];
@@ -241,8 +231,8 @@ export class LedgerWriter {
       const modelKey = `${entry.provider}/${entry.model}`;
       // One shard: the global detail shares the day's running totals hash (as before shards), whose
       // total, user and project fields step 2 writes.
-      const shared = this.shards.length === 1;
-      const day = ref(shared ? shard.day(p.day) : shard.detail(p.day));
+      const shared = shard.detailInTotals;
+      const day = ref(shard.detail(p.day));
       const userDay = ref(shard.detail(p.day, { user: entry.user_id }));
       const projectDay = ref(shard.detail(p.day, { project: entry.project_id }));
       addDetail(increments, day, entry, !shared);
@@ -325,20 +315,10 @@ export class LedgerWriter {
     const now = this.now();
     const today = now - (now % DAY_MS);
     const dayKey = (t: number) => new Date(t).toISOString().slice(0, 10);
-    const keyList = healing || now - today < NEW_DAY_MARGIN_MS ? [k.applied(dayKey(today)), k.applied(dayKey(today - DAY_MS))] : [k.applied(dayKey(today))];
-    const checked = keyList.length;
+    const checks = healing || now - today < NEW_DAY_MARGIN_MS ? [k.applied(dayKey(today)), k.applied(dayKey(today - DAY_MS))] : [k.applied(dayKey(today))];
     // Today's set gets its expiry once per day and process.
     const expireAt = this.expirySetFor === today ? '' : String(Math.ceil((today + 3 * DAY_MS) / 1000));
-    const keyIndex = new Map<string, number>();
-    const ref = (key: string) => {
-      let i = keyIndex.get(key);
-      if (i === undefined) {
-        keyList.push(key);
-        i = keyList.length;
-        keyIndex.set(key, i);
-      }
-      return i;
-    };
+    const { keys: keyList, ref } = keyRefs(checks);
     const increments = new Increments();
     const settles: Array<[number, number, string]> = [];
     const running = batch.map(({ entry }) => this.runningFields(entry, periodsOf(entry.occurred_at)));
@@ -351,26 +331,14 @@ export class LedgerWriter {
         increments.add(key, `project:${entry.project_id}`, entry.amount_micros);
       }
     });
-    // The running fields are all incremented here: the script returns their new values, and the
-    // value before the batch is that less the batch's share.
-    const runningIds: string[] = [];
-    const runningPos = new Map<string, number>();
-    for (const fields of running) {
-      for (const f of fields) {
-        const id = `${ref(f.key)}\u0000${f.field}`;
-        if (!runningPos.has(id)) {
-          runningPos.set(id, runningIds.length);
-          runningIds.push(id);
-        }
-      }
-    }
-    const inc = increments.list().map(([key, field, amount]) => (runningPos.has(`${key}\u0000${field}`) ? [key, field, amount, 1] : [key, field, amount]));
-    const returned = inc.filter((x) => x.length === 4).map(([key, field]) => `${key}\u0000${field}`);
+    // Every field incremented here is a running total: the script returns each one's new value,
+    // and the value before the batch is that less the batch's share.
+    const inc = increments.list();
     const plan = { i: inc, h: settles, x: settles.length > 0 ? ref(this.holds.expiry) : 0 };
     const reply = await this.apply(
       String(keyList.length),
       ...keyList,
-      String(checked),
+      String(checks.length),
       expireAt,
       String(batch.length),
       ...batch.map(({ entry }) => entry.entry_id),
@@ -380,16 +348,13 @@ export class LedgerWriter {
     this.expirySetFor = today;
 
     // Running totals as if the entries had been written one by one, in order.
-    const values = new Array<number>(runningIds.length);
-    returned.forEach((id, j) => {
-      const pos = runningPos.get(id)!;
-      values[pos] = Number(reply[1 + j]) - increments.get(id);
-    });
+    const value = new Map(inc.map(([key, field, amount], j) => [`${key}\u0000${field}`, Number(reply[1 + j]) - amount]));
     const totals = batch.map(({ entry }, i) =>
       running[i]!.map((f) => {
-        const pos = runningPos.get(`${ref(f.key)}\u0000${f.field}`)!;
-        values[pos] = values[pos]! + entry.amount_micros;
-        return { ...f.scope, spent_micros: values[pos]! };
+        const id = `${ref(f.key)}\u0000${f.field}`;
+        const spent = value.get(id)! + entry.amount_micros;
+        value.set(id, spent);
+        return { ...f.scope, spent_micros: spent };
       }),
     );
     return { ok: true, totals };
@@ -409,6 +374,23 @@ export class LedgerWriter {
   }
 }
 
+/** A script's KEYS, each key once: `ref` gives its 1-based position (Lua's KEYS is 1-based). */
+function keyRefs(initial: string[]): { keys: string[]; ref: (key: string) => number } {
+  const keys = [...initial];
+  const index = new Map<string, number>();
+  return {
+    keys,
+    ref: (key) => {
+      let i = index.get(key);
+      if (i === undefined) {
+        keys.push(key);
+        index.set(key, (i = keys.length));
+      }
+      return i;
+    },
+  };
+}
+
 /** A batch's increments summed per (key position, field): one HINCRBY per distinct field. */
 class Increments {
   private readonly byKey = new Map<number, Map<string, number>>();
@@ -416,11 +398,6 @@ class Increments {
     let fields = this.byKey.get(key);
     if (!fields) this.byKey.set(key, (fields = new Map()));
     fields.set(field, (fields.get(field) ?? 0) + amount);
-  }
-  /** The summed amount of `${key}\u0000${field}`. */
-  get(id: string): number {
-    const cut = id.indexOf('\u0000');
-    return this.byKey.get(Number(id.slice(0, cut)))?.get(id.slice(cut + 1)) ?? 0;
   }
   list(): Array<[number, string, number]> {
     return [...this.byKey].flatMap(([key, fields]) => [...fields].map(([field, amount]) => [key, field, amount] as [number, string, number]));

@@ -28,15 +28,17 @@ import type { Period } from '../time/periods';
  * With one shard, both places are the namespace and the global detail is `agg:day:{day}` itself
  * (beside the running totals, as before shards): every key is what it was before shards.
  */
-export function ledgerKeys(namespace: string) {
+export function ledgerKeys(namespace: string, detailInTotals = false) {
   const k = (...parts: string[]) => [namespace, 'ledger', ...parts].join(':');
   const detail = (dayKey: string, scope?: { user?: string; project?: string }) =>
     scope?.user !== undefined
       ? k('agg', 'day', dayKey, 'user', scope.user)
       : scope?.project !== undefined
         ? k('agg', 'day', dayKey, 'project', scope.project)
-        : k('agg', 'day', dayKey, 'all');
+        : k('agg', 'day', dayKey, ...(detailInTotals ? [] : ['all']));
   return {
+    /** The global day detail is the day's running totals hash (one shard: as before shards). */
+    detailInTotals,
     entry: (entryId: string) => k('entry', entryId),
     index: (scope?: { user?: string; project?: string; journey?: string }) =>
       scope?.user !== undefined
@@ -51,7 +53,7 @@ export function ledgerKeys(namespace: string) {
       scope?.user !== undefined || scope?.project !== undefined ? detail(dayKey, scope) : k('agg', 'day', dayKey),
     /**
      * Day detail: a user's or project's, or without a scope the shard's part of the global detail
-     * (`agg:day:{day}:all`, summed over the shards).
+     * (`agg:day:{day}:all`, summed over the shards; `agg:day:{day}` with one shard).
      */
     detail,
     running: (period: Exclude<Period, 'day'>, key: string) => k('agg', period, key),
@@ -74,12 +76,12 @@ export type LedgerKeys = ReturnType<typeof ledgerKeys>;
 
 /** The ledger keys of each tenant shard (TENANT_SHARDS as the services resolve it by default). */
 export function ledgerShards(namespace: string, n = tenantShardsFrom()): LedgerKeys[] {
-  return tenantShardNamespaces(namespace, n).map(ledgerKeys);
+  return tenantShardNamespaces(namespace, n).map((ns) => ledgerKeys(ns, n === 1));
 }
 
 /** The ledger keys of a project's shard: its entries, indexes and day detail. */
 export function ledgerKeysOf(namespace: string, project: string, n = tenantShardsFrom()): LedgerKeys {
-  return ledgerKeys(tenantShardNamespaces(namespace, n)[tenantShardOf(project, n)]!);
+  return ledgerKeys(tenantShardNamespaces(namespace, n)[tenantShardOf(project, n)]!, n === 1);
 }
 
 export const GROUP_DIMENSIONS = ['service', 'operation', 'provider', 'model', 'user', 'project'] as const;
