@@ -14,36 +14,45 @@
  * reader with fewer shards misses data, and changing it under running writers splits a tenant's
  * figures across two shards that only the old number reads together.
  */
-import { unitNamespace } from './keys';
-import { spreadOverSlots, stableBucket } from './slots';
+import type Redis from 'ioredis';
+import type { ChainableCommander } from 'ioredis';
+import { checkUnitCount, stableBucket, unitNamespaces } from './slots';
 
 export const MAX_TENANT_SHARDS = 64;
 
 export function checkTenantShards(n: number): number {
-  if (!Number.isInteger(n) || n < 1 || n > MAX_TENANT_SHARDS) {
-    throw new RangeError(`tenant shards must be an integer 1-${MAX_TENANT_SHARDS}, got ${n}`);
-  }
-  return n;
+  return checkUnitCount('tenant shards', n, MAX_TENANT_SHARDS);
 }
-
-const layouts = new Map<string, readonly string[]>();
 
 /** The namespace of each of n shards; one shard: the namespace itself. */
 export function tenantShardNamespaces(namespace: string, n: number): readonly string[] {
-  checkTenantShards(n);
-  if (n === 1) return [namespace];
-  const cacheKey = `${n}\0${namespace}`;
-  const known = layouts.get(cacheKey);
-  if (known) return known;
-  const out = spreadOverSlots(n, namespace, namespace, (i, k) => {
-    const ns = unitNamespace(namespace, `s:${i}:${k}`);
-    return { key: ns, value: ns };
-  });
-  layouts.set(cacheKey, out);
-  return out;
+  return unitNamespaces(namespace, 's', checkTenantShards(n));
 }
 
 /** The shard of a project's data (events without a project share the shard of ''). */
 export function tenantShardOf(project: string, n: number): number {
   return stableBucket(project, n);
+}
+
+/** The shards a read touches: the named projects' when it names them, else all. */
+export function shardsFor<T>(projects: readonly string[] | undefined, shards: readonly T[]): readonly T[] {
+  if (!projects || projects.length === 0 || shards.length === 1) return shards;
+  return [...new Set(projects.map((p) => tenantShardOf(p, shards.length)))].sort((a, b) => a - b).map((i) => shards[i]!);
+}
+
+/**
+ * One pipeline per shard, filled by `fill` and sent at once (a cluster's pipelines stay in one
+ * slot): per shard, its replies in order; a failed command throws.
+ */
+export async function pipelinePerShard<T>(redis: Redis, shards: readonly T[], fill: (pipe: ChainableCommander, shard: T) => void): Promise<unknown[][]> {
+  return Promise.all(
+    shards.map(async (shard) => {
+      const pipe = redis.pipeline();
+      fill(pipe, shard);
+      return ((await pipe.exec()) ?? []).map(([err, v]) => {
+        if (err) throw err;
+        return v;
+      });
+    }),
+  );
 }

@@ -1,8 +1,8 @@
 import type Redis from 'ioredis';
 import { matchesPattern } from '../bus/patterns';
 import { tenantShardsFrom } from '../config';
-import { tenantShardNamespaces } from '../tenant-shards';
-import { queryError, shardsFor } from './reader';
+import { pipelinePerShard, shardsFor, tenantShardNamespaces } from '../tenant-shards';
+import { queryError } from './reader';
 import { type AnalyticsKeys, analyticsKeys, bucketStart, GRAIN_MS } from './schema';
 
 /**
@@ -183,19 +183,11 @@ export class FunnelReader {
     const projects = q.projects && new Set(q.projects);
     // A subject's timeline is in its project's shard: each shard's subjects name what to read there.
     const shards = shardsFor(q.projects, this.shards);
-    // One pipeline per shard: a cluster's pipelines stay in one slot.
     const members = (
-      await Promise.all(
-        shards.map(async (shard) => {
-          const pipe = this.redis.pipeline();
-          for (const d of days) pipe.smembers(shard.subjects(d));
-          return ((await pipe.exec()) ?? []).map(([err, v]) => {
-            if (err) throw err;
-            return v as string[];
-          });
-        }),
-      )
-    ).flat();
+      await pipelinePerShard(this.redis, shards, (pipe, shard) => {
+        for (const d of days) pipe.smembers(shard.subjects(d));
+      })
+    ).flat() as string[][];
     const wanted = new Set<string>();
     // Which (shard, day, user) timelines to read: a user's set member names the project it was seen in.
     const reads: Array<[AnalyticsKeys, number, string]> = [];

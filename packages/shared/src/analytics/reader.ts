@@ -1,7 +1,7 @@
 import type Redis from 'ioredis';
 import { z } from 'zod';
 import { tenantShardsFrom } from '../config';
-import { tenantShardNamespaces, tenantShardOf } from '../tenant-shards';
+import { pipelinePerShard, shardsFor, tenantShardNamespaces } from '../tenant-shards';
 import { Accumulator, type Metric, type MetricValue } from './metrics';
 import {
   type AnalyticsKeys,
@@ -165,27 +165,14 @@ export class AnalyticsReader {
     return sums;
   }
 
-  /** Per start, the bucket's hash in each of the shards given (a pipeline per shard: a cluster's pipelines stay in one slot). */
+  /** Per start, the bucket's hash in each of the shards given. */
   private async read(grain: Grain, starts: number[], shards: ReadonlyArray<AnalyticsKeys>): Promise<Array<Array<Record<string, string>>>> {
     if (starts.length === 0) return [];
-    const perShard = await Promise.all(
-      shards.map(async (shard) => {
-        const pipe = this.redis.pipeline();
-        for (const s of starts) pipe.hgetall(shard.bucket(grain, s));
-        return ((await pipe.exec()) ?? []).map(([err, v]) => {
-          if (err) throw err;
-          return (v ?? {}) as Record<string, string>;
-        });
-      }),
-    );
-    return starts.map((_, i) => perShard.map((hashes) => hashes[i]!));
+    const perShard = await pipelinePerShard(this.redis, shards, (pipe, shard) => {
+      for (const s of starts) pipe.hgetall(shard.bucket(grain, s));
+    });
+    return starts.map((_, i) => perShard.map((hashes) => (hashes[i] ?? {}) as Record<string, string>));
   }
-}
-
-/** The shards a query reads: its projects' when it names them, else all. */
-export function shardsFor<T>(projects: readonly string[] | undefined, shards: readonly T[]): readonly T[] {
-  if (!projects || projects.length === 0 || shards.length === 1) return shards;
-  return [...new Set(projects.map((p) => tenantShardOf(p, shards.length)))].sort((a, b) => a - b).map((i) => shards[i]!);
 }
 
 export const OVERVIEW_PERIODS = ['hour', 'day', 'week', 'month'] as const;

@@ -6,6 +6,7 @@ import { type EventData, type EventType } from '../events/catalog';
 import { createEvent, type EventEnvelope } from '../events/envelope';
 import { type LedgerEntry, ledgerEntrySchema } from '../ledger/ledger-entry';
 import { ledgerKeysOf } from '../ledger/ledger-keys';
+import { tenantShardsFrom } from '../config';
 import { LuaScript } from '../lua';
 import { money, type Money } from '../ledger/ledger-reader';
 import { sketchBin, sketchFromBins } from '../analytics/schema';
@@ -124,6 +125,8 @@ const newJourneyId = () => `jrn_${randomBytes(12).toString('base64url')}`;
 export class JourneyStore {
   readonly keys: JourneyKeys;
   private readonly stream: string;
+  /** TENANT_SHARDS, resolved once: a journey's entries are in its project's shard. */
+  private readonly tenantShards: number;
 
   constructor(
     private readonly redis: Redis,
@@ -133,6 +136,7 @@ export class JourneyStore {
   ) {
     this.keys = journeyKeys(namespace);
     this.stream = busStreamKey(namespace);
+    this.tenantShards = tenantShardsFrom();
   }
 
   // ---- templates ----
@@ -327,7 +331,7 @@ export class JourneyStore {
 
   /** The ledger entries of a journey's requests, oldest first (in its project's tenant shard). */
   async entries(doc: Pick<JourneyDoc, 'id' | 'project_id'>): Promise<LedgerEntry[]> {
-    const ledger = ledgerKeysOf(this.namespace, doc.project_id);
+    const ledger = ledgerKeysOf(this.namespace, doc.project_id, this.tenantShards);
     const members = await this.redis.zrange(ledger.index({ journey: doc.id }), '0', '-1');
     if (members.length === 0) return [];
     const out: LedgerEntry[] = [];

@@ -4,7 +4,7 @@ import { type PriceTable, resolveModelPrice, selectPriceVersion } from '../prici
 import { type Period, periodBounds, periodKey, periodKeys, previousPeriodKey } from '../time/periods';
 import { type LedgerEntry } from './ledger-entry';
 import { tenantShardsFrom } from '../config';
-import { tenantShardOf } from '../tenant-shards';
+import { pipelinePerShard, shardsFor } from '../tenant-shards';
 import { type GroupDimension, GROUP_DIMENSIONS, indexMember, type LedgerKeys, ledgerKeys, ledgerShards } from './ledger-keys';
 
 export interface Money {
@@ -74,6 +74,7 @@ export interface EntryQuery {
 type Fields = Map<string, number>;
 
 const DAY_MS = 86_400_000;
+const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
 const PAGE = 500;
 
 /** The UTC days a period covers, as day keys. */
@@ -114,36 +115,30 @@ export class LedgerReader {
   }
 
   /** The shards holding a scope's entries and detail: a project's own, else all. */
-  private shardsOf(scope?: Scope): LedgerKeys[] {
-    if (scope?.user === undefined && scope?.project !== undefined) return [this.shards[tenantShardOf(scope.project, this.shards.length)]!];
-    return this.shards;
+  private shardsOf(scope?: Scope): readonly LedgerKeys[] {
+    return shardsFor(scope?.user === undefined && scope?.project !== undefined ? [scope.project] : undefined, this.shards);
   }
 
   /** Every aggregate field of a period (or of its days up to `until`), summed. */
   private async aggregate(period: Period, key: string, scope?: Scope, until?: Date): Promise<Fields> {
     const days = daysOf(period, key, until);
-    const scoped = scope?.user !== undefined || scope?.project !== undefined;
-    // One pipeline per shard: a cluster's pipelines stay in one slot.
-    const hashes = await Promise.all(
-      this.shardsOf(scope).map(async (k) => {
-        const pipe = this.redis.pipeline();
-        // With one shard the global detail is the day's running totals hash (see ledger-keys.ts).
-        for (const day of days) pipe.hgetall(this.shards.length === 1 && !scoped ? k.day(day) : k.detail(day, scope));
-        return (await pipe.exec()) ?? [];
-      }),
-    );
+    const hashes = await pipelinePerShard(this.redis, this.shardsOf(scope), (pipe, k) => {
+      for (const day of days) pipe.hgetall(k.detail(day, scope));
+    });
     const sums: Fields = new Map();
-    for (const [err, hash] of hashes.flat()) {
-      if (err) throw err;
+    for (const hash of hashes.flat()) {
       for (const [f, v] of Object.entries(hash as Record<string, string>)) sums.set(f, (sums.get(f) ?? 0) + Number(v));
     }
     return sums;
   }
 
   /** Entries written whose running totals may not be applied yet (0 once the ledger is still). */
-  async pendingCount(): Promise<number> {
-    const counts = await Promise.all(this.shards.map((k) => this.redis.scard(k.pending)));
-    return counts.reduce((a, b) => a + b, 0);
+  pendingCount(): Promise<number> {
+    return this.pendingIn(this.shards);
+  }
+
+  private async pendingIn(shards: readonly LedgerKeys[]): Promise<number> {
+    return sum(await Promise.all(shards.map((k) => this.redis.scard(k.pending))));
   }
 
   /**
@@ -152,14 +147,12 @@ export class LedgerReader {
    */
   async appliedCount(scope?: Scope): Promise<number> {
     const n = await this.count(scope);
-    const pending = await Promise.all(this.shardsOf(scope).map((k) => this.redis.scard(k.pending)));
-    return n - pending.reduce((a, b) => a + b, 0);
+    return n - (await this.pendingIn(this.shardsOf(scope)));
   }
 
   /** How many entries a scope has (all of them without one). */
   async count(scope?: Scope): Promise<number> {
-    const counts = await Promise.all(this.shardsOf(scope).map((k) => this.redis.zcard(k.index(scope))));
-    return counts.reduce((a, b) => a + b, 0);
+    return sum(await Promise.all(this.shardsOf(scope).map((k) => this.redis.zcard(k.index(scope)))));
   }
 
   /**
@@ -295,7 +288,7 @@ export class LedgerReader {
     const fingerprinted = fields.get('fingerprinted') ?? 0;
     if (fingerprinted > 0) {
       // Per shard: a project's repeats are within its own shard (answer caches are per tenant too).
-      const distinct = (await Promise.all(this.shards.map((k) => this.redis.pfcount(k.fingerprints(month))))).reduce((a, b) => a + b, 0);
+      const distinct = sum(await Promise.all(this.shards.map((k) => this.redis.pfcount(k.fingerprints(month)))));
       const repeats = Math.max(0, fingerprinted - distinct);
       const average = (fields.get('fingerprinted_micros') ?? 0) / fingerprinted;
       const saving = Math.round(repeats * average * factor);
