@@ -2,7 +2,7 @@ import { hostname } from 'node:os';
 import { randomUUID } from 'node:crypto';
 import type Redis from 'ioredis';
 import { type EventData, type EventType, isEventType } from '../events/catalog';
-import { type AnyEvent, createEvent, type EventEnvelope, type EventMeta, parseEvent } from '../events/envelope';
+import { type AnyEvent, createEvent, type EventEnvelope, type EventMeta, eventOfEntry, schemaTag } from '../events/envelope';
 import { isCluster } from '../redis';
 import { field } from './fields';
 import {
@@ -146,10 +146,11 @@ interface Subscription {
   batch?: BatchHandler;
 }
 
-/** A stream entry's fields: the type and journey beside the event, readable without decoding it. */
+/** A stream entry's fields: the type and journey beside the event, readable without decoding it, and the schema that checked it (see eventOfEntry). */
 function entryFields(e: EventEnvelope): string[] {
   const json = JSON.stringify(e);
-  return e.journey_id !== undefined ? ['type', e.type, 'journey', e.journey_id, 'event', json] : ['type', e.type, 'event', json];
+  const tag = schemaTag(e.type);
+  return e.journey_id !== undefined ? ['type', e.type, 'schema', tag, 'journey', e.journey_id, 'event', json] : ['type', e.type, 'schema', tag, 'event', json];
 }
 
 /**
@@ -497,7 +498,7 @@ export class EventBus {
     if (!screened && this.unwanted(fields, type)) return null;
     let event: AnyEvent;
     try {
-      event = parseEvent(JSON.parse(raw));
+      event = eventOfEntry(raw, field(fields, 'schema'));
       if (type !== undefined && event.type !== type) throw new Error(`the entry's type field "${type}" does not match its event "${event.type}"`);
     } catch (err) {
       return { raw, failures: [{ handler: '(decode)', reason: errorText(err), attempts: 0 }] };
@@ -603,7 +604,7 @@ export class EventBus {
 
   private decode(fields: string[]): AnyEvent | null {
     try {
-      return parseEvent(JSON.parse(field(fields, 'event') ?? ''));
+      return eventOfEntry(field(fields, 'event') ?? '', field(fields, 'schema'));
     } catch {
       return null;
     }

@@ -1,5 +1,5 @@
 import type Redis from 'ioredis';
-import { type AnyEvent, parseEvent } from '../events/envelope';
+import { type AnyEvent, eventOfEntry } from '../events/envelope';
 import { field } from './fields';
 import { busPartitions, checkPartitionCount } from './partitions';
 import { type EventFilter, matchesFilter, matchesPattern } from './patterns';
@@ -88,7 +88,7 @@ export class EventTail {
           if (!this.patterns.some((p) => matchesPattern(p, type))) continue;
           let event: AnyEvent;
           try {
-            event = parseEvent(JSON.parse(field(fields, 'event') ?? ''));
+            event = eventOfEntry(field(fields, 'event') ?? '', field(fields, 'schema'));
           } catch {
             continue; // the consumer groups dead-letter it; a live view just skips it
           }

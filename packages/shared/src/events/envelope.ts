@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import { InvalidEventError } from '../errors/tollgate-error';
 import { EVENT_CATALOG, type EventData, type EventType, isEventType } from './catalog';
@@ -101,4 +101,38 @@ export function parseEvent(raw: unknown): AnyEvent {
   const data = entry.data.safeParse(env.data.data);
   if (!data.success) throw new InvalidEventError(`Invalid data for event "${type}"`, issues(data.error));
   return { ...env.data, type, data: data.data } as AnyEvent;
+}
+
+// What checked an event at publish, per type: its version and its data and envelope schemas as
+// JSON Schema, hashed. Two builds with the same schema for a type share its tag.
+const TAGS = new Map<string, string>();
+const ENVELOPE_JSON = JSON.stringify(z.toJSONSchema(envelopeSchema, { unrepresentable: 'any' }));
+
+/** The tag of an event type at a version with a data schema. */
+export function schemaTagFor(type: string, version: number, data: z.ZodType): string {
+  const schema = JSON.stringify(z.toJSONSchema(data, { unrepresentable: 'any' }));
+  return createHash('sha256').update(`${type}\n${version}\n${ENVELOPE_JSON}\n${schema}`).digest('base64url').slice(0, 16);
+}
+
+/** The tag a publisher writes beside an event of this type (the entry's `schema` field): this build's catalog entry. */
+export function schemaTag(type: EventType): string {
+  let tag = TAGS.get(type);
+  if (tag === undefined) TAGS.set(type, (tag = schemaTagFor(type, EVENT_CATALOG[type].version, EVENT_CATALOG[type].data)));
+  return tag;
+}
+
+/**
+ * The event of a bus entry: its `event` JSON and its `schema` tag. An entry tagged with this
+ * build's tag for its type was validated at publish, the boundary, against the schema this build
+ * holds, so it is taken as it stands; any other (no tag, another schema or version, a foreign
+ * producer) is validated in full by parseEvent. A tag only says which schema checked the event:
+ * a producer that writes one without validating is lying, as it could about the data itself.
+ */
+export function eventOfEntry(raw: string, tag: string | undefined): AnyEvent {
+  const value: unknown = JSON.parse(raw);
+  if (tag !== undefined && typeof value === 'object' && value !== null) {
+    const type = (value as { type?: unknown }).type;
+    if (typeof type === 'string' && isEventType(type) && schemaTag(type) === tag) return value as AnyEvent;
+  }
+  return parseEvent(value);
 }

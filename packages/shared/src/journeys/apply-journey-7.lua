@@ -8,7 +8,7 @@
 --       7 idle deadline ms ('' = leave the sweep; '-' = keep its place), 8 start ms (index score on create, else ''),
 --       9 only when idle: its deadline must be <= this ms ('' = no condition), 10 applied-ids ttl ms,
 --       11 user id, 12 project id, 13 n stat increments, then n (field, amount),
---       then m events: n, then per event (type, envelope JSON)
+--       then m events: n, then per event (type, schema tag, envelope JSON)
 -- Returns: {'ok'} | {'conflict', current revision or ''} | {'seen'} | {'busy'} (no longer idle)
 local rev = redis.call('HGET', KEYS[1], 'rev')
 if ARGV[1] == '' then
@@ -43,6 +43,7 @@ end
 local at = 14 + 2 * n
 for i = 0, tonumber(ARGV[at]) - 1 do
   -- The same fields as EventBus writes: type and journey readable without decoding the event.
-  redis.call('XADD', KEYS[5], '*', 'type', ARGV[at + 1 + 2 * i], 'journey', ARGV[6], 'event', ARGV[at + 2 + 2 * i])
+  local e = at + 1 + 3 * i
+  redis.call('XADD', KEYS[5], '*', 'type', ARGV[e], 'schema', ARGV[e + 1], 'journey', ARGV[6], 'event', ARGV[e + 2])
 end
 return {'ok'}

@@ -3,7 +3,7 @@ import type Redis from 'ioredis';
 import { busStreamKey } from '../bus/event-bus';
 import { TollgateError } from '../errors/tollgate-error';
 import { type EventData, type EventType } from '../events/catalog';
-import { createEvent, type EventEnvelope } from '../events/envelope';
+import { createEvent, type EventEnvelope, schemaTag } from '../events/envelope';
 import { type LedgerEntry, ledgerEntrySchema } from '../ledger/ledger-entry';
 import { ledgerKeysOf } from '../ledger/ledger-keys';
 import { tenantShardsFrom } from '../config';
@@ -293,7 +293,7 @@ export class JourneyStore {
         stats.length,
         ...stats.flatMap(([f, n]) => [f, String(n)]),
         events.length,
-        ...events.flatMap((e) => [e.type, JSON.stringify(e)]),
+        ...events.flatMap((e) => [e.type, schemaTag(e.type), JSON.stringify(e)]),
       ],
     )) as string[];
     return reply[0] as ApplyOutcome;
