@@ -415,6 +415,15 @@ export function tenantShardsFrom(env: NodeJS.ProcessEnv = process.env): number {
   return loadConfig({ TENANT_SHARDS: env.TENANT_SHARDS, REDIS_CLUSTER_NODES: env.REDIS_CLUSTER_NODES }).tenantShards;
 }
 
+let shardsMemo: { env: string; n: number } | undefined;
+
+/** tenantShardsFrom(process.env) for callers on the request path: parsed again only when those variables change. */
+export function currentTenantShards(): number {
+  const env = `${process.env.TENANT_SHARDS ?? ''}\0${process.env.REDIS_CLUSTER_NODES ?? ''}`;
+  if (shardsMemo?.env !== env) shardsMemo = { env, n: tenantShardsFrom() };
+  return shardsMemo.n;
+}
+
 // Base URLs can carry credentials (https://user:pass@proxy) or key query params; print origin and path only.
 function printableUrl(raw: string): string {
   try {

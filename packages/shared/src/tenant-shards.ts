@@ -1,5 +1,6 @@
 /**
- * Where per-tenant data lives on a Redis Cluster (analytics rollups so far).
+ * Where per-tenant data lives on a Redis Cluster (analytics rollups, the ledger's entries and
+ * detail, cache entries and stats).
  *
  * Data that a script writes for many tenants at once (a bus read's rollups) cannot take one slot
  * per tenant, and under one slot for all it sits on one master. So it is split into N shards, each
@@ -32,6 +33,11 @@ export function tenantShardNamespaces(namespace: string, n: number): readonly st
 /** The shard of a project's data (events without a project share the shard of ''). */
 export function tenantShardOf(project: string, n: number): number {
   return stableBucket(project, n);
+}
+
+/** The namespace of the shard a project's data is in. */
+export function projectNamespace(namespace: string, project: string, n: number): string {
+  return tenantShardNamespaces(namespace, n)[tenantShardOf(project, n)]!;
 }
 
 /** The shards a read touches: the named projects' when it names them, else all. */

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import {
   CacheDirectiveError,
   cacheKey,
+  type CacheStats,
   CacheSettingsStore,
   canonicalJson,
   DEFAULT_CACHE_SETTINGS,
@@ -10,6 +11,7 @@ import {
   tenantPrefix,
   ttlFor,
 } from '../src/cache';
+import { projectNamespace, tenantShardNamespaces, tenantShardOf } from '../src/tenant-shards';
 import { testRedis } from '../src/testing';
 
 describe('cache keys', () => {
@@ -32,12 +34,16 @@ describe('cache keys', () => {
   });
 
   it('start with the tenant, then kind and partition; ids cannot run into each other or widen a purge', () => {
-    const k = cacheKey('{tg}', alice, 'rag', 'exp-1', { q: 1 });
+    const k = cacheKey('{tg}', alice, 'rag', 'exp-1', { q: 1 }, 1);
     expect(k.key).toMatch(/^\{tg\}:cache:t:web:alice:rag:exp-1:[a-f0-9]{64}$/);
+    // With tenant shards, under the project's shard: one project's entries in one slot.
+    const sharded = cacheKey('{tg}', alice, 'rag', 'exp-1', { q: 1 }, 4);
+    expect(sharded.key).toBe(`${projectNamespace('{tg}', 'web', 4)}${k.key.slice('{tg}'.length)}`);
+    expect(projectNamespace('{tg}', 'web', 4)).toBe(tenantShardNamespaces('{tg}', 4)[tenantShardOf('web', 4)]);
     expect(k.lock).toBe(`${k.key}:lock`);
     // "a" + user "b:c" and project "a:b" + user "c" differ, and a project "*" matches only itself.
     expect(cacheKey('ns', { project: 'a', user: 'b:c' }, 'chat', 'd', 1).key).not.toBe(cacheKey('ns', { project: 'a:b', user: 'c' }, 'chat', 'd', 1).key);
-    expect(tenantPrefix('ns', '*')).toBe('ns:cache:t:%2A:');
+    expect(tenantPrefix('ns', '*', undefined, 1)).toBe('ns:cache:t:%2A:');
     for (const other of [{ project: 'web', user: 'bob' }, { project: 'mobile', user: 'alice' }]) {
       expect(cacheKey('ns', other, 'chat', 'default', { q: 1 }).key).not.toBe(cacheKey('ns', alice, 'chat', 'default', { q: 1 }).key);
     }
@@ -110,6 +116,33 @@ describe('the store, on real Redis', () => {
     const gaveUp = cache.awaitOther(other, schema, Date.now() + 5_000);
     await cache.release(other, 'x');
     expect(await gaveUp).toBeUndefined();
+  });
+
+  it('per tenant shard: each project\'s entries and figures in its shard, the overall figures summed over every shard, a purge of one project only', async () => {
+    const shards = 4;
+    // A namespace of its own (inside the file's, so its cleanup covers it): the tests above count in the file's.
+    const ns = ctx.prefix.replace(/\}$/, ':sharded}');
+    const projects = ['p0', 'p1', 'p2', 'p3', 'p4', 'p5', 'p6', 'p7'];
+    const a = projects[0]!;
+    const b = projects.find((p) => tenantShardOf(p, shards) !== tenantShardOf(a, shards))!;
+    const cache = new ResponseCache(ctx.redis, ns, shards);
+    const ka = cacheKey(ns, { project: a, user: 'u' }, 'chat', 'default', { q: 'shard' }, shards);
+    const kb = cacheKey(ns, { project: b, user: 'u' }, 'chat', 'default', { q: 'shard' }, shards);
+    expect(ka.key.startsWith(`${projectNamespace(ns, a, shards)}:cache:t:`)).toBe(true);
+    expect(kb.key.startsWith(`${projectNamespace(ns, b, shards)}:cache:t:`)).toBe(true);
+    expect(projectNamespace(ns, a, shards)).not.toBe(projectNamespace(ns, b, shards));
+    await cache.put(ka, { answer: 'a' }, 60);
+    await cache.put(kb, { answer: 'b' }, 60);
+    await cache.record(ka, 'HIT', 25);
+    await cache.record(kb, 'MISS');
+    await cache.record(kb, 'HIT', 5);
+    const chat = (rows: CacheStats[]) => rows.find((r) => r.kind === 'chat')!;
+    expect(chat(await cache.stats(a))).toMatchObject({ hits: 1, misses: 0, stores: 1, saved_micros: 25 });
+    expect(chat(await cache.stats(b))).toMatchObject({ hits: 1, misses: 1, stores: 1, saved_micros: 5 });
+    expect(chat(await cache.stats())).toMatchObject({ hits: 2, misses: 1, stores: 2, saved_micros: 30, hit_ratio: 2 / 3 });
+    expect(await cache.purge(a)).toBe(1);
+    expect(await cache.get(ka, schema)).toBeUndefined();
+    expect((await cache.get(kb, schema))?.value.answer).toBe('b');
   });
 
   it('settings merge over the defaults and are validated', async () => {

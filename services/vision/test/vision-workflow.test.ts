@@ -1,5 +1,5 @@
 import { createHash, randomUUID } from 'node:crypto';
-import { BreakerRegistry, CacheSettingsStore, createProviderClients, DEFAULT_CACHE_SETTINGS, EventBus, loadPriceTable, ResponseCache, type VisionJob, visionImageKey } from '@tollgate/shared';
+import { BreakerRegistry, CacheSettingsStore, createProviderClients, DEFAULT_CACHE_SETTINGS, EventBus, loadPriceTable, ResponseCache, tenantPrefix, type VisionJob, visionImageKey } from '@tollgate/shared';
 import { keysMatching, testRedis } from '@tollgate/shared/src/testing';
 import { startStub, stubEndpoints, type StubServer } from '@tollgate/stub-llm';
 import { runVisionWorkflow, visionCacheKey, type VisionDeps, type VisionStep } from '../src/vision-workflow';
@@ -67,7 +67,7 @@ test('a cached analysis expires with its TTL, after which the question is paid f
   const first = await runVisionWorkflow(await jobFor(image), 'j1', d);
   const second = await runVisionWorkflow(await jobFor(image), 'j2', d);
   expect([first.ok && first.cached, second.ok && second.cached]).toEqual([false, true]);
-  const key = (await keysMatching(ctx.redis, `${ctx.prefix}:cache:t:p1:u1:vision:*`)).find((k) => !k.endsWith(':lock'))!;
+  const key = (await keysMatching(ctx.redis, `${tenantPrefix(ctx.prefix, 'p1', 'u1')}vision:*`)).find((k) => !k.endsWith(':lock'))!;
   expect(await ctx.redis.ttl(key)).toBeLessThanOrEqual(1);
   await new Promise((r) => setTimeout(r, 1_100));
   const third = await runVisionWorkflow(await jobFor(image), 'j3', d);
@@ -123,7 +123,7 @@ test('the lock is released after a failed analysis, so a retry is not kept waiti
   } finally {
     stub.setFaults({});
   }
-  expect(await keysMatching(ctx.redis, `${ctx.prefix}:cache:*:lock`)).toEqual([]);
+  expect(await keysMatching(ctx.redis, `${tenantPrefix(ctx.prefix, 'p1')}*:lock`)).toEqual([]);
   const started = Date.now();
   const retried = await runVisionWorkflow(await jobFor(png1x1([2, 4, 8])), 'j-retry', deps());
   expect(retried).toMatchObject({ ok: true, cached: false });
@@ -144,5 +144,5 @@ test('a job run again after its worker died takes back its own claim instead of 
   const rerun = await runVisionWorkflow(job, 'j-crashed', d);
   expect(rerun).toMatchObject({ ok: true, cached: false });
   expect(Date.now() - started).toBeLessThan(2_000);
-  expect(await keysMatching(ctx.redis, `${ctx.prefix}:cache:*:lock`)).toEqual([]);
+  expect(await keysMatching(ctx.redis, `${tenantPrefix(ctx.prefix, 'p1')}*:lock`)).toEqual([]);
 });

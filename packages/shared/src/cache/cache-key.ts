@@ -1,5 +1,7 @@
 import { createHash } from 'node:crypto';
 import stringify from 'safe-stable-stringify';
+import { currentTenantShards } from '../config';
+import { projectNamespace } from '../tenant-shards';
 
 /** What a cache entry is: its TTL default and its stats are per kind. */
 export const CACHE_KINDS = ['chat', 'rag', 'vision'] as const;
@@ -28,9 +30,13 @@ export function shapeHash(shape: unknown): string {
   return createHash('sha256').update(canonicalJson(shape)).digest('hex');
 }
 
-/** Where the tenant's entries live: purge by project deletes everything under it. */
-export function tenantPrefix(namespace: string, project: string, user?: string): string {
-  return `${namespace}:cache:t:${enc(project)}:${user === undefined ? '' : `${enc(user)}:`}`;
+/**
+ * Where the tenant's entries live: purge by project deletes everything under it. `namespace` is
+ * the system's; the entries are in the project's tenant shard (tenant-shards.ts), so on a cluster
+ * different projects' entries sit on different masters and one project's in one slot.
+ */
+export function tenantPrefix(namespace: string, project: string, user?: string, shards = currentTenantShards()): string {
+  return `${projectNamespace(namespace, project, shards)}:cache:t:${enc(project)}:${user === undefined ? '' : `${enc(user)}:`}`;
 }
 
 export interface CacheKey {
@@ -47,8 +53,8 @@ export interface CacheKey {
  * tenant (project, user) first, then the kind, the client's partition
  * (`x-tollgate-cache-namespace`) and the hash of the canonical request.
  */
-export function cacheKey(namespace: string, tenant: Tenant, kind: CacheKind, partition: string, shape: unknown): CacheKey {
+export function cacheKey(namespace: string, tenant: Tenant, kind: CacheKind, partition: string, shape: unknown, shards = currentTenantShards()): CacheKey {
   const hash = shapeHash(shape);
-  const key = `${tenantPrefix(namespace, tenant.project, tenant.user)}${kind}:${enc(partition)}:${hash}`;
+  const key = `${tenantPrefix(namespace, tenant.project, tenant.user, shards)}${kind}:${enc(partition)}:${hash}`;
   return { key, lock: `${key}:lock`, hash, tenant, kind };
 }

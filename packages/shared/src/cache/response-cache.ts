@@ -2,7 +2,9 @@ import { randomUUID } from 'node:crypto';
 import type Redis from 'ioredis';
 import type { z } from 'zod';
 import { LuaScript } from '../lua';
+import { currentTenantShards } from '../config';
 import { deleteByPrefix } from '../redis';
+import { pipelinePerShard, projectNamespace, tenantShardNamespaces } from '../tenant-shards';
 import { type CacheKey, CACHE_KINDS, type CacheKind, tenantPrefix } from './cache-key';
 import type { CacheStatus } from './cache-control';
 import CLAIM_LOCK from './claim-lock-1.lua';
@@ -43,6 +45,7 @@ export class ResponseCache {
   constructor(
     private readonly redis: Redis,
     private readonly namespace: string,
+    private readonly shards = currentTenantShards(),
   ) {}
 
   /** The entry if present, parseable and no older than `maxAgeSeconds`; anything else is a miss. */
@@ -83,14 +86,14 @@ export class ResponseCache {
       .multi()
       .set(k.key, JSON.stringify({ v: value, at: new Date().toISOString() }), 'EX', ttlSeconds)
       .hincrby(this.statsKey(k.tenant.project), `${k.kind}:stores`, 1)
-      .hincrby(this.statsKey(), `${k.kind}:stores`, 1)
+      .hincrby(this.overallKey(k.tenant.project), `${k.kind}:stores`, 1)
       .exec();
   }
 
   /** Counts one lookup's outcome, and on a hit the money it saved, for the project and overall. */
   async record(k: Pick<CacheKey, 'kind' | 'tenant'>, status: CacheStatus, savedMicros = 0): Promise<void> {
     const tx = this.redis.multi();
-    for (const key of [this.statsKey(k.tenant.project), this.statsKey()]) {
+    for (const key of [this.statsKey(k.tenant.project), this.overallKey(k.tenant.project)]) {
       tx.hincrby(key, `${k.kind}:${STAT_FIELDS[status]}`, 1);
       if (savedMicros > 0) tx.hincrby(key, `${k.kind}:saved_micros`, savedMicros);
     }
@@ -126,13 +129,18 @@ export class ResponseCache {
 
   /** Every entry of a project (all its users and kinds); the number of keys removed. */
   async purge(project: string): Promise<number> {
-    return deleteByPrefix(this.redis, tenantPrefix(this.namespace, project));
+    return deleteByPrefix(this.redis, tenantPrefix(this.namespace, project, undefined, this.shards));
   }
 
-  /** Hit ratio and savings per kind, for one project or overall. */
+  /** Hit ratio and savings per kind, for one project or overall (every shard's overall figures summed). */
   async stats(project?: string): Promise<CacheStats[]> {
-    const fields = await this.redis.hgetall(this.statsKey(project));
-    const n = (kind: CacheKind, f: string) => Number(fields[`${kind}:${f}`] ?? 0);
+    const hashes =
+      project !== undefined
+        ? [await this.redis.hgetall(this.statsKey(project))]
+        : (await pipelinePerShard(this.redis, tenantShardNamespaces(this.namespace, this.shards), (pipe, ns) => pipe.hgetall(`${ns}:cache:stats`))).map(
+            ([h]) => h as Record<string, string>,
+          );
+    const n = (kind: CacheKind, f: string) => hashes.reduce((sum, h) => sum + Number(h[`${kind}:${f}`] ?? 0), 0);
     return CACHE_KINDS.map((kind) => {
       const hits = n(kind, 'hits');
       const misses = n(kind, 'misses');
@@ -149,7 +157,13 @@ export class ResponseCache {
     });
   }
 
-  private statsKey(project?: string): string {
-    return project === undefined ? `${this.namespace}:cache:stats` : `${this.namespace}:cache:stats:p:${encodeURIComponent(project)}`;
+  /** A project's figures, in its shard. */
+  private statsKey(project: string): string {
+    return `${projectNamespace(this.namespace, project, this.shards)}:cache:stats:p:${encodeURIComponent(project)}`;
+  }
+
+  /** The overall figures of the project's shard (one slot with its entry and its stats, so one MULTI). */
+  private overallKey(project: string): string {
+    return `${projectNamespace(this.namespace, project, this.shards)}:cache:stats`;
   }
 }
