@@ -13,6 +13,7 @@ import {
   publishFlagChanges,
   TollgateFlagProvider,
 } from '../src/flags';
+import { tenantShardNamespaces, tenantShardOf } from '../src/tenant-shards';
 import { testRedis, waitFor } from '../src/testing';
 
 const { redis, prefix, cleanup } = testRedis('flags');
@@ -138,6 +139,26 @@ describe('ExposureLog', () => {
     await logs[2]!.record('exp', 'a', 'u1', true, meta);
     const events = (await bus.history({ types: 'flag.exposed' })).map((e) => e.event.type === 'flag.exposed' && `${e.event.data.day}:${e.event.data.flag}:${e.event.data.subject}`);
     expect(events).toEqual(['2026-12-02:exp:u1', '2026-12-02:exp:u2', '2026-12-02:other:u1', '2026-12-03:exp:u1']);
+  });
+
+  test('with tenant shards, a subject\'s markers sit in its shard and the decision still holds across instances', async () => {
+    const ns = `${prefix}:exposure-shards`;
+    const bus = new EventBus({ redis, prefix: ns, service: 'test' });
+    const now = Date.parse('2026-12-02T12:00:00Z');
+    const logs = [0, 1].map(() => new ExposureLog(redis, ns, bus, () => now, 4));
+    const meta = { correlation_id: 'r1', user_id: 'u1', project_id: 'p1' };
+    const subjects = ['s0', 's1', 's2', 's3', 's4', 's5', 's6', 's7'];
+    const a = subjects[0]!;
+    const b = subjects.find((s) => tenantShardOf(s, 4) !== tenantShardOf(a, 4))!;
+    for (const subject of [a, b]) {
+      const won = await Promise.all(logs.map((l) => l.record('exp', 'on', subject, true, meta)));
+      expect(won.filter(Boolean)).toHaveLength(1);
+    }
+    const shards = tenantShardNamespaces(ns, 4);
+    expect(await redis.get(`${shards[tenantShardOf(a, 4)]}:flags:exposed:2026-12-02:exp:${a}`)).toBe('on');
+    expect(await redis.get(`${shards[tenantShardOf(b, 4)]}:flags:exposed:2026-12-02:exp:${b}`)).toBe('on');
+    expect(shards[tenantShardOf(a, 4)]).not.toBe(shards[tenantShardOf(b, 4)]);
+    expect((await bus.history({ types: 'flag.exposed' })).map((e) => e.event.type === 'flag.exposed' && e.event.data.subject)).toEqual([a, b]);
   });
 });
 

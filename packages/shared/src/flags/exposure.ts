@@ -1,7 +1,8 @@
 import type Redis from 'ioredis';
 import type { EventBus } from '../bus/event-bus';
 import type { EventMeta } from '../events/envelope';
-import { keyspace } from '../keys';
+import { currentTenantShards } from '../config';
+import { tenantShardNamespaces, tenantShardOf } from '../tenant-shards';
 
 const DAY_MS = 86_400_000;
 const LOCAL_MAX = 100_000;
@@ -10,9 +11,11 @@ const LOCAL_MAX = 100_000;
  * `flag.exposed` once per subject, flag and UTC day, across every instance: a Redis SET NX per
  * (day, flag, subject) decides who publishes; a local set skips the round trip for subjects this
  * instance already saw today. The SET is undone if the publish fails, so a later request retries.
+ * The markers are spread over the tenant shards by subject (one subject's in one shard, so the
+ * decision stays one key), not kept in the system's one slot.
  */
 export class ExposureLog {
-  private readonly k: ReturnType<typeof keyspace>;
+  private readonly shards: readonly string[];
   private seen = new Set<string>();
   private seenDay = '';
 
@@ -21,8 +24,14 @@ export class ExposureLog {
     namespace: string,
     private readonly bus: EventBus,
     private readonly now: () => number = Date.now,
+    shards = currentTenantShards(),
   ) {
-    this.k = keyspace(namespace);
+    this.shards = tenantShardNamespaces(namespace, shards);
+  }
+
+  /** The marker of a subject's exposure to a flag on a day. */
+  markerKey(day: string, flag: string, subject: string): string {
+    return `${this.shards[tenantShardOf(subject, this.shards.length)]}:flags:exposed:${day}:${flag}:${subject}`;
   }
 
   /** Returns whether this call published the exposure. */
@@ -35,7 +44,7 @@ export class ExposureLog {
     }
     const local = `${flag}\u0000${subject}`;
     if (this.seen.has(local)) return false;
-    const key = this.k('flags', 'exposed', day, flag, subject);
+    const key = this.markerKey(day, flag, subject);
     // Kept past midnight by a margin so a clock a little behind cannot publish twice.
     const ttl = Math.ceil((DAY_MS - (t % DAY_MS)) / 1000) + 3600;
     const first = (await this.redis.set(key, variant, 'EX', ttl, 'NX')) === 'OK';
