@@ -20,7 +20,7 @@ export * from './pricing/price';
 export * from './pricing/price-store';
 export * from './time/periods';
 export * from './config';
-export { checkTenantShards, MAX_TENANT_SHARDS, pipelinePerShard, shardsFor, tenantShardNamespaces, tenantShardOf } from './tenant-shards';
+export { checkTenantShards, groupByShard, MAX_TENANT_SHARDS, pipelinePerShard, shardsFor, tenantShardNamespaces, tenantShardOf } from './tenant-shards';
 export { createLogger, isSecretKey, REDACTED, redact, redactString } from './logger';
 export * from './keys';
 export * from './api-keys';

@@ -40,6 +40,18 @@ export function projectNamespace(namespace: string, project: string, n: number):
   return tenantShardNamespaces(namespace, n)[tenantShardOf(project, n)]!;
 }
 
+/** The positions of `items` by the shard of each one's project: a batch split into one write per shard. */
+export function groupByShard<T>(items: readonly T[], projectOf: (item: T) => string, n: number): Map<number, number[]> {
+  const byShard = new Map<number, number[]>();
+  items.forEach((item, i) => {
+    const s = tenantShardOf(projectOf(item), n);
+    const list = byShard.get(s);
+    if (list) list.push(i);
+    else byShard.set(s, [i]);
+  });
+  return byShard;
+}
+
 /** The shards a read touches: the named projects' when it names them, else all. */
 export function shardsFor<T>(projects: readonly string[] | undefined, shards: readonly T[]): readonly T[] {
   if (!projects || projects.length === 0 || shards.length === 1) return shards;

@@ -10,7 +10,7 @@ import {
   LuaScript,
   METRIC_SEP,
   tenantShardNamespaces,
-  tenantShardOf,
+  groupByShard,
   tenantShardsFrom,
   TIMELINE_RETENTION_DAYS,
   timelineMember,
@@ -67,16 +67,9 @@ export class RollupWriter {
   async writeMany(items: Counted[]): Promise<WriteOutcome[]> {
     const lateBefore = this.now() - LATE_AFTER_MS;
     const outcomes: WriteOutcome[] = items.map((it) => (it.t < lateBefore ? 'late' : 'counted'));
-    const byShard = new Map<number, number[]>();
-    items.forEach((it, i) => {
-      if (outcomes[i] === 'late') return;
-      const s = tenantShardOf(it.project, this.shards.length);
-      let list = byShard.get(s);
-      if (!list) byShard.set(s, (list = []));
-      list.push(i);
-    });
     await Promise.all(
-      [...byShard].map(async ([s, live]) => {
+      [...groupByShard(items, (it) => it.project, this.shards.length)].map(async ([s, positions]) => {
+        const live = positions.filter((i) => outcomes[i] !== 'late');
         for (let from = 0; from < live.length; from += BATCH_MAX) {
           const part = live.slice(from, from + BATCH_MAX);
           const written = await this.writeBatch(part.map((i) => items[i]!), this.shards[s]!);

@@ -16,17 +16,14 @@
 -- Returns: {'dup', position, pending (1|0), ...} and no write, or {'ok'}.
 local n = tonumber(ARGV[1])
 local pending = KEYS[n + 1]
-local dups = {}
+local dups = {'dup'}
 for e = 1, n do
   if redis.call('EXISTS', KEYS[e]) == 1 then
     dups[#dups + 1] = tostring(e)
     dups[#dups + 1] = tostring(redis.call('SISMEMBER', pending, ARGV[2 * n + 1 + e]))
   end
 end
-if #dups > 0 then
-  table.insert(dups, 1, 'dup')
-  return dups
-end
+if #dups > 1 then return dups end
 local plan = cjson.decode(ARGV[3 * n + 2])
 local ids = {}
 for e = 1, n do

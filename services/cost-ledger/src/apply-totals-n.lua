@@ -23,17 +23,14 @@
 local c, n = tonumber(ARGV[1]), tonumber(ARGV[3])
 local ids = {}
 for e = 1, n do ids[e] = ARGV[3 + e] end
-local dups = {}
+local dups = {'dup'}
 for s = 1, c do
   local found = redis.call('SMISMEMBER', KEYS[s], unpack(ids))
   for e = 1, n do
     if found[e] == 1 then dups[#dups + 1] = tostring(e) end
   end
 end
-if #dups > 0 then
-  table.insert(dups, 1, 'dup')
-  return dups
-end
+if #dups > 1 then return dups end
 redis.call('SADD', KEYS[1], unpack(ids))
 if ARGV[2] ~= '' then redis.call('EXPIREAT', KEYS[1], ARGV[2]) end
 local plan = cjson.decode(ARGV[n + 4])

@@ -11,7 +11,7 @@ import {
   type PeriodKeys,
   periodKeys,
   SHORT_OUTPUT_TOKENS,
-  tenantShardOf,
+  groupByShard,
   tenantShardsFrom,
 } from '@tollgate/shared';
 import APPEND_ENTRIES_LUA from './append-entries-n.lua';
@@ -161,13 +161,7 @@ export class LedgerWriter {
   }
 
   private async attempt(batch: Pending[]): Promise<void> {
-    const byShard = new Map<number, number[]>();
-    batch.forEach(({ entry }, i) => {
-      const s = tenantShardOf(entry.project_id, this.shards.length);
-      let list = byShard.get(s);
-      if (!list) byShard.set(s, (list = []));
-      list.push(i);
-    });
+    const byShard = groupByShard(batch, (p) => p.entry.project_id, this.shards.length);
     const written: Written[] = new Array<Written>(batch.length);
     await Promise.all(
       [...byShard].map(async ([s, positions]) => {
@@ -322,14 +316,9 @@ export class LedgerWriter {
     const increments = new Increments();
     const settles: Array<[number, number, string]> = [];
     const running = batch.map(({ entry }) => this.runningFields(entry, periodsOf(entry.occurred_at)));
-    batch.forEach(({ entry, holdId }) => {
+    batch.forEach(({ entry, holdId }, i) => {
       if (holdId) settles.push([ref(this.holds.hold(holdId)), entry.amount_micros, holdId]);
-      const p = periodsOf(entry.occurred_at);
-      for (const key of [ref(k.day(p.day)), ref(k.running('week', p.week)), ref(k.running('month', p.month))]) {
-        increments.add(key, 'total', entry.amount_micros);
-        increments.add(key, `user:${entry.user_id}`, entry.amount_micros);
-        increments.add(key, `project:${entry.project_id}`, entry.amount_micros);
-      }
+      for (const f of running[i]!) increments.add(ref(f.key), f.field, entry.amount_micros);
     });
     // Every field incremented here is a running total: the script returns each one's new value,
     // and the value before the batch is that less the batch's share.

@@ -1,5 +1,5 @@
 import { tenantShardsFrom } from '../config';
-import { tenantShardNamespaces, tenantShardOf } from '../tenant-shards';
+import { projectNamespace, tenantShardNamespaces } from '../tenant-shards';
 import type { Period } from '../time/periods';
 
 /**
@@ -81,7 +81,7 @@ export function ledgerShards(namespace: string, n = tenantShardsFrom()): LedgerK
 
 /** The ledger keys of a project's shard: its entries, indexes and day detail. */
 export function ledgerKeysOf(namespace: string, project: string, n = tenantShardsFrom()): LedgerKeys {
-  return ledgerKeys(tenantShardNamespaces(namespace, n)[tenantShardOf(project, n)]!, n === 1);
+  return ledgerKeys(projectNamespace(namespace, project, n), n === 1);
 }
 
 export const GROUP_DIMENSIONS = ['service', 'operation', 'provider', 'model', 'user', 'project'] as const;

@@ -5,7 +5,7 @@ import { type Period, periodBounds, periodKey, periodKeys, previousPeriodKey } f
 import { type LedgerEntry } from './ledger-entry';
 import { tenantShardsFrom } from '../config';
 import { pipelinePerShard, shardsFor } from '../tenant-shards';
-import { type GroupDimension, GROUP_DIMENSIONS, indexMember, type LedgerKeys, ledgerKeys, ledgerShards } from './ledger-keys';
+import { type GroupDimension, GROUP_DIMENSIONS, indexMember, type LedgerKeys, ledgerShards } from './ledger-keys';
 
 export interface Money {
   micros: number;
@@ -102,7 +102,6 @@ function top(fields: Fields, dimension: GroupDimension, n = Infinity): Array<{ k
  * global ones and the lists of all entries are merged over the shards.
  */
 export class LedgerReader {
-  private readonly keys: LedgerKeys;
   private readonly shards: LedgerKeys[];
 
   constructor(
@@ -110,7 +109,6 @@ export class LedgerReader {
     namespace: string,
     shards = tenantShardsFrom(),
   ) {
-    this.keys = ledgerKeys(namespace);
     this.shards = ledgerShards(namespace, shards);
   }
 
