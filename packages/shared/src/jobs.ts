@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { PROVIDER_NAMES } from './config';
 import { jobCacheSchema } from './cache/cache-job';
 import { ERROR_CATEGORY_VALUES, usageUnitsSchema } from './events/catalog';
+import { unitNamespace } from './keys';
 
 /** BullMQ queue names; the queue prefix comes from `queuePrefix`. */
 export const QUEUES = { chat: 'chat', vision: 'vision', reports: 'ledger-reports', webhooks: 'webhooks' } as const;
@@ -102,6 +103,8 @@ export const chatJobSchema = z.object({
   answer_cached: z.boolean().optional(),
   /** Stream deltas to the job's output stream as they arrive. */
   stream: z.boolean().default(false),
+  /** The gateway instance reading the stream: its items go to that gateway's reply stream (chatReplyKey). */
+  reply_to: z.string().regex(/^[A-Za-z0-9-]{1,64}$/).optional(),
   /** Epoch ms after which nobody waits for the answer. */
   deadline_at: z.number().int().positive(),
   ...jobTags,
@@ -161,9 +164,18 @@ export type ChatStreamItem =
   | { kind: 'delta'; text: string }
   | { kind: 'done'; result: ChatJobResult };
 
-/** Where a streaming chat job writes its items; the gateway reads them as they come. */
+/** Where a streaming chat job without `reply_to` writes its items (one stream per job: older gateways). */
 export function chatOutputKey(namespace: string, jobId: string): string {
   return `${namespace}:chat:out:${jobId}`;
+}
+
+/**
+ * One gateway instance's reply stream: every streamed answer it relays is written here, each
+ * entry naming its job (`job`, id, `item`, JSON), so one blocking read of one key serves all its
+ * open streams. Each gateway's stream has a slot of its own.
+ */
+export function chatReplyKey(namespace: string, replyTo: string): string {
+  return `${unitNamespace(namespace, `out:${replyTo}`)}:chat:out`;
 }
 
 /** A cost report for one period; without a key, the period that just closed. */

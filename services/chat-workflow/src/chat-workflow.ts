@@ -7,9 +7,9 @@ import {
   type ChatJob,
   type ChatJobResult,
   type ChatMessage,
-  type ChatStreamItem,
   chainFor,
   chatOutputKey,
+  chatReplyKey,
   type CompletionChunk,
   type CompletionResult,
   countMessageTokens,
@@ -32,6 +32,7 @@ import {
 } from '@tollgate/shared';
 import type { ConversationStore } from './conversation-store';
 import { contextMessage, type Retrieval, retrieveContext } from './grounding';
+import { OutputStream } from './output-stream';
 
 export const SERVICE = 'chat-workflow';
 
@@ -56,8 +57,6 @@ export interface ChatDeps {
 /** ChatDeps with the caching parts filled in (createChatWorker does it once per process). */
 export type ChatRunDeps = ChatDeps & Required<Pick<ChatDeps, 'cache' | 'cacheSettings' | 'priceTable'>>;
 
-const OUTPUT_TTL_SECONDS = 300;
-
 /**
  * One chat turn: history in, provider call with recovery, usage out. Never throws for a provider
  * or input failure; the result says what went wrong in the client's terms.
@@ -80,7 +79,11 @@ export async function runChatWorkflow(job: ChatJob, jobId: string, deps: ChatRun
     ...(job.journey_step && { journeyStep: job.journey_step }),
     ...(job.enqueued_at && { enqueuedAt: job.enqueued_at }),
   });
-  const output = job.stream ? new OutputStream(deps.redis, chatOutputKey(deps.namespace, jobId)) : undefined;
+  const output = !job.stream
+    ? undefined
+    : job.reply_to
+      ? new OutputStream(deps.redis, chatReplyKey(deps.namespace, job.reply_to), jobId)
+      : new OutputStream(deps.redis, chatOutputKey(deps.namespace, jobId));
   const attempts: RecoveryFailedError['attempts'] = [];
   const recorded: Array<Promise<unknown>> = [];
 
@@ -201,7 +204,7 @@ export async function runChatWorkflow(job: ChatJob, jobId: string, deps: ChatRun
       fallback_used: outcome.fallbackUsed,
       ...(retrieval && { grounding: groundingOutcome(retrieval) }),
     };
-    await output?.write({ kind: 'done', result: done });
+    await output?.end({ kind: 'done', result: done });
     return done;
   } catch (error) {
     if (error instanceof RecoveryFailedError) attempts.push(...error.attempts);
@@ -216,7 +219,7 @@ export async function runChatWorkflow(job: ChatJob, jobId: string, deps: ChatRun
         ...(last && { provider: last.provider, model: last.model }),
       }),
     };
-    await output?.write({ kind: 'done', result: failed });
+    await output?.end({ kind: 'done', result: failed });
     return failed;
   } finally {
     if (job.hold_id) {
@@ -305,7 +308,7 @@ async function pumpStream(
         timing.firstContentAt ??= timing.lastContentAt;
       }
       partial += chunk.text;
-      await output.write({ kind: 'delta', text: chunk.text });
+      output.push({ kind: 'delta', text: chunk.text });
     }
     throw new Error('provider stream ended without a final chunk');
   } catch (error) {
@@ -330,17 +333,3 @@ interface StreamTiming {
   lastContentAt?: number;
 }
 
-class OutputStream {
-  private started = false;
-  constructor(
-    private readonly redis: Redis,
-    private readonly key: string,
-  ) {}
-
-  async write(item: ChatStreamItem): Promise<void> {
-    const tx = this.redis.multi().xadd(this.key, 'MAXLEN', '~', 10_000, '*', 'item', JSON.stringify(item));
-    if (!this.started) tx.expire(this.key, OUTPUT_TTL_SECONDS);
-    this.started = true;
-    await tx.exec();
-  }
-}

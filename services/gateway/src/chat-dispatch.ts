@@ -1,6 +1,7 @@
+import { randomUUID } from 'node:crypto';
 import type { QueueEvents } from 'bullmq';
 import type Redis from 'ioredis';
-import { type ChatJob, type ChatJobResult, type ChatStreamItem, chatOutputKey, type PartitionedQueue } from '@tollgate/shared';
+import { type ChatJob, type ChatJobResult, type ChatStreamItem, type PartitionedQueue } from '@tollgate/shared';
 import { ApiError } from './errors';
 import { JobWaiter, JobWaitTimeoutError } from './job-waiter';
 import { StreamReader } from './stream-reader';
@@ -25,7 +26,7 @@ export class ChatDispatcher {
     /** Index for index with `queue.partitions`. */
     events: readonly QueueEvents[],
     redis: Redis,
-    private readonly namespace: string,
+    namespace: string,
     readonly deadlineMs: number,
   ) {
     this.waiter = new JobWaiter(events, (jobId) => queue.partitionOf(jobId));
@@ -54,18 +55,19 @@ export class ChatDispatcher {
   /** Yields the worker's deltas as they are written, then the final result. */
   async *stream(input: ChatJobInput): AsyncGenerator<ChatStreamItem> {
     const deadlineAt = Date.now() + this.deadlineMs + 2_000;
-    const job = await this.queue.add('chat', { ...input, stream: true, deadline_at: Date.now() + this.deadlineMs });
-    // One reader for every open stream of this gateway (see StreamReader).
-    const reading = this.streams.read(chatOutputKey(this.namespace, job.id!));
+    // The reading is open before the job exists, so its first items cannot come before it.
+    const jobId = randomUUID();
+    const reading = this.streams.read(jobId);
     try {
+      const job = await this.queue.add('chat', { ...input, stream: true, reply_to: this.streams.replyTo, deadline_at: Date.now() + this.deadlineMs }, { jobId });
       while (Date.now() < deadlineAt) {
-        const entries = await reading.next(Math.max(1, Math.min(1_000, deadlineAt - Date.now())));
-        if (entries.length === 0) {
+        const items = await reading.next(Math.max(1, Math.min(1_000, deadlineAt - Date.now())));
+        if (items.length === 0) {
           if ((await job.getState()) === 'failed') throw new ApiError('provider_unavailable', 'The chat could not be completed. Please try again.');
           continue;
         }
-        for (const fields of entries) {
-          const item = JSON.parse(fields[1] ?? 'null') as ChatStreamItem;
+        for (const raw of items) {
+          const item = JSON.parse(raw) as ChatStreamItem;
           yield item;
           if (item.kind === 'done') return;
         }

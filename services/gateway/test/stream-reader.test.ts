@@ -1,4 +1,4 @@
-import { createRedis, mastersOf } from '@tollgate/shared';
+import { chatReplyKey, createRedis, mastersOf } from '@tollgate/shared';
 import { TEST_REDIS_URL, testRedis } from '@tollgate/shared/src/testing';
 import { StreamReader } from '../src/stream-reader';
 
@@ -15,7 +15,7 @@ async function connectionsNamed(name: string): Promise<number> {
 /** One client's connections: one on a single node, at most one per master on a cluster. */
 const oneClient = () => mastersOf(redis).length;
 
-test('20 open streams are read over one connection, each gets its own entries in order, and the connection closes when none is open', async () => {
+test('20 open streams are read from one reply stream over one connection, each gets its own items in order, and the connection closes when none is open', async () => {
   const name = `sr-${Date.now()}`;
   const own = createRedis(TEST_REDIS_URL, { name });
   await own.ping();
@@ -24,23 +24,27 @@ test('20 open streams are read over one connection, each gets its own entries in
   await Promise.all(mastersOf(own).map((node) => node.ping()));
   const base = await connectionsNamed(name);
   const reader = new StreamReader(own, prefix);
-  const keys = Array.from({ length: 20 }, (_, i) => `${prefix}:out:${i}`);
-  const readings = keys.map((k) => reader.read(k));
-  // Written after the read is blocked on the first ones: opening more must wake it.
+  const key = chatReplyKey(prefix, reader.replyTo);
+  const write = (job: string, item: string) => redis.xadd(key, '*', 'job', job, 'item', item);
+  const jobs = Array.from({ length: 20 }, (_, i) => `job-${i}`);
+  const readings = jobs.map((j) => reader.read(j));
+  // Opened while the read is blocked: its items are on the same key, so no wake-up is needed.
   await new Promise((r) => setTimeout(r, 50));
-  const late = reader.read(`${prefix}:out:late`);
-  for (const [i, k] of [...keys, `${prefix}:out:late`].entries()) {
-    await redis.xadd(k, '*', 'item', `a${i}`);
-    await redis.xadd(k, '*', 'item', `b${i}`);
+  const late = reader.read('job-late');
+  // An item of a job nobody reads is dropped, not handed to another.
+  await write('job-gone', 'stray');
+  for (const [i, j] of [...jobs, 'job-late'].entries()) {
+    await write(j, `a${i}`);
+    await write(j, `b${i}`);
   }
   const got = await Promise.all(
     [...readings, late].map(async (r) => {
       const seen: string[] = [];
-      for (let tries = 0; seen.length < 2 && tries < 20; tries++) for (const f of await r.next(500)) seen.push(f[1]!);
+      for (let tries = 0; seen.length < 2 && tries < 20; tries++) seen.push(...(await r.next(500)));
       return seen;
     }),
   );
-  expect(got).toEqual([...keys, 'late'].map((_, i) => [`a${i}`, `b${i}`]));
+  expect(got).toEqual([...jobs, 'late'].map((_, i) => [`a${i}`, `b${i}`]));
   // The client itself plus one reading connection (a duplicate keeps the client's name).
   const reading = (await connectionsNamed(name)) - base;
   expect(reading).toBeGreaterThanOrEqual(1);
@@ -55,16 +59,18 @@ test('20 open streams are read over one connection, each gets its own entries in
     left = await connectionsNamed(name);
   }
   expect(left).toBe(base);
+  // What was read is trimmed from the reply stream (all but the last entry read).
+  expect(await redis.xlen(key)).toBeLessThanOrEqual(1);
 
   // Streams opened again after the reader went idle, and one opened the moment the last closes,
   // are read too.
   for (let round = 0; round < 3; round++) {
-    const a = reader.read(`${prefix}:again:${round}:a`);
+    const a = reader.read(`again-${round}-a`);
     a.close();
-    const b = reader.read(`${prefix}:again:${round}:b`);
-    await redis.xadd(`${prefix}:again:${round}:b`, '*', 'item', `r${round}`);
-    let seen: string[] = [];
-    for (let tries = 0; seen.length === 0 && tries < 10; tries++) seen = (await b.next(500)).map((f) => f[1]!);
+    const b = reader.read(`again-${round}-b`);
+    await write(`again-${round}-b`, `r${round}`);
+    const seen: string[] = [];
+    for (let tries = 0; seen.length < 1 && tries < 10; tries++) seen.push(...(await b.next(500)));
     expect(seen).toEqual([`r${round}`]);
     b.close();
     await new Promise((r) => setTimeout(r, round * 600));
