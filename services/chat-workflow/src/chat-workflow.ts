@@ -302,7 +302,10 @@ async function pumpStream(
   try {
     for (let step = first; !step.done; step = await it.next()) {
       const chunk = step.value;
-      if (chunk.type === 'done') return chunk.result;
+      if (chunk.type === 'done') {
+        output.hold();
+        return chunk.result;
+      }
       if (chunk.text) {
         timing.lastContentAt = Date.now();
         timing.firstContentAt ??= timing.lastContentAt;

@@ -10,14 +10,18 @@ const MAX_LEN = 100_000;
  * A streaming job's output, written to its Redis stream with at most one write in flight. The
  * first delta goes out at once (time to first token pays no wait); deltas that arrive while a write
  * is out are joined into one entry and go together when it returns. A provider that sends its
- * answer in one burst costs two or three entries instead of one round trip per chunk; one whose
- * chunks come further apart than a round trip is relayed chunk by chunk, as before.
+ * answer in one burst costs two entries instead of one round trip per chunk; one whose chunks
+ * come further apart than a round trip is relayed chunk by chunk, as before. Once the provider's
+ * answer is complete (`hold`), what is still queued waits for the final item and goes with it:
+ * the tail of the text then waits for the billing step before it (about a millisecond), and the
+ * answer costs one write less.
  */
 export class OutputStream {
   private queued: ChatStreamItem[] = [];
   private draining?: Promise<void>;
   private failure?: unknown;
   private started = false;
+  private holding = false;
 
   /** Each entry's fields before its item: the job's id on a gateway's reply stream, none on a job's own. */
   private readonly head: string[];
@@ -39,8 +43,14 @@ export class OutputStream {
     this.draining ??= this.drain();
   }
 
+  /** The provider's answer is complete: what is queued from now on leaves with the final item. */
+  hold(): void {
+    this.holding = true;
+  }
+
   /** Queues the last item and resolves once everything is in Redis. */
   async end(item: ChatStreamItem): Promise<void> {
+    this.holding = false;
     this.push(item);
     await this.draining;
     if (this.failure !== undefined) throw this.failure;
@@ -48,7 +58,7 @@ export class OutputStream {
 
   private async drain(): Promise<void> {
     try {
-      while (this.queued.length > 0) {
+      while (this.queued.length > 0 && !this.holding) {
         const items = this.queued;
         this.queued = [];
         // A job's first write sets (or, on a gateway's reply stream, renews) the expiry in the same

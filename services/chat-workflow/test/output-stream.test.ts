@@ -69,3 +69,17 @@ test('on a gateway\'s reply stream every entry names its job, ahead of its item'
   expect(byJob('job-a')).toEqual([['item', { kind: 'delta', text: 'from a' }], ['item', { kind: 'done', result: done }]]);
   expect(byJob('job-b')).toEqual([['item', { kind: 'delta', text: 'from b' }], ['item', { kind: 'done', result: done }]]);
 });
+
+test('once the answer is complete (hold), queued text waits for the final item and leaves with it', async () => {
+  const key = `${prefix}:held`;
+  const out = new OutputStream(redis, key);
+  // The first write is out while the rest of the burst arrives and the provider's answer ends.
+  out.push({ kind: 'delta', text: 'first ' });
+  out.push({ kind: 'delta', text: 'tail ' });
+  out.hold();
+  out.push({ kind: 'delta', text: 'end' });
+  await new Promise((r) => setTimeout(r, 50));
+  expect(await items(key)).toEqual([{ kind: 'delta', text: 'first ' }]);
+  await out.end({ kind: 'done', result: done });
+  expect(await items(key)).toEqual([{ kind: 'delta', text: 'first ' }, { kind: 'delta', text: 'tail end' }, { kind: 'done', result: done }]);
+});
