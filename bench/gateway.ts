@@ -28,13 +28,24 @@ const TENANTS = Math.max(1, Number(process.env.BENCH_TENANTS ?? 1));
 const FAMILY_SECONDS = Number(process.env.BENCH_KEY_FAMILIES ?? 0);
 const delay = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const PORTS = { stub: 4110, portkey: 8797, gateway: 8190 };
-/** BENCH_STREAM=1: streamed chat (SSE, with the usage chunk), as the OpenAI SDK asks for it. */
+/**
+ * Streamed chat (SSE, with the usage chunk), as the OpenAI SDK asks for it. Unset: every target
+ * plain, plus Tollgate streamed (`tollgate streamed`: the Portkey peer fails every streamed request
+ * on Node here, so streamed chat is compared with Tollgate's plain path). BENCH_STREAM=1: every
+ * target streamed; BENCH_STREAM=0: no streamed run.
+ */
 const STREAM = process.env.BENCH_STREAM === '1';
-const BODY = JSON.stringify({
-  model: 'gpt-4o-mini',
-  messages: [{ role: 'user', content: 'Summarise the benefits of circuit breakers.' }],
-  ...(STREAM && { stream: true, stream_options: { include_usage: true } }),
-});
+const bodyOf = (stream: boolean) =>
+  JSON.stringify({
+    model: 'gpt-4o-mini',
+    messages: [{ role: 'user', content: 'Summarise the benefits of circuit breakers.' }],
+    ...(stream && { stream: true, stream_options: { include_usage: true } }),
+  });
+const BODY = bodyOf(STREAM);
+/** Issue 23's targets: Tollgate / Portkey req/s by concurrency, and the rest below. */
+const RATIO_TARGETS: Record<number, number> = { 20: 0.8, 100: 1.0 };
+const CPU_TARGET_US = 1_300;
+const STREAM_RATIO_TARGET = 0.9;
 
 export interface Proc {
   name: string;
@@ -115,6 +126,7 @@ interface Row {
   target: string;
   concurrency: number;
   'req/s': number;
+  'mean ms': number;
   'p50 ms': number;
   'p99 ms': number;
   ok: number;
@@ -123,22 +135,23 @@ interface Row {
   'gateway redis conns'?: number;
 }
 
-async function load(target: string, url: string, headers: Record<string, string> | Array<Record<string, string>>, concurrency: number, duration = DURATION): Promise<Row> {
+async function load(target: string, url: string, headers: Record<string, string> | Array<Record<string, string>>, concurrency: number, duration = DURATION, body = BODY): Promise<Row> {
   const each = Array.isArray(headers) ? headers : [headers];
   const result = await autocannon({
     url,
     method: 'POST',
     headers: { 'content-type': 'application/json', ...each[0] },
-    body: BODY,
+    body,
     connections: concurrency,
     duration,
     // Several tenants: every connection goes round their keys, one request each.
-    ...(each.length > 1 && { requests: each.map((h) => ({ method: 'POST' as const, headers: { 'content-type': 'application/json', ...h }, body: BODY })) }),
+    ...(each.length > 1 && { requests: each.map((h) => ({ method: 'POST' as const, headers: { 'content-type': 'application/json', ...h }, body })) }),
   });
   return {
     target,
     concurrency,
     'req/s': Math.round(result.requests.average),
+    'mean ms': Number(result.latency.mean.toFixed(2)),
     'p50 ms': result.latency.p50,
     'p99 ms': result.latency.p99,
     ok: result['2xx'],
@@ -189,14 +202,16 @@ export async function run(): Promise<SummaryRow[]> {
     }
     const idle = await idleMemory(procs);
 
-    const targets: Array<[string, string, Record<string, string> | Array<Record<string, string>>]> = [
+    const tollgateHeaders = tenantKeys.map((k) => ({ authorization: `Bearer ${k}` }));
+    const targets: Array<[string, string, Record<string, string> | Array<Record<string, string>>, string?]> = [
       ['stub alone', `${stubUrl}/openai/v1/chat/completions`, { authorization: 'Bearer stub-key' }],
       ['portkey', `http://127.0.0.1:${PORTS.portkey}/v1/chat/completions`, {
         authorization: 'Bearer stub-key',
         'x-portkey-provider': 'openai',
         'x-portkey-custom-host': `${stubUrl}/openai/v1`,
       }],
-      ['tollgate', `${gatewayUrl}/v1/chat/completions`, tenantKeys.map((k) => ({ authorization: `Bearer ${k}` }))],
+      ['tollgate', `${gatewayUrl}/v1/chat/completions`, tollgateHeaders],
+      ...(process.env.BENCH_STREAM === undefined ? [['tollgate streamed', `${gatewayUrl}/v1/chat/completions`, tollgateHeaders, bodyOf(true)] as [string, string, Array<Record<string, string>>, string]] : []),
     ];
     const only = process.env.BENCH_TARGETS?.split(',');
     if (only) targets.splice(0, targets.length, ...targets.filter(([n]) => only.includes(n.split(' ')[0]!)));
@@ -211,15 +226,15 @@ export async function run(): Promise<SummaryRow[]> {
     const writes: Array<Record<string, string | number>> = [];
     const warmups: Row[] = [];
     if (WARMUP > 0) {
-      for (const [name, url, headers] of targets) {
+      for (const [name, url, headers, body] of targets) {
         process.stdout.write(`  ${name}: warm-up at concurrency ${CONCURRENCIES[0]} for ${WARMUP}s (not measured)...\n`);
-        warmups.push(await load(name, url, headers, CONCURRENCIES[0]!, WARMUP));
+        warmups.push(await load(name, url, headers, CONCURRENCIES[0]!, WARMUP, body));
       }
     }
     const sharesBefore = await sampleMasters(redis, ns);
     let familyTable: Awaited<ReturnType<typeof keyFamilies>> | undefined;
     for (const concurrency of CONCURRENCIES) {
-      for (const [name, url, headers] of targets) {
+      for (const [name, url, headers, body] of targets) {
         process.stdout.write(`  ${name} at concurrency ${concurrency} for ${DURATION}s...\n`);
         let gatewayConnections = 0;
         const sampler = setInterval(() => {
@@ -233,10 +248,10 @@ export async function run(): Promise<SummaryRow[]> {
         const before = watched.map((w) => cpuMs(w.pid));
         const writesBefore = watched.map((w) => writeCalls(w.pid));
         const families = name === 'tollgate' && FAMILY_SECONDS > 0 && !familyTable ? delay(2_000).then(() => keyFamilies(redis, ns, FAMILY_SECONDS)) : undefined;
-        const row = await load(name, url, headers, concurrency);
+        const row = await load(name, url, headers, concurrency, DURATION, body);
         if (families) familyTable = await families;
         clearInterval(sampler);
-        if (name === 'tollgate') row['gateway redis conns'] = gatewayConnections;
+        if (name.startsWith('tollgate')) row['gateway redis conns'] = gatewayConnections;
         rows.push(row);
         const used = watched.map((w, i) => [w.name, cpuMs(w.pid) - before[i]!] as const).filter(([, ms]) => ms > 0);
         const served = Math.max(1, row.ok + row.errors);
@@ -287,8 +302,9 @@ export async function run(): Promise<SummaryRow[]> {
     // Every Tollgate request that got a 2xx must have its cost in the ledger. Requests still in
     // flight when a run's clock stopped were served and billed but not counted by the load
     // generator, so the ledger may hold up to one per connection more, never fewer.
-    const served = [...warmups, ...rows].filter((r) => r.target === 'tollgate').reduce((s, r) => s + r.ok, 0);
-    const inFlight = CONCURRENCIES.reduce((s, c) => s + c, 0) + (warmups.length > 0 ? CONCURRENCIES[0]! : 0);
+    const tollgateRuns = targets.filter(([n]) => n.startsWith('tollgate')).length;
+    const served = [...warmups, ...rows].filter((r) => r.target.startsWith('tollgate')).reduce((s, r) => s + r.ok, 0);
+    const inFlight = tollgateRuns * (CONCURRENCIES.reduce((s, c) => s + c, 0) + (warmups.length > 0 ? CONCURRENCIES[0]! : 0));
     const deadline = Date.now() + 60_000;
     let entries = 0;
     while (Date.now() < deadline) {
@@ -302,17 +318,66 @@ export async function run(): Promise<SummaryRow[]> {
     mkdirSync(join(root, 'bench', 'results'), { recursive: true });
     writeFileSync(join(root, 'bench', 'results', 'gateway.json'), JSON.stringify({ at: new Date().toISOString(), duration_s: DURATION, rows, ratios, cpu_us_per_request: cpu, writes_per_request: writes, idle_rss_mb: idle.settled, rss_2s_after_start_mb: idle.early, peak_rss_mb: peak, ledger }, null, 2));
     if (!billed) process.exitCode = 1;
+    const at = (target: string, c: number) => rows.find((x) => x.target === target && x.concurrency === c);
     const summary: SummaryRow[] = ratios.map((r) => {
-      const t = rows.find((x) => x.target === 'tollgate' && x.concurrency === r.concurrency)!;
-      const p = rows.find((x) => x.target === 'portkey' && x.concurrency === r.concurrency)!;
+      const t = at('tollgate', r.concurrency)!;
+      const p = at('portkey', r.concurrency)!;
+      const goal = RATIO_TARGETS[r.concurrency];
+      const result = `${t['req/s']} vs ${p['req/s']} req/s (${r['tollgate/portkey req/s']}x); p99 ${t['p99 ms']} vs ${p['p99 ms']} ms`;
+      if (goal === undefined) {
+        // Other concurrencies (1: one request at a time): the time each adds to the upstream's answer.
+        const stub = at('stub alone', r.concurrency);
+        const added = (x: Row) => (stub ? `${(x['mean ms'] - stub['mean ms']).toFixed(2)} / ${Math.max(0, x['p99 ms'] - stub['p99 ms'])}` : `${x['mean ms']} / ${x['p99 ms']}`);
+        return {
+          benchmark: 'gateway',
+          measure: `concurrency ${r.concurrency}: added latency over the stub alone, mean / p99 ms, Tollgate vs Portkey`,
+          result: `${added(t)} vs ${added(p)} ms (${result})`,
+          target: "<= Portkey's",
+          met: t['mean ms'] <= p['mean ms'] && t['p99 ms'] <= p['p99 ms'],
+        };
+      }
       return {
         benchmark: 'gateway',
         measure: `concurrency ${r.concurrency}: req/s and p99, Tollgate vs Portkey`,
-        result: `${t['req/s']} vs ${p['req/s']} req/s (${r['tollgate/portkey req/s']}x); p99 ${t['p99 ms']} vs ${p['p99 ms']} ms`,
-        target: '>= 1.5x req/s, p99 no worse',
-        met: r['tollgate/portkey req/s'] >= 1.5 && t['p99 ms'] <= p['p99 ms'],
+        result,
+        target: `>= ${goal.toFixed(1)}x req/s, p99 no worse`,
+        met: r['tollgate/portkey req/s'] >= goal && t['p99 ms'] <= p['p99 ms'],
       };
     });
+    for (const c of cpu.filter((x) => x.target === 'tollgate')) {
+      // Every Tollgate process and Redis; the stub is the upstream of both gateways.
+      const total = Object.entries(c).filter(([k]) => !['target', 'concurrency', 'stub', 'portkey'].includes(k)).reduce((s, [, v]) => s + Number(v), 0);
+      const peer = cpu.find((x) => x.target === 'portkey' && x.concurrency === c.concurrency)?.portkey;
+      summary.push({
+        benchmark: 'gateway',
+        measure: `concurrency ${c.concurrency}: CPU per answered request, every Tollgate process and Redis`,
+        result: `${(total / 1000).toFixed(2)} ms${peer !== undefined ? ` (Portkey ${(Number(peer) / 1000).toFixed(2)} ms)` : ''}`,
+        target: `<= ${(CPU_TARGET_US / 1000).toFixed(1)} ms`,
+        met: total <= CPU_TARGET_US,
+      });
+    }
+    for (const c of CONCURRENCIES) {
+      const plain = at('tollgate', c);
+      const streamed = at('tollgate streamed', c);
+      if (!plain || !streamed) continue;
+      const ratio = streamed['req/s'] / Math.max(1, plain['req/s']);
+      summary.push(
+        {
+          benchmark: 'gateway',
+          measure: `concurrency ${c}: streamed / plain chat req/s (Portkey fails streamed requests here)`,
+          result: `${streamed['req/s']} / ${plain['req/s']} (${ratio.toFixed(2)}x)`,
+          target: `>= ${STREAM_RATIO_TARGET}`,
+          met: ratio >= STREAM_RATIO_TARGET,
+        },
+        {
+          benchmark: 'gateway',
+          measure: `concurrency ${c}: Redis connections the gateway holds, streamed vs plain`,
+          result: `${streamed['gateway redis conns']} vs ${plain['gateway redis conns']}`,
+          target: 'at most plain + 1 (one reading connection, none per open stream)',
+          met: (streamed['gateway redis conns'] ?? Infinity) <= (plain['gateway redis conns'] ?? 0) + 1,
+        },
+      );
+    }
     const services = procs.filter((p) => !['stub', 'portkey'].includes(p.name));
     summary.push(
       {
