@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import autocannon from 'autocannon';
 import { masterShares, sampleMasters } from './cluster-share';
 import { keyFamilies } from './key-families';
-import { ApiKeyStore, BudgetStore, createRedis, deleteByPrefix, hashTagged, LedgerReader } from '../packages/shared/src';
+import { ApiKeyStore, BudgetStore, busPartitions, busPartitionsFrom, createRedis, deleteByPrefix, hashTagged, LedgerReader } from '../packages/shared/src';
 
 import type { SummaryRow } from './summary';
 
@@ -159,6 +159,29 @@ async function load(target: string, url: string, headers: Record<string, string>
   };
 }
 
+/**
+ * Waits until every consumer group on the bus has read and acked everything (at most `maxMs`), so
+ * a run's CPU includes the work its requests left behind and none of it lands in the next run's.
+ */
+async function settle(redis: ReturnType<typeof createRedis>, ns: string, maxMs = 30_000): Promise<boolean> {
+  const streams = busPartitions(ns, busPartitionsFrom()).map((p) => p.stream);
+  const deadline = Date.now() + maxMs;
+  while (Date.now() < deadline) {
+    let behind = 0;
+    for (const stream of streams) {
+      const groups = (await redis.xinfo('GROUPS', stream).catch(() => [])) as unknown[][];
+      for (const g of groups) {
+        const info = new Map<string, unknown>();
+        for (let i = 0; i + 1 < g.length; i += 2) info.set(String(g[i]), g[i + 1]);
+        behind += Number(info.get('pending') ?? 0) + Number(info.get('lag') ?? 0);
+      }
+    }
+    if (behind === 0) return true;
+    await delay(100);
+  }
+  return false;
+}
+
 export async function run(): Promise<SummaryRow[]> {
   const prefix = `bench-gw-${randomUUID().slice(0, 8)}`;
   const ns = hashTagged(prefix);
@@ -229,6 +252,7 @@ export async function run(): Promise<SummaryRow[]> {
       for (const [name, url, headers, body] of targets) {
         process.stdout.write(`  ${name}: warm-up at concurrency ${CONCURRENCIES[0]} for ${WARMUP}s (not measured)...\n`);
         warmups.push(await load(name, url, headers, CONCURRENCIES[0]!, WARMUP, body));
+        if (name.startsWith('tollgate')) await settle(redis, ns);
       }
     }
     const sharesBefore = await sampleMasters(redis, ns);
@@ -249,6 +273,8 @@ export async function run(): Promise<SummaryRow[]> {
         const writesBefore = watched.map((w) => writeCalls(w.pid));
         const families = name === 'tollgate' && FAMILY_SECONDS > 0 && !familyTable ? delay(2_000).then(() => keyFamilies(redis, ns, FAMILY_SECONDS)) : undefined;
         const row = await load(name, url, headers, concurrency, DURATION, body);
+        // The ledger, alerting, analytics and journeys may still be working off this run's events.
+        if (name.startsWith('tollgate') && !(await settle(redis, ns))) console.log('  (the bus had not drained 30 s after the run)');
         if (families) familyTable = await families;
         clearInterval(sampler);
         if (name.startsWith('tollgate')) row['gateway redis conns'] = gatewayConnections;
