@@ -58,16 +58,28 @@ export class ChatDispatcher {
     // The reading is open before the job exists, so its first items cannot come before it.
     const jobId = randomUUID();
     const reading = this.streams.read(jobId);
+    // Characters of the answer relayed so far.
+    let sent = 0;
     try {
       const job = await this.queue.add('chat', { ...input, stream: true, reply_to: this.streams.replyTo, deadline_at: Date.now() + this.deadlineMs }, { jobId });
       while (Date.now() < deadlineAt) {
         const items = await reading.next(Math.max(1, Math.min(1_000, deadlineAt - Date.now())));
         if (items.length === 0) {
-          if ((await job.getState()) === 'failed') throw new ApiError('provider_unavailable', 'The chat could not be completed. Please try again.');
+          const state = await job.getState();
+          if (state === 'failed') throw new ApiError('provider_unavailable', 'The chat could not be completed. Please try again.');
+          // Done, but its items never came (a worker of an older version writes them to the job's
+          // own key): the job's stored result holds the whole answer; the rest of it goes now.
+          const result = state === 'completed' ? ((await this.queue.getJob(jobId))?.returnvalue as ChatJobResult | undefined) : undefined;
+          if (result) {
+            if (result.ok && result.reply.length > sent) yield { kind: 'delta', text: result.reply.slice(sent) };
+            yield { kind: 'done', result };
+            return;
+          }
           continue;
         }
         for (const raw of items) {
           const item = JSON.parse(raw) as ChatStreamItem;
+          if (item.kind === 'delta') sent += item.text.length;
           yield item;
           if (item.kind === 'done') return;
         }
