@@ -13,8 +13,8 @@ const MAX_LEN = 100_000;
  * answer in one burst costs two entries instead of one round trip per chunk; one whose chunks
  * come further apart than a round trip is relayed chunk by chunk, as before. Once the provider's
  * answer is complete (`hold`), what is still queued waits for the final item and goes with it:
- * the tail of the text then waits for the billing step before it (about a millisecond), and the
- * answer costs one write less.
+ * the tail of the text then waits for the steps before the final item (the usage event, and the
+ * history write of a conversation: about a millisecond each), and the answer costs one write less.
  */
 export class OutputStream {
   private queued: ChatStreamItem[] = [];
