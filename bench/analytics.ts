@@ -11,6 +11,7 @@ import { AnalyticsReader, analyticsKeys, bucketStart, busPartitionsFrom, createR
 
 /** The analytics keys of each tenant shard the services write (TENANT_SHARDS as they resolve it). */
 const shardKeys = (ns: string) => tenantShardNamespaces(ns, tenantShardsFrom()).map(analyticsKeys);
+import { busBacklog } from './bus-backlog';
 import { benchNodeArgs, cpuMs } from './gateway';
 import type { SummaryRow } from './summary';
 
@@ -64,16 +65,7 @@ function requestEvents(i: number, t: number) {
 }
 
 async function groupDone(redis: ReturnType<typeof createRedis>, streams: readonly string[]): Promise<boolean> {
-  for (const stream of streams) {
-    const groups = (await redis.xinfo('GROUPS', stream)) as unknown[][];
-    const done = groups.some((g) => {
-      const f = new Map<string, unknown>();
-      for (let i = 0; i < g.length; i += 2) f.set(String(g[i]), g[i + 1]);
-      return f.get('name') === 'analytics' && Number(f.get('pending')) === 0 && Number(f.get('lag')) === 0;
-    });
-    if (!done) return false;
-  }
-  return true;
+  return (await busBacklog(redis, streams, 'analytics')) === 0;
 }
 
 interface Ingest {

@@ -12,6 +12,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import autocannon from 'autocannon';
 import { masterShares, sampleMasters } from './cluster-share';
+import { busBacklog } from './bus-backlog';
 import { keyFamilies } from './key-families';
 import { ApiKeyStore, BudgetStore, busPartitions, busPartitionsFrom, createRedis, deleteByPrefix, hashTagged, LedgerReader } from '../packages/shared/src';
 
@@ -167,16 +168,7 @@ async function settle(redis: ReturnType<typeof createRedis>, ns: string, maxMs =
   const streams = busPartitions(ns, busPartitionsFrom()).map((p) => p.stream);
   const deadline = Date.now() + maxMs;
   while (Date.now() < deadline) {
-    let behind = 0;
-    for (const stream of streams) {
-      const groups = (await redis.xinfo('GROUPS', stream).catch(() => [])) as unknown[][];
-      for (const g of groups) {
-        const info = new Map<string, unknown>();
-        for (let i = 0; i + 1 < g.length; i += 2) info.set(String(g[i]), g[i + 1]);
-        behind += Number(info.get('pending') ?? 0) + Number(info.get('lag') ?? 0);
-      }
-    }
-    if (behind === 0) return true;
+    if ((await busBacklog(redis, streams)) === 0) return true;
     await delay(100);
   }
   return false;

@@ -19,6 +19,7 @@ import {
   type AnyEvent,
   createRedis,
   EventBus,
+  fieldsOf,
   hashTagged,
   scanKeys,
   type LedgerEntry,
@@ -158,12 +159,6 @@ async function redisUp(port: number, timeoutMs: number): Promise<boolean> {
   }
 }
 
-function record(flat: unknown): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
-  if (Array.isArray(flat)) for (let i = 0; i + 1 < flat.length; i += 2) out[String(flat[i])] = flat[i + 1];
-  return out;
-}
-
 /**
  * Starts redis-server on each port (append-only, a directory each). With several ports they become
  * one cluster (`redis-cli --cluster create`, no replicas); returns REDIS_CLUSTER_NODES for it, or
@@ -199,9 +194,9 @@ async function startRedis(redisPorts: number[]): Promise<string> {
 }
 
 async function groupsCaughtUp(redis: Redis, stream: string, groups: string[]): Promise<string | null> {
-  const info = record(await redis.xinfo('STREAM', stream).catch(() => null));
+  const info = fieldsOf(await redis.xinfo('STREAM', stream).catch(() => null));
   const last = String(info['last-generated-id'] ?? '0-0');
-  const all = ((await redis.xinfo('GROUPS', stream).catch(() => [])) as unknown[]).map(record);
+  const all = ((await redis.xinfo('GROUPS', stream).catch(() => [])) as unknown[]).map(fieldsOf);
   for (const name of groups) {
     const g = all.find((x) => x.name === name);
     if (!g) return `${stream}: no group ${name}`;
@@ -495,7 +490,7 @@ async function main(): Promise<number> {
   }
   const events: AnyEvent[] = (await bus.history({ limit: 10_000_000 })).map((s) => s.event);
   const { byId, byCorrelation, duplicateIds } = indexEvents(events);
-  const streamInfos = await Promise.all(bus.streams.map(async (s) => record(await redis.xinfo('STREAM', s))));
+  const streamInfos = await Promise.all(bus.streams.map(async (s) => fieldsOf(await redis.xinfo('STREAM', s))));
   const deadLetters = await bus.deadLetters(1000);
   const notices: AlertNotice[] = [];
   for (const [id, fields] of (await redis.xrange(ak.alertsStream, '-', '+')) as Array<[string, string[]]>) {

@@ -99,6 +99,13 @@ function createCluster(nodes: ClusterNode[], url: string, redisOptions: RedisOpt
   return cluster as unknown as Redis;
 }
 
+/** A flat `[field, value, ...]` reply (XINFO STREAM, XINFO GROUPS entries) as an object. */
+export function fieldsOf(flat: unknown): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  if (Array.isArray(flat)) for (let i = 0; i + 1 < flat.length; i += 2) out[String(flat[i])] = flat[i + 1];
+  return out;
+}
+
 /** The nodes holding data: the one node, or each master of a cluster. */
 export function mastersOf(redis: Redis): Redis[] {
   return isCluster(redis) ? (redis as unknown as Cluster).nodes('master') : [redis];

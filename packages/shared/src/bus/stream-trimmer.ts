@@ -1,4 +1,5 @@
 import type Redis from 'ioredis';
+import { fieldsOf } from '../redis';
 
 type Id = [ms: number, seq: number];
 
@@ -8,12 +9,6 @@ const parseId = (id: string): Id => {
 };
 const older = (a: Id, b: Id) => a[0] < b[0] || (a[0] === b[0] && a[1] < b[1]);
 const format = (id: Id) => `${id[0]}-${id[1]}`;
-
-function record(flat: unknown): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
-  if (Array.isArray(flat)) for (let i = 0; i + 1 < flat.length; i += 2) out[String(flat[i])] = flat[i + 1];
-  return out;
-}
 
 export interface TrimResult {
   trimmed: number;
@@ -30,7 +25,7 @@ export interface TrimResult {
  * Redis, and the caller is told.
  */
 export async function trimStream(redis: Redis, stream: string, maxLen: number, hardMaxLen: number): Promise<TrimResult> {
-  const info = record(await redis.xinfo('STREAM', stream).catch(() => null));
+  const info = fieldsOf(await redis.xinfo('STREAM', stream).catch(() => null));
   const length = Number(info['length'] ?? 0);
   if (length <= maxLen) return { trimmed: 0 };
   const first = parseId(String((info['first-entry'] as unknown[] | null)?.[0] ?? '0-0'));
@@ -40,7 +35,7 @@ export async function trimStream(redis: Redis, stream: string, maxLen: number, h
 
   let cut = cutFor(maxLen);
   let heldBy: string | undefined;
-  const groups = ((await redis.xinfo('GROUPS', stream)) as unknown[]).map(record);
+  const groups = ((await redis.xinfo('GROUPS', stream)) as unknown[]).map(fieldsOf);
   for (const g of groups) {
     const name = String(g['name']);
     const pending = Number(g['pending'] ?? 0);
