@@ -41,6 +41,9 @@ const STAT_FIELDS: Record<CacheStatus, string> = { HIT: 'hits', MISS: 'misses', 
  * nothing else. Identical requests in flight together pay once: one claims the key in Redis
  * (so across every instance and within one), the others wait for its entry.
  */
+/** A tenant shard's overall figures (the system's, summed over the shards). */
+const overallStatsKey = (shardNamespace: string) => `${shardNamespace}:cache:stats`;
+
 export class ResponseCache {
   constructor(
     private readonly redis: Redis,
@@ -82,18 +85,19 @@ export class ResponseCache {
   /** Stores a complete, successful result for `ttlSeconds` (0 stores nothing). */
   async put<T>(k: CacheKey, value: T, ttlSeconds: number): Promise<void> {
     if (ttlSeconds <= 0) return;
+    const [projectKey, overallKey] = this.statsKeys(k.tenant.project);
     await this.redis
       .multi()
       .set(k.key, JSON.stringify({ v: value, at: new Date().toISOString() }), 'EX', ttlSeconds)
-      .hincrby(this.statsKey(k.tenant.project), `${k.kind}:stores`, 1)
-      .hincrby(this.overallKey(k.tenant.project), `${k.kind}:stores`, 1)
+      .hincrby(projectKey, `${k.kind}:stores`, 1)
+      .hincrby(overallKey, `${k.kind}:stores`, 1)
       .exec();
   }
 
   /** Counts one lookup's outcome, and on a hit the money it saved, for the project and overall. */
   async record(k: Pick<CacheKey, 'kind' | 'tenant'>, status: CacheStatus, savedMicros = 0): Promise<void> {
     const tx = this.redis.multi();
-    for (const key of [this.statsKey(k.tenant.project), this.overallKey(k.tenant.project)]) {
+    for (const key of this.statsKeys(k.tenant.project)) {
       tx.hincrby(key, `${k.kind}:${STAT_FIELDS[status]}`, 1);
       if (savedMicros > 0) tx.hincrby(key, `${k.kind}:saved_micros`, savedMicros);
     }
@@ -136,8 +140,8 @@ export class ResponseCache {
   async stats(project?: string): Promise<CacheStats[]> {
     const hashes =
       project !== undefined
-        ? [await this.redis.hgetall(this.statsKey(project))]
-        : (await pipelinePerShard(this.redis, tenantShardNamespaces(this.namespace, this.shards), (pipe, ns) => pipe.hgetall(`${ns}:cache:stats`))).map(
+        ? [await this.redis.hgetall(this.statsKeys(project)[0])]
+        : (await pipelinePerShard(this.redis, tenantShardNamespaces(this.namespace, this.shards), (pipe, ns) => pipe.hgetall(overallStatsKey(ns)))).map(
             ([h]) => h as Record<string, string>,
           );
     const n = (kind: CacheKind, f: string) => hashes.reduce((sum, h) => sum + Number(h[`${kind}:${f}`] ?? 0), 0);
@@ -157,13 +161,12 @@ export class ResponseCache {
     });
   }
 
-  /** A project's figures, in its shard. */
-  private statsKey(project: string): string {
-    return `${projectNamespace(this.namespace, project, this.shards)}:cache:stats:p:${encodeURIComponent(project)}`;
-  }
-
-  /** The overall figures of the project's shard (one slot with its entry and its stats, so one MULTI). */
-  private overallKey(project: string): string {
-    return `${projectNamespace(this.namespace, project, this.shards)}:cache:stats`;
+  /**
+   * A project's figures and its shard's overall figures: both in the project's shard, one slot with
+   * its entries, so a store or a lookup's record is one MULTI.
+   */
+  private statsKeys(project: string): [project: string, overall: string] {
+    const ns = projectNamespace(this.namespace, project, this.shards);
+    return [`${ns}:cache:stats:p:${encodeURIComponent(project)}`, overallStatsKey(ns)];
   }
 }

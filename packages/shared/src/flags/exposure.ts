@@ -2,7 +2,7 @@ import type Redis from 'ioredis';
 import type { EventBus } from '../bus/event-bus';
 import type { EventMeta } from '../events/envelope';
 import { currentTenantShards } from '../config';
-import { tenantShardNamespaces, tenantShardOf } from '../tenant-shards';
+import { projectNamespace } from '../tenant-shards';
 
 const DAY_MS = 86_400_000;
 const LOCAL_MAX = 100_000;
@@ -15,23 +15,20 @@ const LOCAL_MAX = 100_000;
  * decision stays one key), not kept in the system's one slot.
  */
 export class ExposureLog {
-  private readonly shards: readonly string[];
   private seen = new Set<string>();
   private seenDay = '';
 
   constructor(
     private readonly redis: Redis,
-    namespace: string,
+    private readonly namespace: string,
     private readonly bus: EventBus,
     private readonly now: () => number = Date.now,
-    shards = currentTenantShards(),
-  ) {
-    this.shards = tenantShardNamespaces(namespace, shards);
-  }
+    private readonly shards = currentTenantShards(),
+  ) {}
 
-  /** The marker of a subject's exposure to a flag on a day. */
+  /** The marker of a subject's exposure to a flag on a day (in the subject's shard). */
   markerKey(day: string, flag: string, subject: string): string {
-    return `${this.shards[tenantShardOf(subject, this.shards.length)]}:flags:exposed:${day}:${flag}:${subject}`;
+    return `${projectNamespace(this.namespace, subject, this.shards)}:flags:exposed:${day}:${flag}:${subject}`;
   }
 
   /** Returns whether this call published the exposure. */
